@@ -1,0 +1,301 @@
+"""Tests of SSCConv2D: structured == reference == Keras layers, counts, serialization, errors."""
+
+import itertools
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from ssc_tf import SSCConv2D
+
+ATOL = 1e-4
+
+
+def _inputs(shape, seed=0):
+    return np.random.default_rng(seed).standard_normal(shape).astype("float32")
+
+
+def _pair(implementation, filters, in_shape, **kwargs):
+    """A structured layer and a reference layer holding the same weights."""
+    keras.utils.set_random_seed(1)
+    structured = SSCConv2D(filters, implementation="structured", **kwargs)
+    reference = SSCConv2D(filters, implementation="reference", **kwargs)
+    structured.build(in_shape)
+    reference.build(in_shape)
+    rng = np.random.default_rng(2)
+    weights = [rng.standard_normal(w.shape).astype("float32") for w in structured.get_weights()]
+    structured.set_weights(weights)
+    reference.set_weights(weights)
+    return structured, reference
+
+
+def _outputs_and_gradients(layer, x, upstream):
+    x = tf.constant(x)
+    with tf.GradientTape() as tape:
+        tape.watch(x)
+        y = layer(x)
+        loss = tf.reduce_sum(y * upstream)
+    grads = tape.gradient(loss, [x] + [v.value for v in layer.trainable_variables])
+    return y.numpy(), [g.numpy() for g in grads]
+
+
+# (in_channels, filters, g, p): g and p dividing the channels or not, 3 input channels, N != M,
+# g larger than M (filters beyond M get 1x1 kernels only) and g larger than N.
+CHANNEL_CASES = [
+    (8, 8, 2, 2),
+    (128, 128, 19, 15),
+    (3, 16, 2, 1),
+    (12, 20, 4, 3),
+    (6, 10, 8, 1),
+    (16, 6, 8, 2),
+    (10, 14, 3, None),
+    (9, 13, None, 4),
+]
+GEOMETRY = list(itertools.product((1, 3, 5), (1, 2), ("same", "valid")))
+
+
+@pytest.mark.parametrize("m,n,g,p", CHANNEL_CASES)
+@pytest.mark.parametrize("kernel_size,strides,padding", GEOMETRY)
+def test_structured_matches_reference_forward_and_gradients(
+    m, n, g, p, kernel_size, strides, padding
+):
+    # Odd spatial sizes with stride 2 exercise the 'same' padding split; batch alternates 1/3.
+    batch = 1 if (kernel_size + strides) % 2 else 3
+    in_shape = (batch, 9, 8, m)
+    structured, reference = _pair(
+        None, n, in_shape, kernel_size=kernel_size, g=g, p=p, strides=strides, padding=padding
+    )
+    x = _inputs(in_shape)
+    out_shape = structured.compute_output_shape(in_shape)
+    upstream = _inputs(out_shape, seed=3)
+    y_s, grads_s = _outputs_and_gradients(structured, x, upstream)
+    y_r, grads_r = _outputs_and_gradients(reference, x, upstream)
+    assert y_s.shape == y_r.shape == out_shape
+    np.testing.assert_allclose(y_s, y_r, atol=ATOL, rtol=1e-4)
+    for g_s, g_r in zip(grads_s, grads_r):
+        np.testing.assert_allclose(g_s, g_r, atol=ATOL * 10, rtol=1e-4)
+
+
+@pytest.mark.parametrize("kernel_size", [2, (2, 4)])
+def test_even_kernels_match_reference(kernel_size):
+    in_shape = (2, 7, 8, 12)
+    for strides in (1, 2):
+        structured, reference = _pair(
+            None, 10, in_shape, kernel_size=kernel_size, g=4, p=3, strides=strides,
+            padding="same",
+        )
+        x = _inputs(in_shape)
+        np.testing.assert_allclose(structured(x), reference(x), atol=ATOL)
+
+
+def _copy_keras_layer_into_ssc(keras_layer, dense_kernel, ssc, x):
+    keras_out = keras_layer(x)
+    ssc.build(x.shape)
+    ssc.set_dense_kernel(dense_kernel(keras_layer.kernel.numpy()))
+    ssc.bias.assign(keras_layer.bias.numpy())
+    return keras_out, ssc(x)
+
+
+@pytest.mark.parametrize("strides,padding", [(1, "same"), (2, "valid")])
+def test_g1_equals_conv2d(strides, padding):
+    x = _inputs((2, 9, 9, 24))
+    conv = keras.layers.Conv2D(
+        32, 3, strides=strides, padding=padding, bias_initializer="random_normal"
+    )
+    expected, got = _copy_keras_layer_into_ssc(
+        conv, lambda k: k, SSCConv2D(32, 3, g=1, p=3, strides=strides, padding=padding), x
+    )
+    np.testing.assert_allclose(got, expected, atol=ATOL)
+
+
+def _grouped_to_dense(kernel, in_channels, groups):
+    kh, kw, per_group, filters = kernel.shape
+    dense = np.zeros((kh, kw, in_channels, filters), kernel.dtype)
+    out_per_group = filters // groups
+    for n in range(filters):
+        b = n // out_per_group
+        dense[:, :, b * per_group : (b + 1) * per_group, n] = kernel[:, :, :, n]
+    return dense
+
+
+@pytest.mark.parametrize("m,n,g", [(16, 32, 4), (24, 24, 8), (12, 36, 12)])
+def test_p_none_with_dividing_g_equals_grouped_conv2d(m, n, g):
+    x = _inputs((2, 8, 8, m))
+    conv = keras.layers.Conv2D(n, 3, padding="same", groups=g, bias_initializer="random_normal")
+    expected, got = _copy_keras_layer_into_ssc(
+        conv, lambda k: _grouped_to_dense(k, m, g), SSCConv2D(n, 3, g=g, p=None, padding="same"), x
+    )
+    np.testing.assert_allclose(got, expected, atol=ATOL)
+
+
+def _depthwise_to_dense(kernel):
+    kh, kw, channels, _ = kernel.shape
+    dense = np.zeros((kh, kw, channels, channels), kernel.dtype)
+    for c in range(channels):
+        dense[:, :, c, c] = kernel[:, :, c, 0]
+    return dense
+
+
+@pytest.mark.parametrize("strides", [1, 2])
+def test_g_equals_channels_matches_depthwise(strides):
+    x = _inputs((2, 8, 8, 16))
+    conv = keras.layers.DepthwiseConv2D(
+        5, strides=strides, padding="same", bias_initializer="random_normal"
+    )
+    expected, got = _copy_keras_layer_into_ssc(
+        conv, _depthwise_to_dense,
+        SSCConv2D(16, 5, g=16, p=None, strides=strides, padding="same"), x,
+    )
+    np.testing.assert_allclose(got, expected, atol=ATOL)
+
+
+@pytest.mark.parametrize("strides,padding", [(1, "same"), (2, "same"), (2, "valid")])
+def test_no_kxk_part_p1_equals_pointwise_conv2d(strides, padding):
+    x = _inputs((2, 9, 9, 12))
+    conv = keras.layers.Conv2D(
+        20, 1, strides=strides, padding=padding, bias_initializer="random_normal"
+    )
+    expected, got = _copy_keras_layer_into_ssc(
+        conv, lambda k: k, SSCConv2D(20, 1, g=None, p=1, strides=strides, padding=padding), x
+    )
+    np.testing.assert_allclose(got, expected, atol=ATOL)
+
+
+def test_no_kxk_part_with_p_sees_only_inputs_of_its_residue():
+    layer = SSCConv2D(6, 1, g=None, p=3, use_bias=False)
+    layer.build((1, 1, 1, 9))
+    layer.set_dense_kernel(np.ones((1, 1, 9, 6), "float32"))
+    x = np.arange(9, dtype="float32").reshape(1, 1, 1, 9)
+    # Filter n sums inputs m with m % 3 == n % 3: {0,3,6}=9, {1,4,7}=12, {2,5,8}=15.
+    np.testing.assert_allclose(layer(x)[0, 0, 0], [9, 12, 15, 9, 12, 15])
+
+
+@pytest.mark.parametrize("m,n,g,p", [(512, 512, 16, 2), (128, 128, 19, 15), (3, 64, 2, 1)])
+def test_only_live_weights_are_variables(m, n, g, p):
+    layer = SSCConv2D(n, 3, g=g, p=p)
+    layer.build((None, 8, 8, m))
+    mask = layer.pattern.kernel_mask()
+    assert layer.live_params == int(mask.sum())
+    assert layer.count_params() == int(mask.sum()) + n
+    assert layer.dense_params == mask.size
+
+
+def test_dense_kernel_round_trips_through_set_dense_kernel():
+    layer = SSCConv2D(14, 3, g=3, p=4)
+    layer.build((None, 6, 6, 10))
+    kernel = _inputs((3, 3, 10, 14))
+    layer.set_dense_kernel(kernel)
+    mask = layer.pattern.kernel_mask()
+    np.testing.assert_array_equal(layer.dense_kernel().numpy(), np.where(mask, kernel, 0))
+
+
+def test_macs_and_output_shape():
+    layer = SSCConv2D(128, 3, g=16, p=4, strides=2, padding="same")
+    assert layer.compute_output_shape((None, 9, 8, 64)) == (None, 5, 4, 128)
+    layer.build((None, 9, 8, 64))
+    assert layer.macs((None, 9, 8, 64)) == 20 * layer.live_params
+    assert layer.dense_macs((9, 8)) == 20 * 9 * 64 * 128
+
+
+def test_he_normal_uses_the_sparse_fan_in():
+    keras.utils.set_random_seed(0)
+    layer = SSCConv2D(512, 3, g=16, p=2, padding="same", use_bias=False)
+    layer.build((None, 4, 4, 512))
+    live = np.concatenate([w.ravel() for w in layer.get_weights()])
+    fan_in = 32 * 9 + 240
+    assert np.std(live) == pytest.approx(np.sqrt(2.0 / fan_in), rel=0.03)
+    # With the dense fan-in (4608) the outputs would shrink by ~3x; with the real one the
+    # pre-activation variance is ~2x the input variance, as He et al. intend.
+    y = layer(_inputs((8, 4, 4, 512)), training=False).numpy()
+    assert np.var(y[:, 1:-1, 1:-1]) == pytest.approx(2.0, rel=0.15)
+
+
+def test_seeded_initializer_is_deterministic():
+    def weights():
+        layer = SSCConv2D(40, 3, g=3, p=4, kernel_initializer=keras.initializers.GlorotUniform(7))
+        layer.build((None, 5, 5, 30))
+        return layer.get_weights()
+
+    for a, b in zip(weights(), weights()):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_non_variance_scaling_initializer_is_applied_as_is():
+    layer = SSCConv2D(8, 3, g=2, p=2, kernel_initializer="ones")
+    layer.build((None, 5, 5, 8))
+    assert all((w == 1).all() for w in layer.get_weights()[:-1])
+
+
+def test_config_round_trip():
+    layer = SSCConv2D(
+        24, (3, 5), g=5, p=7, strides=(2, 1), padding="SAME", activation="relu",
+        kernel_regularizer=keras.regularizers.L2(1e-4), implementation="reference",
+    )
+    config = layer.get_config()
+    clone = SSCConv2D.from_config(config)
+    assert clone.get_config() == config
+    assert (clone.g, clone.p, clone.padding, clone.kernel_size) == (5, 7, "same", (3, 5))
+
+
+def test_keras_file_round_trip(tmp_path):
+    inputs = keras.Input((8, 8, 16))
+    x = SSCConv2D(32, 3, g=5, p=3, padding="same", activation="relu")(inputs)
+    outputs = SSCConv2D(10, 3, g=None, p=2, strides=2)(x)
+    model = keras.Model(inputs, outputs)
+    path = tmp_path / "model.keras"
+    model.save(path)
+    loaded = keras.models.load_model(path)
+    assert isinstance(loaded.layers[1], SSCConv2D)
+    x = _inputs((2, 8, 8, 16))
+    np.testing.assert_allclose(loaded(x), model(x), atol=1e-6)
+
+
+def test_unknown_spatial_size_matches_static_call():
+    inputs = keras.Input((None, None, 12))
+    layer = SSCConv2D(10, 3, g=4, p=3, strides=2, padding="same")
+    model = keras.Model(inputs, layer(inputs))
+    assert model.output_shape == (None, None, None, 10)
+    x = _inputs((2, 9, 7, 12))
+    dynamic = tf.function(model, input_signature=[tf.TensorSpec((None, None, None, 12))])
+    np.testing.assert_allclose(dynamic(x), layer(x), atol=1e-5)
+
+
+def test_mixed_precision_runs_in_float16():
+    layer = SSCConv2D(16, 3, g=4, p=3, padding="same", dtype="mixed_float16")
+    y = layer(_inputs((2, 6, 6, 8)))
+    assert y.dtype == tf.float16
+    assert all(v.dtype == "float32" for v in layer.weights)
+
+
+@pytest.mark.parametrize("kwargs,message", [
+    (dict(filters=0, kernel_size=3, g=1, p=1), "`filters`.*Received: filters=0"),
+    (dict(filters=8, kernel_size=0, g=1, p=1), "`kernel_size`.*Received: kernel_size=0"),
+    (dict(filters=8, kernel_size=3, g=0, p=1), "`g`.*Received: g=0"),
+    (dict(filters=8, kernel_size=3, g=2, p=-2), "`p`.*Received: p=-2"),
+    (dict(filters=8, kernel_size=3, g=None, p=None), "at least one"),
+    (dict(filters=8, kernel_size=3, g=2, p=2, padding="full"), "`padding`.*Received"),
+    (dict(filters=8, kernel_size=3, g=2, p=2, strides=(1, 0)), "`strides`"),
+    (dict(filters=8, kernel_size=3, g=2, p=2, implementation="fast"), "`implementation`"),
+])
+def test_bad_arguments_raise_at_construction(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        SSCConv2D(**kwargs)
+
+
+def test_g_too_large_raises_at_build_naming_g_and_p():
+    layer = SSCConv2D(16, 3, g=8, p=None)
+    with pytest.raises(ValueError, match="g=8, p=None leave 8 of 16 filters without any kernel"):
+        layer.build((None, 8, 8, 4))
+
+
+def test_set_dense_kernel_checks_shape():
+    layer = SSCConv2D(8, 3, g=2, p=2)
+    layer.build((None, 5, 5, 4))
+    with pytest.raises(ValueError, match=r"expected shape \(3, 3, 4, 8\)"):
+        layer.set_dense_kernel(np.zeros((3, 3, 8, 4)))
+
+
+def test_pattern_before_build_raises_clear_error():
+    with pytest.raises(ValueError, match="no pattern yet"):
+        SSCConv2D(8, 3, g=2, p=2).live_params

@@ -1,0 +1,203 @@
+"""Tests of ssc_tf.pattern: the pattern against the SPEC's definition, counts, plans, errors."""
+
+import numpy as np
+import pytest
+
+from ssc_tf import pattern as pattern_lib
+from ssc_tf.pattern import SSCPattern
+
+# Every (channels, g, p) of the supplement's tables (SPEC section 3), as 3x3 layers with as
+# many inputs as filters (the first layer of a stage sees the previous width: added below).
+VGG_WIDTHS = (64, 128, 256, 512)
+RESNET32_WIDTHS = (32, 64, 128)
+SUPPLEMENT_ROWS = [
+    (VGG_WIDTHS, (1, 2, 4, 16), (1, 2, 2, 2)),
+    (VGG_WIDTHS, (1, 1, 4, 16), (1, 2, 4, 16)),
+    (VGG_WIDTHS, (1, 4, 8, 64), (1, 4, 8, 25)),
+    (VGG_WIDTHS, (1, 1, 2, 10), (1, 2, 2, 15)),
+    (VGG_WIDTHS, (1, 1, 3, 30), (1, 2, 4, 30)),
+    (VGG_WIDTHS, (1, 1, 3, 35), (1, 2, 4, 35)),
+    (VGG_WIDTHS, (1, 4, 8, 64), (1, 4, 12, 40)),
+    (RESNET32_WIDTHS, (2, 4, 15), (2, 4, 4)),
+    (RESNET32_WIDTHS, (2, 8, 64), (2, 8, 32)),
+    (RESNET32_WIDTHS, (16, 32, 64), (8, 32, 64)),
+    (RESNET32_WIDTHS, (2, 4, 16), (2, 4, 4)),
+    (RESNET32_WIDTHS, (2, 6, 64), (2, 16, 32)),
+    (RESNET32_WIDTHS, (16, 32, 64), (16, 64, 64)),
+    (RESNET32_WIDTHS, (1, 2, 11), (1, 4, 10)),
+    (RESNET32_WIDTHS, (2, 4, 16), (2, 4, 8)),
+    (RESNET32_WIDTHS, (2, 10, 64), (2, 16, 32)),
+    (RESNET32_WIDTHS, (1, 6, 16), (2, 6, 6)),
+    (RESNET32_WIDTHS, (2, 6, 15), (2, 3, 4)),
+    (RESNET32_WIDTHS, (2, 4, 16), (2, 4, 5)),
+    (RESNET32_WIDTHS, (1, 4, 15), (2, 16, 16)),
+    (RESNET32_WIDTHS, (2, 4, 19), (2, 4, 4)),
+    (RESNET32_WIDTHS, (4, 8, 8), (4, 8, 9)),
+]
+
+
+def _supplement_layers():
+    cases = set()
+    for widths, gs, ps in SUPPLEMENT_ROWS:
+        for i, (width, g, p) in enumerate(zip(widths, gs, ps)):
+            cases.add((width, width, g, p))
+            if i:
+                cases.add((widths[i - 1], width, g, p))
+    return sorted(cases)
+
+
+SUPPLEMENT_LAYERS = _supplement_layers()
+
+
+def _spec_block(c, channels, g):
+    """SPEC section 1's closed form of block(c; C, g)."""
+    q, r = divmod(channels, g)
+    return c // (q + 1) if c < r * (q + 1) else r + (c - r * (q + 1)) // q
+
+
+def _spec_kernel_kinds(m_total, n_total, g, p):
+    """The SPEC's definition, one kernel at a time: 'k' (KxK), '1' (1x1) or '' (empty)."""
+    kinds = np.full((m_total, n_total), "", dtype=object)
+    for m in range(m_total):
+        for n in range(n_total):
+            if g is not None and _spec_block(m, m_total, g) == _spec_block(n, n_total, g):
+                kinds[m, n] = "k"
+            elif p is not None and m % p == n % p:
+                kinds[m, n] = "1"
+    return kinds
+
+
+def test_block_sizes_are_balanced_and_larger_first():
+    np.testing.assert_array_equal(pattern_lib.block_sizes(128, 19), [7] * 14 + [6] * 5)
+    np.testing.assert_array_equal(pattern_lib.block_sizes(3, 5), [1, 1, 1, 0, 0])
+
+
+@pytest.mark.parametrize("channels,g", [(128, 19), (512, 30), (3, 2), (7, 7), (5, 9), (64, 16)])
+def test_block_ids_match_spec_closed_form(channels, g):
+    expected = [_spec_block(c, channels, g) for c in range(channels)]
+    np.testing.assert_array_equal(pattern_lib.block_ids(channels, g), expected)
+
+
+def test_block_ids_match_keras_groups_when_g_divides():
+    np.testing.assert_array_equal(pattern_lib.block_ids(64, 16), np.arange(64) // 4)
+
+
+@pytest.mark.parametrize(
+    "m,n,g,p",
+    [(128, 128, 19, 15), (3, 64, 1, 1), (64, 3, 8, 2), (20, 12, 5, 3), (6, 16, 8, 1),
+     (16, 6, 8, 2), (10, 14, 3, None), (9, 13, None, 4), (12, 12, 12, None), (7, 5, 2, 9)],
+)
+def test_masks_match_spec_definition(m, n, g, p):
+    pattern = SSCPattern(m, n, 3, g, p)
+    kinds = _spec_kernel_kinds(m, n, g, p)
+    np.testing.assert_array_equal(pattern.kxk_mask, kinds == "k")
+    np.testing.assert_array_equal(pattern.pointwise_mask, kinds == "1")
+
+
+@pytest.mark.parametrize("m,n,g,p", SUPPLEMENT_LAYERS)
+def test_live_params_equal_independent_mask_count(m, n, g, p):
+    pattern = SSCPattern(m, n, 3, g, p)
+    kinds = _spec_kernel_kinds(m, n, g, p)
+    expected = 9 * int((kinds == "k").sum()) + int((kinds == "1").sum())
+    assert pattern.live_params == expected
+    assert int(pattern.kernel_mask().sum()) == expected
+    assert sum(int(np.prod(shape)) for _, shape in pattern.weight_shapes()) == expected
+
+
+def test_spec_density_examples():
+    assert round(SSCPattern(512, 512, 3, 16, 2).density * 100, 2) == 11.46
+    assert round(SSCPattern(512, 512, 3, 64, 25).density * 100, 2) == 1.99
+
+
+@pytest.mark.parametrize("m,n,g,p", [(512, 512, 16, 2), (512, 512, 64, 25), (128, 128, 16, 4)])
+def test_paper_density_approximates_exact_density(m, n, g, p):
+    exact = SSCPattern(m, n, 3, g, p).density
+    assert pattern_lib.paper_density(g, p, 3) == pytest.approx(exact, rel=0.02)
+
+
+@pytest.mark.parametrize("m,n,g,p", SUPPLEMENT_LAYERS + [(16, 6, 8, 2), (5, 9, 7, 3)])
+def test_runs_rebuild_kxk_mask_in_at_most_three_runs(m, n, g, p):
+    pattern = SSCPattern(m, n, 3, g, p)
+    assert len(pattern.runs) <= 3
+    rebuilt = np.zeros((m, n), dtype=bool)
+    for run in pattern.runs:
+        for b in range(run.num_blocks):
+            ins = slice(run.in_start + b * run.in_block, run.in_start + (b + 1) * run.in_block)
+            outs = slice(run.out_start + b * run.out_block,
+                         run.out_start + (b + 1) * run.out_block)
+            rebuilt[ins, outs] = True
+    np.testing.assert_array_equal(rebuilt, pattern.kxk_mask)
+    assert not pattern.kxk_mask[:, pattern.kxk_filters:].any()
+
+
+@pytest.mark.parametrize("m,n,g,p,k", [(128, 128, 19, 15, 3), (10, 7, 3, 4, 5), (6, 9, None, 2, 3),
+                                       (12, 12, 4, None, (3, 5))])
+def test_dense_index_places_each_live_weight_once(m, n, g, p, k):
+    pattern = SSCPattern(m, n, k, g, p)
+    index = pattern.dense_index()
+    assert len(np.unique(index)) == len(index) == pattern.live_params
+    np.testing.assert_array_equal(np.sort(index), np.flatnonzero(pattern.kernel_mask()))
+
+
+@pytest.mark.parametrize("m,n,p", [(10, 7, 4), (128, 128, 15), (8, 8, 1)])
+def test_residue_index_maps_to_same_residue_pairs(m, n, p):
+    pattern = SSCPattern(m, n, 3, 3, p)
+    _, a, c = pattern.residue_shape
+    s, i, j = np.unravel_index(pattern.residue_index, pattern.residue_shape)
+    m_idx, n_idx = i * p + s, j * p + s
+    assert (m_idx < m).all() and (n_idx < n).all()
+    assert pattern.pointwise_mask[m_idx, n_idx].all()
+    assert len(pattern.residue_index) == pattern.num_pointwise_kernels
+
+
+def test_fans_count_live_taps():
+    pattern = SSCPattern(512, 512, 3, 16, 2)
+    # 32 KxK kernels of 9 taps, and 1x1 kernels at the 240 same-residue inputs outside the block.
+    np.testing.assert_array_equal(pattern.fan_in(), np.full(512, 32 * 9 + 240))
+    np.testing.assert_array_equal(pattern.fan_out(), np.full(512, 32 * 9 + 240))
+
+
+def test_macs_are_output_pixels_times_live_weights():
+    pattern = SSCPattern(128, 128, 3, 16, 4)
+    assert pattern.macs((8, 8), 1, "same") == 64 * pattern.live_params
+    assert pattern.macs((8, 8), 2, "valid") == 9 * pattern.live_params
+    assert pattern.dense_macs((8, 8), 1, "same") == 64 * 9 * 128 * 128
+
+
+@pytest.mark.parametrize("length,kernel,stride,padding,expected", [
+    (8, 3, 1, "same", (0, 8, 0)),
+    (8, 3, 2, "same", (1, 4, 0)),
+    (9, 3, 2, "same", (0, 5, 0)),
+    (8, 3, 1, "valid", (1, 6, 0)),
+    (8, 1, 2, "same", (0, 4, 0)),
+    (4, 2, 1, "same", (1, 4, 1)),
+])
+def test_center_tap_window(length, kernel, stride, padding, expected):
+    assert pattern_lib.center_tap_window(length, kernel, stride, padding) == expected
+
+
+@pytest.mark.parametrize("kwargs,message", [
+    (dict(g=0, p=2), "`g`.*Received: g=0"),
+    (dict(g=2, p=-1), "`p`.*Received: p=-1"),
+    (dict(g=2.5, p=2), "`g`.*Received: g=2.5"),
+    (dict(g=True, p=2), "`g`.*Received: g=True"),
+    (dict(g=None, p=None), "at least one"),
+    (dict(g=8, p=None), "g=8, p=None leave 4 of 8 filters without any kernel"),
+    (dict(g=8, p=5), "g=8, p=5 leave 1 of 8 filters"),
+])
+def test_bad_g_p_raise_value_error_naming_them(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        SSCPattern(4, 8, 3, **kwargs)
+
+
+def test_g_larger_than_filters_is_allowed_when_every_filter_has_a_kernel():
+    pattern = SSCPattern(64, 8, 3, 16, None)
+    assert pattern.kxk_mask.any(axis=0).all()
+    assert pattern.live_params == 8 * 4 * 9
+
+
+def test_bad_kernel_size_and_padding_name_the_argument():
+    with pytest.raises(ValueError, match="`kernel_size`.*Received: kernel_size=0"):
+        SSCPattern(4, 4, 0, 1, None)
+    with pytest.raises(ValueError, match="`padding`.*'valid', 'same'.*Received: padding='full'"):
+        pattern_lib.check_padding("full")

@@ -30,10 +30,8 @@ clean:
 	rm -rf $(VENV) results build *.egg-info
 
 # The tests under Bazel (Debian's bazel-bootstrap 4.2.3, offline; see .bazelrc and
-# WORKSPACE). The venv's path is per clone, so it is passed here: --python_path pins
-# its interpreter, and the tests' PATH starts with it because Bazel's Python launcher
-# is `#!/usr/bin/env python`. (tools/bazel adds the same flags to a bare `bazel test`.)
+# WORKSPACE). Bazel's launcher runs tools/bazel, which points the tests at this
+# clone's .venv.
 .PHONY: bazel-test
 bazel-test: setup
-	bazel test //... --python_path=$(CURDIR)/$(VENV)/bin/python \
-	    --test_env=PATH=$(CURDIR)/$(VENV)/bin:/usr/local/bin:/usr/bin:/bin
+	bazel test //...

@@ -354,7 +354,9 @@ class SSCConv2D(keras.layers.Layer):
         in_channels = self.pattern.in_channels
         live = self._cast(self.kernels[-1])
         weights = tf.reshape(_scatter(self._residue_index, live, p * a * c), (p, a, c))
-        shape = tf.shape(x)
+        height, width = x.shape[1:3]
+        if height is None or width is None:
+            height, width = tf.unstack(tf.shape(x)[1:3])
         if a * p != in_channels:
             x = tf.pad(x, [[0, 0], [0, 0], [0, 0], [0, a * p - in_channels]])
         if p == 1:
@@ -362,7 +364,7 @@ class SSCConv2D(keras.layers.Layer):
         else:
             residues = tf.transpose(tf.reshape(x, [-1, a, p]), [2, 0, 1])
             y = tf.transpose(tf.matmul(residues, weights), [1, 2, 0])
-        y = tf.reshape(y, tf.concat([shape[:3], [c * p]], axis=0))
+        y = tf.reshape(y, [-1, height, width, c * p])
         if c * p != self.filters:
             y = y[..., : self.filters]
         return y

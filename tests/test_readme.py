@@ -1,0 +1,18 @@
+"""The README's Python examples run as written."""
+
+import pathlib
+import re
+
+README = pathlib.Path(__file__).resolve().parents[1] / "README.md"
+
+
+def test_readme_python_examples_run(tmp_path, monkeypatch, capsys):
+    blocks = re.findall(r"```python\n(.*?)```", README.read_text(), flags=re.S)
+    assert blocks, "README has no python example"
+    monkeypatch.chdir(tmp_path)
+    for block in blocks:
+        exec(compile(block.replace("/tmp/", f"{tmp_path}/"), str(README), "exec"), {})
+    printed = capsys.readouterr().out
+    assert "density=0.0599" in printed
+    assert "4413 of 73728" in printed
+    assert "4518912 MACs" in printed

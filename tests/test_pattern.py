@@ -5,6 +5,7 @@ import pytest
 
 from ssc_tf import pattern as pattern_lib
 from ssc_tf.pattern import SSCPattern
+from spec_oracle import spec_block, spec_kernel_kinds
 
 # Every (channels, g, p) of the supplement's tables (SPEC section 3), as 3x3 layers with as
 # many inputs as filters (the first layer of a stage sees the previous width: added below).
@@ -49,24 +50,6 @@ def _supplement_layers():
 SUPPLEMENT_LAYERS = _supplement_layers()
 
 
-def _spec_block(c, channels, g):
-    """SPEC section 1's closed form of block(c; C, g)."""
-    q, r = divmod(channels, g)
-    return c // (q + 1) if c < r * (q + 1) else r + (c - r * (q + 1)) // q
-
-
-def _spec_kernel_kinds(m_total, n_total, g, p):
-    """The SPEC's definition, one kernel at a time: 'k' (KxK), '1' (1x1) or '' (empty)."""
-    kinds = np.full((m_total, n_total), "", dtype=object)
-    for m in range(m_total):
-        for n in range(n_total):
-            if g is not None and _spec_block(m, m_total, g) == _spec_block(n, n_total, g):
-                kinds[m, n] = "k"
-            elif p is not None and m % p == n % p:
-                kinds[m, n] = "1"
-    return kinds
-
-
 def test_block_sizes_are_balanced_and_larger_first():
     np.testing.assert_array_equal(pattern_lib.block_sizes(128, 19), [7] * 14 + [6] * 5)
     np.testing.assert_array_equal(pattern_lib.block_sizes(3, 5), [1, 1, 1, 0, 0])
@@ -74,7 +57,7 @@ def test_block_sizes_are_balanced_and_larger_first():
 
 @pytest.mark.parametrize("channels,g", [(128, 19), (512, 30), (3, 2), (7, 7), (5, 9), (64, 16)])
 def test_block_ids_match_spec_closed_form(channels, g):
-    expected = [_spec_block(c, channels, g) for c in range(channels)]
+    expected = [spec_block(c, channels, g) for c in range(channels)]
     np.testing.assert_array_equal(pattern_lib.block_ids(channels, g), expected)
 
 
@@ -89,7 +72,7 @@ def test_block_ids_match_keras_groups_when_g_divides():
 )
 def test_masks_match_spec_definition(m, n, g, p):
     pattern = SSCPattern(m, n, 3, g, p)
-    kinds = _spec_kernel_kinds(m, n, g, p)
+    kinds = spec_kernel_kinds(m, n, g, p)
     np.testing.assert_array_equal(pattern.kxk_mask, kinds == "k")
     np.testing.assert_array_equal(pattern.pointwise_mask, kinds == "1")
 
@@ -97,7 +80,7 @@ def test_masks_match_spec_definition(m, n, g, p):
 @pytest.mark.parametrize("m,n,g,p", SUPPLEMENT_LAYERS)
 def test_live_params_equal_independent_mask_count(m, n, g, p):
     pattern = SSCPattern(m, n, 3, g, p)
-    kinds = _spec_kernel_kinds(m, n, g, p)
+    kinds = spec_kernel_kinds(m, n, g, p)
     expected = 9 * int((kinds == "k").sum()) + int((kinds == "1").sum())
     assert pattern.live_params == expected
     assert int(pattern.kernel_mask().sum()) == expected

@@ -4,7 +4,7 @@ import keras
 
 from ssc_tf.models import blocks
 
-BASE_WIDTHS = (16, 32, 64)
+BASE_WIDTHS = (16, 32, 64)  # the standard ResNet-32; the paper doubles them (ssc_tf.widths)
 BLOCKS_PER_STAGE = 5
 
 

@@ -2,10 +2,11 @@
 
 import keras
 
+from ssc_tf import widths
 from ssc_tf.models import blocks
 
-WIDTHS = (64, 128, 256, 512)
-WIDTHS_1X1 = (64, 128, 256, 512, 1024, 2048)
+WIDTHS = widths.RESNET50
+WIDTHS_1X1 = widths.RESNET50_1X1
 BLOCKS_PER_STAGE = (3, 4, 6, 3)
 
 

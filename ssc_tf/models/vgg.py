@@ -2,9 +2,10 @@
 
 import keras
 
+from ssc_tf import widths
 from ssc_tf.models import blocks
 
-WIDTHS = (64, 128, 256, 512)
+WIDTHS = widths.VGG19
 # Five blocks of 3 x 3 convolutions, 2 x 2 max-pool between blocks.
 STAGES = ((64, 64), (128, 128), (256,) * 4, (512,) * 4, (512,) * 4)
 

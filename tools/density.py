@@ -1,0 +1,136 @@
+r"""Density report: per-layer live / dense weights and MACs of an experiment's model.
+
+    python tools/density.py --flagfile=configs/cifar100_resnet32_5pct.cfg
+    python tools/density.py --flagfile=configs/cifar100_resnet32_5pct.cfg --json
+    python tools/density.py --all            # markdown table over every config
+
+Counts are exact, from each layer's pattern: weights only (no bias, no batch norm); totals cover
+every convolution and the classifier. The kept fraction is printed as measured next to the
+paper's ticket label, never rounded to it.
+"""
+
+import glob
+import json
+import os
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+from absl import app, flags  # noqa: E402
+
+from ssc_tf import config as config_lib  # noqa: E402
+
+FLAGS = flags.FLAGS
+config_lib.define_flags(FLAGS)
+flags.DEFINE_bool("json", False, "Print one JSON object instead of the table.")
+flags.DEFINE_bool("all", False, "Print a markdown table over every config in --configs_dir.")
+flags.DEFINE_string("configs_dir", os.path.join(os.path.dirname(__file__), "..", "configs"),
+                    "Where --all looks for *.cfg flagfiles.")
+
+
+def _stats(config):
+    from ssc_tf import models
+    from ssc_tf.models.report import model_stats
+
+    return model_stats(models.build(config.model, **config.model_kwargs()))
+
+
+def _label(config):
+    return "dense" if config.ticket is None else f"{config.ticket:g} %"
+
+
+def _gp(value):
+    return "-" if value is None else str(value)
+
+
+def layer_table(config, stats):
+    lines = [
+        f"{config.dataset} {config.model}: paper's ticket {_label(config)}",
+        f"{'layer':<26} {'in':>5} {'out':>5} {'k':>3} {'g':>4} {'p':>4} "
+        f"{'live':>10} {'dense':>10} {'kept':>8} {'MACs':>14}",
+    ]
+    for c in stats.layers:
+        lines.append(
+            f"{c.name:<26} {c.in_channels:>5} {c.out_channels:>5} {c.kernel_size[0]:>3} "
+            f"{_gp(c.g):>4} {_gp(c.p):>4} {c.live_params:>10,} {c.dense_params:>10,} "
+            f"{100 * c.live_params / c.dense_params:>7.2f}% {c.macs:>14,}"
+        )
+    lines.append(
+        f"{'total (convs + classifier)':<51} {stats.live_params:>10,} {stats.dense_params:>10,} "
+        f"{100 * stats.kept_fraction:>7.2f}% {stats.macs:>14,}"
+    )
+    lines.append(
+        f"kept fraction {100 * stats.kept_fraction:.2f} % (paper's label: {_label(config)}); "
+        f"MACs {stats.macs / stats.dense_macs:.4f} of dense ({stats.dense_macs:,})"
+    )
+    return "\n".join(lines)
+
+
+def report_json(config, stats):
+    return {
+        "dataset": config.dataset,
+        "model": config.model,
+        "ticket": config.ticket,
+        "layers": [
+            {
+                "name": c.name,
+                "in_channels": c.in_channels,
+                "out_channels": c.out_channels,
+                "kernel_size": list(c.kernel_size),
+                "strides": list(c.strides),
+                "g": c.g,
+                "p": c.p,
+                "live_params": c.live_params,
+                "dense_params": c.dense_params,
+                "macs": c.macs,
+            }
+            for c in stats.layers
+        ],
+        "live_params": stats.live_params,
+        "dense_params": stats.dense_params,
+        "kept_fraction": stats.kept_fraction,
+        "macs": stats.macs,
+        "dense_macs": stats.dense_macs,
+    }
+
+
+def all_table(paths):
+    lines = [
+        "| config | model | g | p | paper's ticket | kept (exact) | live params | MACs |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for path in paths:
+        config = config_lib.load_flagfile(path)
+        stats = _stats(config)
+        g = "dense" if config.dense else ", ".join(_gp(v) for v in config.g)
+        p = "dense" if config.dense else ", ".join(_gp(v) for v in config.p)
+        if config.p_1x1:
+            p += " (1x1: " + ", ".join(_gp(v) for v in config.p_1x1) + ")"
+        lines.append(
+            f"| {os.path.basename(path)} | {config.model} | {g} | {p} | {_label(config)} | "
+            f"{100 * stats.kept_fraction:.2f} % | {stats.live_params:,} | "
+            f"{stats.macs / 1e6:,.1f} M |"
+        )
+    return "\n".join(lines)
+
+
+def main(argv):
+    if len(argv) > 1:
+        raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+    if FLAGS.all:
+        paths = sorted(glob.glob(os.path.join(FLAGS.configs_dir, "*.cfg")))
+        if not paths:
+            raise app.UsageError(f"--all found no *.cfg in --configs_dir={FLAGS.configs_dir}")
+        print(all_table(paths))
+        return
+    if FLAGS.dataset is None and FLAGS.model is None:
+        raise app.UsageError("Pass --flagfile=configs/<experiment>.cfg (or flags), or --all.")
+    config = config_lib.ExperimentConfig.from_flags(FLAGS)
+    stats = _stats(config)
+    if FLAGS.json:
+        print(json.dumps(report_json(config, stats), indent=2))
+    else:
+        print(layer_table(config, stats))
+
+
+if __name__ == "__main__":
+    app.run(main)

@@ -33,6 +33,11 @@ def _center_tap_window_dynamic(length, kernel, stride, padding):
     return start, count, pad_end
 
 
+def _spatial_size(input_shape):
+    """(height, width) of an input shape given as (h, w[, c]) or (batch, h, w, c)."""
+    return tuple(input_shape[1:3]) if len(input_shape) == 4 else tuple(input_shape[:2])
+
+
 def _scatter(index, values, size):
     """A vector of `size` zeros with `values` at the distinct positions `index`.
 
@@ -208,11 +213,13 @@ class SSCConv2D(keras.layers.Layer):
         )
         sizes = [math.prod(shape) for _, shape in shapes]
         offsets = np.cumsum([0] + sizes)
+        drawn = []
 
         def initializer(i):
             def init(shape, dtype=None):
-                values = unit((1, sum(sizes)), dtype=dtype)[0]
-                part = values[offsets[i] : offsets[i + 1]] * std[offsets[i] : offsets[i + 1]]
+                if not drawn:
+                    drawn.append(unit((1, sum(sizes)), dtype=dtype)[0])
+                part = drawn[0][offsets[i] : offsets[i + 1]] * std[offsets[i] : offsets[i + 1]]
                 return keras.ops.reshape(keras.ops.cast(part, dtype), shape)
 
             return init
@@ -242,13 +249,11 @@ class SSCConv2D(keras.layers.Layer):
     def macs(self, input_shape):
         """Exact multiply-accumulates for one example of `input_shape` (h, w[, c]) or
         (batch, h, w, c); the batch dimension is ignored."""
-        size = tuple(input_shape[1:3]) if len(input_shape) == 4 else tuple(input_shape[:2])
-        return self.pattern.macs(size, self.strides, self.padding)
+        return self.pattern.macs(_spatial_size(input_shape), self.strides, self.padding)
 
     def dense_macs(self, input_shape):
         """Multiply-accumulates of the dense `Conv2D` of the same shape, one example."""
-        size = tuple(input_shape[1:3]) if len(input_shape) == 4 else tuple(input_shape[:2])
-        return self.pattern.dense_macs(size, self.strides, self.padding)
+        return self.pattern.dense_macs(_spatial_size(input_shape), self.strides, self.padding)
 
     def dense_kernel(self):
         """The dense (kh, kw, M, N) kernel: live weights in place, zeros elsewhere."""

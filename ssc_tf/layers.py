@@ -170,6 +170,10 @@ class SSCConv2D(keras.layers.Layer):
         )
         self.input_spec = keras.layers.InputSpec(ndim=4, axes={-1: in_channels})
         shapes = self._pattern.weight_shapes()
+        # Constant index maps between live weights and their dense / residue positions.
+        self._dense_index = self._pattern.dense_index()
+        if self.p is not None:
+            self._residue_index = self._pattern.residue_index
         initial = self._initial_values(shapes)
         self.kernels = [
             self.add_weight(
@@ -188,10 +192,6 @@ class SSCConv2D(keras.layers.Layer):
                 initializer=self.bias_initializer,
                 regularizer=self.bias_regularizer,
             )
-        # Constant index maps between live weights and their dense / residue positions.
-        self._dense_index = self._pattern.dense_index()
-        if self.p is not None:
-            self._residue_index = self._pattern.residue_index
 
     def _initial_values(self, shapes):
         """One initializer per weight variable, honoring the pattern's real fans."""
@@ -199,7 +199,7 @@ class SSCConv2D(keras.layers.Layer):
         if not isinstance(base, keras.initializers.VarianceScaling):
             return [base] * len(shapes)
         in_idx, out_idx = np.unravel_index(
-            self._pattern.dense_index(),
+            self._dense_index,
             self.kernel_size + (self._pattern.in_channels, self.filters),
         )[2:]
         fan_in = self._pattern.fan_in()[out_idx]

@@ -1,0 +1,254 @@
+"""Tests of ssc_tf/architectures.py and tools/search_gp.py: counts without Keras equal the built
+models', and every candidate the search lists hits its target, in the stated order."""
+
+import importlib.util
+import itertools
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from ssc_tf import architectures
+from ssc_tf import config as config_lib
+from ssc_tf import models
+from ssc_tf.models.report import model_stats
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TOOL = os.path.join(ROOT, "tools", "search_gp.py")
+
+# Importing defines no flags: the tool defines them only when run as a script.
+_spec = importlib.util.spec_from_file_location("search_gp", TOOL)
+search_gp = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(search_gp)
+
+
+def _config(name):
+    return config_lib.load_flagfile(os.path.join(ROOT, "configs", name))
+
+
+def _run(*args):
+    return subprocess.run(
+        [sys.executable, TOOL, *args], capture_output=True, text=True, cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": ROOT},
+    )
+
+
+def _kwargs(candidate, dataset):
+    return dict(num_classes=config_lib.NUM_CLASSES[dataset],
+                input_shape=config_lib.INPUT_SHAPES[dataset], g=candidate.g, p=candidate.p,
+                **({"p_1x1": candidate.p_1x1} if candidate.p_1x1 else {}))
+
+
+def _totals(stats):
+    return stats.live_params, stats.dense_params, stats.macs, stats.dense_macs
+
+
+def _rule_key(candidate, target):
+    """The ranking rule as the tool's docstring states it, written out independently."""
+    return ([-round(k, 3) for k in candidate.kept_per_width],
+            abs(candidate.kept_fraction - target), candidate.macs,
+            candidate.g, candidate.p, candidate.p_1x1)
+
+
+@pytest.mark.parametrize("name", [
+    "cifar100_resnet32_5pct.cfg",
+    "cifar100_resnet32_dense.cfg",
+    "cifar100_vgg19_5pct.cfg",
+    "tinyimagenet_vgg19_2pct.cfg",
+    pytest.param("imagenet_resnet50_20pct.cfg", marks=pytest.mark.slow),
+])
+def test_fast_counts_equal_the_built_models_layer_by_layer(name):
+    config = _config(name)
+    stats = model_stats(models.build(config.model, **config.model_kwargs()))
+    fast = architectures.count(config.model, **config.model_kwargs())
+    assert _totals(fast) == _totals(stats)
+    table = {layer.name: layer for layer in
+             architectures.conv_layers(config.model, config.input_shape)}
+    assert sorted(table) == sorted(layer.name for layer in stats.layers)
+    for built in stats.layers:
+        layer = table[built.name]
+        assert (layer.in_channels, layer.filters, (layer.kernel_size,) * 2,
+                (layer.strides,) * 2, layer.output_size, layer.dense_params) == (
+            built.in_channels, built.out_channels, built.kernel_size, built.strides,
+            built.output_size, built.dense_params)
+
+
+def test_every_candidate_is_within_tolerance_and_counted_exactly():
+    target, tolerance = 0.08, 0.004
+    candidates = search_gp.search("resnet32", target, tolerance, dataset="cifar100", top=15)
+    assert len(candidates) == 15
+    for c in candidates:
+        assert abs(c.kept_fraction - target) <= tolerance
+        fast = architectures.count("resnet32", **_kwargs(c, "cifar100"))
+        assert (c.live_params, c.dense_params, c.macs, c.dense_macs) == _totals(fast)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("model,dataset,target", [
+    ("resnet32", "cifar100", 0.05),
+    ("vgg19", "cifar10", 0.1),
+])
+def test_best_candidate_equals_the_keras_models_counts(model, dataset, target):
+    for c in search_gp.search(model, target, dataset=dataset, top=1):
+        stats = model_stats(models.build(model, **_kwargs(c, dataset)))
+        assert (c.live_params, c.dense_params, c.macs, c.dense_macs) == _totals(stats)
+        assert abs(stats.kept_fraction - target) <= 0.005
+
+
+def _brute_force(target, tolerance, monotone, values):
+    """Every setting of resnet32 over `values` counted with architectures.count, ranked."""
+    layers = architectures.conv_layers("resnet32", (32, 32, 3))
+    found = []
+    for g in itertools.product(values, repeat=3):
+        for p in itertools.product(values, repeat=3):
+            if monotone and (list(g) != sorted(g) or list(p) != sorted(p)):
+                continue
+            counts = architectures.count("resnet32", 10, (32, 32, 3), g, p)
+            if abs(counts.kept_fraction - target) > tolerance:
+                continue
+            settings = architectures.settings_of("resnet32", g, p)
+            kept = tuple(
+                sum(architectures.live_params(l.in_channels, l.filters, l.kernel_size,
+                                              *settings[l.setting])
+                    for l in layers if l.setting == (architectures.GP, w))
+                / sum(l.dense_params for l in layers if l.setting == (architectures.GP, w))
+                for w in config_lib.WIDTHS["resnet32"]
+            )
+            found.append(search_gp.Candidate("resnet32", g, p, (), ("32", "64", "128"), kept,
+                                             *_totals(counts)))
+    return sorted(found, key=lambda c: _rule_key(c, target))
+
+
+@pytest.mark.parametrize("monotone", [True, False])
+def test_ranking_is_the_stated_rule_over_the_whole_space(monotone):
+    target, tolerance = 0.3, 0.03
+    expected = _brute_force(target, tolerance, monotone, values=(2, 3, 4))
+    assert len(expected) >= 50
+    found = search_gp.search("resnet32", target, tolerance, g_range=(2, 4), p_range=(2, 4),
+                             monotone=monotone, top=1000)
+    assert found == expected
+    keys = [_rule_key(c, target) for c in found]
+    assert keys == sorted(keys)
+
+
+def test_ranking_prunes_early_widths_least():
+    candidates = search_gp.search("vgg19", 0.05, top=20)
+    keys = [_rule_key(c, 0.05) for c in candidates]
+    assert keys == sorted(keys)
+    best = candidates[0].kept_per_width
+    assert best[0] == best[1] == 1.0 and best[2] > best[3]
+
+
+def test_monotone_keeps_g_and_p_non_decreasing_with_the_width():
+    for c in search_gp.search("resnet50", 0.3, top=10):
+        assert list(c.g) == sorted(c.g) and list(c.p) == sorted(c.p)
+        assert list(c.p_1x1) == sorted(c.p_1x1)
+
+
+def test_dense_stages_keep_the_first_widths_dense():
+    for c in search_gp.search("vgg19", 0.08, dense_stages=2, g_range=(2, 64), top=10):
+        assert c.g[:2] == (1, 1) and c.kept_per_width[:2] == (1.0, 1.0)
+        assert all(g > 1 for g in c.g[2:])
+    # resnet50's ranking order starts 1x1:64, 3x3:64, 1x1:256; monotone, a dense 1x1:256
+    # makes 1x1:128 dense too.
+    for c in search_gp.search("resnet50", 0.3, dense_stages=3, top=5):
+        assert c.widths[:3] == ("1x1:64", "3x3:64", "1x1:256")
+        assert c.p_1x1[:3] == (1, 1, 1) and c.g[0] == 1
+        assert c.kept_per_width[:3] == (1.0, 1.0, 1.0)
+
+
+def test_ranges_are_respected():
+    candidates = search_gp.search("resnet32", 0.09, 0.01, g_range=(4, 16), p_range=(3, 8),
+                                  monotone=False, top=50)
+    assert len(candidates) == 50
+    for c in candidates:
+        assert all(4 <= g <= 16 for g in c.g) and all(3 <= p <= 8 for p in c.p)
+    assert search_gp.grid_values((7, 20)) == (7, 8, 9, 10, 11, 12, 15, 16, 19, 20)
+
+
+def test_known_paper_setting_is_found():
+    config = _config("cifar100_resnet32_5pct.cfg")
+    exact = architectures.count(config.model, **config.model_kwargs()).kept_fraction
+    assert round(exact, 4) == 0.0798
+    candidates = search_gp.search("resnet32", exact, 0.0, dataset="cifar100", g_range=(2, 64),
+                                  p_range=(2, 64), top=100)
+    assert all(c.kept_fraction == exact for c in candidates)
+    assert (config.g, config.p) in [(c.g, c.p) for c in candidates]
+
+
+def test_written_flagfile_round_trips_with_the_predicted_fraction(tmp_path):
+    path = tmp_path / "searched.cfg"
+    result = _run("--model=resnet32", "--dataset=cifar100", "--target=0.05", "--top=3",
+                  "--rank=2", f"--write_flagfile={path}", "--json")
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    chosen = report["candidates"][1]
+    assert report["written_flagfile"]["rank"] == 2
+    config = config_lib.load_flagfile(path)
+    assert (list(config.g), list(config.p)) == (chosen["g"], chosen["p"])
+    assert config.ticket == 5 and not config.dense
+    stats = model_stats(models.build(config.model, **config.model_kwargs()))
+    assert stats.kept_fraction == chosen["kept_fraction"]
+    assert (stats.live_params, stats.macs) == (chosen["live_params"], chosen["macs"])
+    paper = _config("cifar100_resnet32_5pct.cfg")
+    for name in search_gp.SCHEDULE:
+        assert getattr(config, name) == getattr(paper, name), name
+
+
+def test_written_resnet50_flagfile_keeps_the_predicted_fraction(tmp_path):
+    path = tmp_path / "r50.cfg"
+    base = os.path.join(ROOT, "configs", "imagenet_resnet50_20pct.cfg")
+    result = _run("--model=resnet50", "--target=0.3", f"--base_flagfile={base}",
+                  f"--write_flagfile={path}", "--json")
+    assert result.returncode == 0, result.stderr
+    chosen = json.loads(result.stdout)["candidates"][0]
+    config = config_lib.load_flagfile(path)
+    assert list(config.p_1x1) == chosen["p_1x1"] and config.ticket == 30
+    assert config.epochs == 150
+    counts = architectures.count(config.model, **config.model_kwargs())
+    assert counts.kept_fraction == chosen["kept_fraction"]
+    assert (counts.macs, counts.live_params) == (chosen["macs"], chosen["live_params"])
+
+
+def test_table_prints_exact_fractions_and_counts():
+    result = _run("--model=resnet32", "--dataset=cifar100", "--target=0.0798", "--top=3")
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[0].startswith("resnet32: kept fraction 0.0798 +- 0.005")
+    assert len(lines) == 2 + 3 and lines[2].split()[0] == "1"
+    best = search_gp.search("resnet32", 0.0798, dataset="cifar100", top=1)[0]
+    assert f"{best.live_params:,}" in lines[2] and f"{best.kept_fraction:.6g}" in lines[2]
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--model=vgg20", "--target=0.05"], "--model"),
+    (["--model=vgg19", "--target=1.5"], "--target: expected a fraction in (0, 1]"),
+    (["--model=vgg19", "--target=0.05", "--g_range=8,4"], "--g_range"),
+    (["--model=vgg19", "--target=0.05", "--p_range=x"], "--p_range"),
+    (["--model=vgg19", "--target=0.05", "--dense_stages=5"], "--dense_stages"),
+    (["--model=resnet32", "--target=0.001", "--tolerance=0.0001"],
+     "the nearest found keeps 0.0186"),
+    (["--model=resnet32", "--target=0.3", "--tolerance=0.03", "--g_range=2,4", "--p_range=2,4",
+      "--write_flagfile=x.cfg", "--rank=99"], "--rank: only 50 candidates"),
+])
+def test_bad_input_fails_with_one_line_naming_the_flag(args, message, tmp_path):
+    result = _run(*[a.replace("=x.cfg", f"={tmp_path}/x.cfg") for a in args])
+    assert result.returncode != 0
+    assert message in result.stderr
+    assert result.stdout == ""
+    if "--model=vgg20" not in args:
+        assert len(result.stderr.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("kwargs,message", [
+    (dict(model="alexnet", target=0.1), "--model"),
+    (dict(model="vgg19", target=0.1, tolerance=-1), "--tolerance"),
+    (dict(model="vgg19", target=0.1, g_range=(128, 256)), "leave width 64 no valid"),
+    (dict(model="vgg19", target=0.1, top=0), "--top"),
+    (dict(model="vgg19", target=0.1, dataset="mnist"), "--dataset"),
+])
+def test_search_raises_value_errors_naming_the_flag(kwargs, message):
+    with pytest.raises(ValueError, match=message.replace("(", r"\(")):
+        search_gp.search(**kwargs)

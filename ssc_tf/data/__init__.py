@@ -1,0 +1,246 @@
+"""Input pipelines: every dataset of the paper as batched, normalized `tf.data.Dataset`s.
+
+One module per source reads examples in a fixed order: `tfds_datasets` (CIFAR-10, CIFAR-100
+and ImageNet through TFDS), `tiny_imagenet` (the unpacked Tiny-ImageNet folder) and `digits`
+(scikit-learn's bundled 8x8 digits, no download). This module holds what they share: the
+split policy and the one pipeline (cache, shuffle, augment, batch, normalize, prefetch);
+`augment` holds the per-image transforms.
+
+Splits:
+
+- "train" and "validation" partition the source's training set: its last
+  `round(validation_split * size)` examples, in the source's fixed order, are the
+  "validation" hold-out (SPEC section 4 chose g and p on 10 %) and the rest is "train". The
+  fixed order is TFDS' stored order (shuffled when TFDS prepared it), Tiny-ImageNet's sorted
+  files under a fixed permutation, and the shuffled order of the digits split; so the
+  hold-out is the same in every run, whatever `seed`.
+- "test" is the evaluation set: CIFAR's `test`; ImageNet's TFDS `validation` (the 50,000
+  ILSVRC 2012 validation images); Tiny-ImageNet's `val/` (its `test/` has no labels); a
+  fixed stratified 20 % of digits (see `digits`).
+
+"train" is shuffled (seeded, reshuffled each epoch), augmented (`augment.train_augment`),
+batched with `drop_remainder=True` so every epoch has the same known number of full
+batches, and finite: one epoch per iteration. "validation" and "test" are read in order,
+resized for evaluation (`eval_resize`; ImageNet only) and batched keeping the last, smaller
+batch. Both are normalized by `normalize`. CIFAR, Tiny-ImageNet and digits are cached in
+memory as decoded uint8 images (CIFAR 150 MB, Tiny-ImageNet 1.2 GB); ImageNet is streamed.
+
+Example:
+
+>>> train = load("digits", "train", batch_size=64, validation_split=0.1)
+>>> int(train.cardinality()), num_examples("digits", "train", validation_split=0.1)
+(20, 1293)
+>>> images, labels = next(iter(train))
+>>> images.shape, images.dtype, labels.dtype
+(TensorShape([64, 32, 32, 3]), tf.float32, tf.int32)
+"""
+
+import numbers
+
+import tensorflow as tf
+
+from ssc_tf import config
+from ssc_tf.data import augment, digits, tfds_datasets, tiny_imagenet
+from ssc_tf.data.augment import eval_resize, normalize
+
+__all__ = ["DATASETS", "SPLITS", "eval_resize", "load", "needs_data_dir", "normalize",
+           "num_examples"]
+
+DATASETS = config.DATASETS
+SPLITS = ("train", "validation", "test")
+
+# What `data_dir` must hold for the datasets that cannot be downloaded for the user.
+_DATA_DIR_LAYOUT = {
+    "tinyimagenet": tiny_imagenet.LAYOUT,
+    "imagenet2012": tfds_datasets.IMAGENET_LAYOUT,
+}
+# Too large to cache in memory: read from disk every epoch.
+_STREAMED = ("imagenet2012",)
+# Shuffle buffer of a streamed training set (ImageNet's JPEG strings: about 1 GB), whose
+# shard order TFDS shuffles as well; cached training sets are shuffled whole.
+_STREAM_SHUFFLE_BUFFER = 10_000
+
+
+def needs_data_dir(dataset):
+    """Whether `dataset` can only be read from a `data_dir` the user provides.
+
+    Args:
+        dataset: str, one of `DATASETS`.
+
+    Returns:
+        True for `tinyimagenet` and `imagenet2012`, whose files the user must download;
+        False for CIFAR (TFDS downloads it into its default directory) and digits (bundled).
+    """
+    augment.check_dataset(dataset)
+    return dataset in _DATA_DIR_LAYOUT
+
+
+def num_examples(dataset, split, *, data_dir=None, validation_split=0.0):
+    """The number of examples of a split, before batching.
+
+    Args:
+        dataset: str, one of `DATASETS`.
+        split: str, one of `SPLITS`.
+        data_dir: str or None, where the dataset's files are; required where
+            `needs_data_dir(dataset)`. Defaults to None.
+        validation_split: float in [0, 1), the fraction of the training set held out as
+            "validation". Defaults to 0.0.
+
+    Returns:
+        An int. "train" and "validation" add up to the whole training set. With
+        `drop_remainder`, a "train" epoch yields `num_examples // batch_size` batches.
+
+    Raises:
+        ValueError: an argument is not allowed or `data_dir` lacks the dataset's files; the
+            message names the argument or the missing file.
+    """
+    _check_arguments(dataset, split, data_dir, validation_split)
+    _, start, stop = _slice(dataset, split, data_dir, validation_split)
+    return stop - start
+
+
+def load(dataset, split, *, batch_size, data_dir=None, validation_split=0.0, seed=0):
+    """Builds the input pipeline of one split (see the module docstring for its steps).
+
+    Args:
+        dataset: str, one of `DATASETS`.
+        split: str, one of `SPLITS`: "train" (augmented, shuffled, full batches only),
+            "validation" (the `validation_split` held out of the training set) or "test"
+            (the evaluation set).
+        batch_size: int >= 1, the global batch size. "train" needs at least that many
+            examples.
+        data_dir: str or None, where the dataset's files are: for `tinyimagenet` the
+            unpacked `tiny-imagenet-200/` folder (or its parent), for `imagenet2012` a TFDS
+            data directory, for CIFAR an optional TFDS data directory (None: TFDS'
+            default); ignored for `digits`. Defaults to None.
+        validation_split: float in [0, 1), the fraction of the training set held out as
+            "validation" and left out of "train". Defaults to 0.0.
+        seed: int >= 0, seeds the shuffling and the augmentation of "train": the same seed
+            gives the same epochs. Defaults to 0.
+
+    Returns:
+        A finite `tf.data.Dataset` of `(images, labels)`: images float32
+        `(batch, height, width, 3)` with the height and width of
+        `ssc_tf.config.INPUT_SHAPES[dataset]`, normalized by `normalize`; labels int32
+        `(batch,)` in `[0, NUM_CLASSES[dataset])`. Its `cardinality()` is known.
+
+    Raises:
+        ValueError: an argument is not allowed or `data_dir` lacks the dataset's files; the
+            message names the argument or the missing file.
+    """
+    _check_arguments(dataset, split, data_dir, validation_split)
+    _check_int("batch_size", batch_size, minimum=1)
+    _check_int("seed", seed, minimum=0)
+    part, start, stop = _slice(dataset, split, data_dir, validation_split)
+    training = split == "train"
+    if training and stop - start < batch_size:
+        raise ValueError(
+            f"Invalid value for argument `batch_size`: {dataset!r} has {stop - start} "
+            f"training examples (validation_split={validation_split}), fewer than one full "
+            f"batch. Received: batch_size={batch_size}"
+        )
+    examples = _read(dataset, part, start, stop, data_dir, training, seed)
+    if dataset not in _STREAMED:
+        examples = examples.cache()
+    if training:
+        buffer = _STREAM_SHUFFLE_BUFFER if dataset in _STREAMED else stop - start
+        examples = examples.shuffle(buffer, seed=seed, reshuffle_each_iteration=True)
+        # One stateless seed per image, drawn anew each epoch and reproducible from `seed`.
+        seeds = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).batch(2)
+        examples = tf.data.Dataset.zip(examples, seeds).map(
+            lambda example, image_seed: (
+                augment.train_augment(example[0], image_seed, dataset),
+                example[1],
+            ),
+            num_parallel_calls=tf.data.AUTOTUNE,
+        )
+    else:
+        examples = examples.map(
+            lambda image, label: (eval_resize(image, dataset), label),
+            num_parallel_calls=tf.data.AUTOTUNE,
+        )
+    batches = examples.batch(
+        batch_size, drop_remainder=training, num_parallel_calls=tf.data.AUTOTUNE
+    )
+    batches = batches.map(
+        lambda images, labels: (normalize(images, dataset), labels),
+        num_parallel_calls=tf.data.AUTOTUNE,
+    )
+    return batches.prefetch(tf.data.AUTOTUNE)
+
+
+def _slice(dataset, split, data_dir, validation_split):
+    """(part, start, stop): the split as a range of the source's "train" or "test" part."""
+    if split == "test":
+        return "test", 0, _size(dataset, "test", data_dir)
+    total = _size(dataset, "train", data_dir)
+    held_out = round(total * validation_split)
+    if validation_split and not 0 < held_out < total:
+        raise ValueError(
+            f"Invalid value for argument `validation_split`: holding out "
+            f"{validation_split} of the {total} training examples of {dataset!r} leaves "
+            f"{held_out} for validation and {total - held_out} for training; both need at "
+            f"least one. Received: validation_split={validation_split}"
+        )
+    if split == "train":
+        return "train", 0, total - held_out
+    return "train", total - held_out, total
+
+
+def _size(dataset, part, data_dir):
+    if dataset == "tinyimagenet":
+        return tiny_imagenet.size(part, data_dir)
+    if dataset == "digits":
+        return digits.size(part)
+    return tfds_datasets.size(dataset, part, data_dir)
+
+
+def _read(dataset, part, start, stop, data_dir, training, seed):
+    if dataset == "tinyimagenet":
+        return tiny_imagenet.read(part, start, stop, data_dir)
+    if dataset == "digits":
+        return digits.read(part, start, stop)
+    return tfds_datasets.read(
+        dataset, part, start, stop, data_dir=data_dir, training=training, seed=seed
+    )
+
+
+def _check_arguments(dataset, split, data_dir, validation_split):
+    augment.check_dataset(dataset)
+    if split not in SPLITS:
+        raise ValueError(
+            f"Invalid value for argument `split`: expected one of {SPLITS}. "
+            f"Received: split={split!r}"
+        )
+    if (
+        not isinstance(validation_split, numbers.Real)
+        or isinstance(validation_split, bool)
+        or not 0 <= validation_split < 1
+    ):
+        raise ValueError(
+            "Invalid value for argument `validation_split`: expected a number in [0, 1). "
+            f"Received: validation_split={validation_split!r}"
+        )
+    if split == "validation" and not validation_split:
+        raise ValueError(
+            "Invalid value for argument `validation_split`: split 'validation' is the "
+            "fraction `validation_split` held out of the training set, so it needs a "
+            f"number in (0, 1). Received: validation_split={validation_split!r}"
+        )
+    if data_dir is None and dataset in _DATA_DIR_LAYOUT:
+        raise ValueError(
+            f"Missing argument `data_dir`: dataset {dataset!r} is read from "
+            f"{_DATA_DIR_LAYOUT[dataset]}. Received: data_dir=None"
+        )
+
+
+def _check_int(name, value, minimum):
+    if (
+        not isinstance(value, numbers.Integral)
+        or isinstance(value, bool)
+        or value < minimum
+    ):
+        raise ValueError(
+            f"Invalid value for argument `{name}`: expected an integer >= {minimum}. "
+            f"Received: {name}={value!r}"
+        )

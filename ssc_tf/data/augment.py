@@ -1,0 +1,174 @@
+"""Per-image preprocessing shared by every source: training augmentation, evaluation resize
+and normalization.
+
+The training recipe is SPEC section 4 ("standard augmentation"): CIFAR-10/100 pad 4 pixels
+with zeros, take a random 32x32 crop and flip left-right with probability 1/2; Tiny-ImageNet
+the same at 64x64 (its usual recipe, torchvision's `RandomCrop(64, padding=4)` + flip);
+ImageNet an Inception-style random resized crop (area 8 %-100 % of the image, aspect ratio
+3/4-4/3, 10 attempts, else the whole image: TF Model Garden's `random_crop_image_v2`)
+decoded straight from the JPEG bytes and resized to 224x224, then the flip; digits the
+pad-and-crop without the flip, since a mirrored digit is not the same digit (or no digit at
+all). Every random op is stateless and takes an explicit seed, so a pipeline built with the
+same seed yields the same images, even from a parallel map.
+
+Evaluation: ImageNet images are resized so that the shorter side is 256 (aspect ratio kept)
+and center-cropped to 224x224; the other datasets are used at their native size.
+
+`normalize` and `eval_resize` are the functions the pipelines use, so an exported serving
+graph can call them on raw uint8 images and match training exactly.
+"""
+
+import tensorflow as tf
+
+from ssc_tf import config
+
+# Per-channel (R, G, B) mean and standard deviation of the training images, on the 0..1
+# scale. CIFAR and digits: over every pixel of the training set (digits: the 1,437 training
+# images after the resize; gray, so the channels agree). CIFAR-10's pixel std is 0.2470,
+# not the often-copied 0.2023/0.1994/0.2010; either is a constant scale that the first
+# batch norm absorbs. Tiny-ImageNet: the per-pixel values usually quoted for its training
+# set. ImageNet: the torchvision / Model Garden constants.
+MEAN_RGB = {
+    "cifar10": (0.4914, 0.4822, 0.4465),
+    "cifar100": (0.5071, 0.4865, 0.4409),
+    "tinyimagenet": (0.4802, 0.4481, 0.3975),
+    "imagenet2012": (0.485, 0.456, 0.406),
+    "digits": (0.3054, 0.3054, 0.3054),
+}
+STDDEV_RGB = {
+    "cifar10": (0.2470, 0.2435, 0.2616),
+    "cifar100": (0.2673, 0.2564, 0.2762),
+    "tinyimagenet": (0.2770, 0.2691, 0.2821),
+    "imagenet2012": (0.229, 0.224, 0.225),
+    "digits": (0.3237, 0.3237, 0.3237),
+}
+
+# Zero padding of the pad-and-random-crop recipe, in pixels.
+CROP_PADDING = 4
+# ImageNet evaluation: resize the shorter side to this, then center-crop the input size.
+EVAL_RESIZE_SHORTER_SIDE = 256
+# ImageNet's random resized crop: the fraction of the image's area it covers.
+_CROP_AREA_RANGE = (0.08, 1.0)
+# The datasets whose training images are also flipped left-right.
+_FLIPPED = ("cifar10", "cifar100", "tinyimagenet", "imagenet2012")
+
+
+def check_dataset(dataset):
+    """Raises `ValueError` unless `dataset` is one of `ssc_tf.config.DATASETS`.
+
+    Args:
+        dataset: the value to check.
+
+    Returns:
+        `dataset`.
+    """
+    if dataset not in config.DATASETS:
+        raise ValueError(
+            f"Invalid value for argument `dataset`: expected one of {config.DATASETS}. "
+            f"Received: dataset={dataset!r}"
+        )
+    return dataset
+
+
+def normalize(images, dataset):
+    """Scales 0..255 pixels to zero mean and unit variance per channel.
+
+    Computes `(images / 255 - MEAN_RGB[dataset]) / STDDEV_RGB[dataset]` over the last axis.
+
+    Args:
+        images: uint8 or float tensor with values in 0..255 and 3 channels last, any rank
+            (one image `(H, W, 3)` or a batch `(B, H, W, 3)`).
+        dataset: str, one of `ssc_tf.config.DATASETS`: whose statistics to use.
+
+    Returns:
+        A float32 tensor of the shape of `images`.
+
+    Example:
+
+    >>> normalize(tf.constant([[[0, 128, 255]]], tf.uint8), "imagenet2012").numpy().round(4)
+    array([[[-2.1179,  0.2052,  2.64  ]]], dtype=float32)
+    """
+    check_dataset(dataset)
+    images = tf.cast(images, tf.float32)
+    mean = tf.constant(MEAN_RGB[dataset], tf.float32) * 255.0
+    stddev = tf.constant(STDDEV_RGB[dataset], tf.float32) * 255.0
+    return (images - mean) / stddev
+
+
+def eval_resize(images, dataset):
+    """Brings evaluation images to the model's input size (no randomness).
+
+    For `imagenet2012`: resizes (bilinear, antialiased) so that the shorter side is
+    `EVAL_RESIZE_SHORTER_SIDE` = 256, keeping the aspect ratio, then crops the central
+    224x224. Every other dataset is evaluated at its native size: the images come back
+    unchanged.
+
+    Args:
+        images: one image `(H, W, 3)` or a batch `(B, H, W, 3)` of equal-sized images,
+            uint8 or float with values in 0..255.
+        dataset: str, one of `ssc_tf.config.DATASETS`.
+
+    Returns:
+        For `imagenet2012` a float32 tensor `(..., 224, 224, 3)` with values in 0..255;
+        otherwise `images` as a tensor, as given.
+    """
+    check_dataset(dataset)
+    images = tf.convert_to_tensor(images)
+    if dataset != "imagenet2012":
+        return images
+    height, width = config.INPUT_SHAPES[dataset][:2]
+    size = tf.cast(tf.shape(images)[-3:-1], tf.float32)
+    scale = EVAL_RESIZE_SHORTER_SIDE / tf.reduce_min(size)
+    resized = tf.image.resize(
+        images, tf.cast(tf.round(size * scale), tf.int32), method="bilinear", antialias=True
+    )
+    return tf.image.resize_with_crop_or_pad(resized, height, width)
+
+
+def train_augment(image, seed, dataset):
+    """Applies the dataset's random training augmentation (see the module docstring).
+
+    Args:
+        image: one image. For `imagenet2012` a scalar string tensor holding the JPEG bytes
+            (the crop is decoded directly, without decoding the whole image); otherwise a
+            uint8 tensor `(H, W, 3)` at the dataset's input size.
+        seed: int tensor of shape `(2,)`, the stateless seed of this image's augmentation.
+        dataset: str, one of `ssc_tf.config.DATASETS`.
+
+    Returns:
+        The augmented image `(H, W, 3)` of `ssc_tf.config.INPUT_SHAPES[dataset]`: float32
+        in 0..255 for `imagenet2012`, uint8 otherwise.
+    """
+    check_dataset(dataset)
+    crop_seed, flip_seed = tf.unstack(tf.random.experimental.stateless_split(seed, num=2))
+    if dataset == "imagenet2012":
+        image = _random_resized_crop_jpeg(image, crop_seed, config.INPUT_SHAPES[dataset][:2])
+    else:
+        image = _pad_and_random_crop(image, crop_seed, CROP_PADDING)
+    if dataset in _FLIPPED:
+        image = tf.image.stateless_random_flip_left_right(image, flip_seed)
+    return image
+
+
+def _pad_and_random_crop(image, seed, padding):
+    """A random window of the image's own size from the image zero-padded by `padding`."""
+    padded = tf.pad(image, [[padding, padding], [padding, padding], [0, 0]])
+    return tf.image.stateless_random_crop(padded, tf.shape(image), seed)
+
+
+def _random_resized_crop_jpeg(encoded, seed, size):
+    """Inception-style random crop of a JPEG, decoded crop only, resized to `size`."""
+    window_offset, window_size, _ = tf.image.stateless_sample_distorted_bounding_box(
+        tf.image.extract_jpeg_shape(encoded),
+        bounding_boxes=tf.constant([0.0, 0.0, 1.0, 1.0], shape=(1, 1, 4)),
+        seed=seed,
+        min_object_covered=_CROP_AREA_RANGE[0],
+        aspect_ratio_range=(3 / 4, 4 / 3),
+        area_range=_CROP_AREA_RANGE,
+        max_attempts=10,
+        use_image_if_no_bounding_boxes=True,
+    )
+    crop_window = tf.concat([window_offset[:2], window_size[:2]], axis=0)
+    image = tf.image.decode_and_crop_jpeg(encoded, crop_window, channels=3)
+    image = tf.image.resize(image, size, method="bilinear")
+    return tf.ensure_shape(image, (*size, 3))

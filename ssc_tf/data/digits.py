@@ -1,0 +1,69 @@
+"""Digits: scikit-learn's bundled 8x8 handwritten digits, shaped like CIFAR (32x32x3).
+
+The 1,797 images ship inside scikit-learn (`sklearn.datasets.load_digits`): no download and
+no `data_dir`, so a whole train / evaluate / export run works offline in seconds. Each 8x8
+image (values 0..16) is scaled to 0..255, resized bilinearly to 32x32, rounded to uint8 and
+repeated over 3 channels, once per process; the CIFAR models then run on it unchanged.
+
+Split: a fixed stratified 20 % (360 images, `train_test_split(test_size=0.2,
+stratify=labels, random_state=0)`) is the evaluation set ("test"); the other 1,437, in the
+shuffled order that call returns, are the training set, whose tail is the validation
+hold-out.
+"""
+
+import functools
+
+import numpy as np
+import tensorflow as tf
+
+_SIZE = (32, 32)
+_TEST_FRACTION = 0.2
+_SPLIT_SEED = 0
+# load_digits' pixel values run 0..16.
+_MAX_VALUE = 16
+
+
+def size(part):
+    """The number of examples of a whole part.
+
+    Args:
+        part: `"train"` (1,437 images) or `"test"` (360 images).
+
+    Returns:
+        The number of images of the part.
+    """
+    _, labels = _parts()[part]
+    return len(labels)
+
+
+def read(part, start, stop):
+    """The examples `[start, stop)` of a part, in its fixed order.
+
+    Args:
+        part: `"train"` or `"test"`, as in `size`.
+        start: int, the first example.
+        stop: int, one past the last example.
+
+    Returns:
+        A `tf.data.Dataset` of `(image, label)`: image uint8 `(32, 32, 3)`, label an int32
+        scalar; its cardinality is known.
+    """
+    images, labels = _parts()[part]
+    return tf.data.Dataset.from_tensor_slices((images[start:stop], labels[start:stop]))
+
+
+@functools.lru_cache(maxsize=1)
+def _parts():
+    """{"train": (images, labels), "test": (images, labels)}, resized once per process."""
+    from sklearn.datasets import load_digits
+    from sklearn.model_selection import train_test_split
+
+    digits = load_digits()
+    scaled = digits.images[..., np.newaxis].astype(np.float32) * (255.0 / _MAX_VALUE)
+    resized = tf.image.resize(scaled, _SIZE, method="bilinear").numpy()
+    images = np.repeat(np.clip(np.round(resized), 0, 255).astype(np.uint8), 3, axis=-1)
+    labels = digits.target.astype(np.int32)
+    train_images, test_images, train_labels, test_labels = train_test_split(
+        images, labels, test_size=_TEST_FRACTION, stratify=labels, random_state=_SPLIT_SEED
+    )
+    return {"train": (train_images, train_labels), "test": (test_images, test_labels)}

@@ -175,15 +175,18 @@ class SSCConv2D(keras.layers.Layer):
         if self.p is not None:
             self._residue_index = self._pattern.residue_index
         initial = self._initial_values(shapes)
-        self.kernels = [
-            self.add_weight(
+        self.kernels = []
+        for i, (name, shape) in enumerate(shapes):
+            kernel = self.add_weight(
                 name=name,
                 shape=shape,
                 initializer=initial[i],
                 regularizer=self.kernel_regularizer,
             )
-            for i, (name, shape) in enumerate(shapes)
-        ]
+            # Also an attribute of its own: tf.train.Checkpoint and SavedModel follow
+            # attributes but not Keras' tracked lists, and would miss the kernels.
+            setattr(self, name, kernel)
+            self.kernels.append(kernel)
         self.bias = None
         if self.use_bias:
             self.bias = self.add_weight(

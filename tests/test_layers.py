@@ -251,6 +251,26 @@ def test_keras_file_round_trip(tmp_path):
     np.testing.assert_allclose(loaded(x), model(x), atol=1e-6)
 
 
+def test_tf_checkpoint_restores_every_kernel(tmp_path):
+    """tf.train.Checkpoint (training's checkpoints) must see the kernels, not just the bias."""
+
+    def model():
+        inputs = keras.Input((8, 8, 16))
+        x = SSCConv2D(32, 3, g=5, p=3, padding="same")(inputs)
+        return keras.Model(inputs, SSCConv2D(20, 3, g=None, p=2)(x))
+
+    keras.utils.set_random_seed(1)
+    saved = model()
+    path = tf.train.Checkpoint(model=saved).save(str(tmp_path / "ckpt"))
+    keras.utils.set_random_seed(2)
+    restored = model()
+    tf.train.Checkpoint(model=restored).restore(path).assert_consumed()
+    names = [v.path.split("/")[-1] for v in restored.weights]
+    assert names.count("kxk_kernel_0") == 1 and names.count("pointwise_kernel") == 2
+    for a, b in zip(saved.weights, restored.weights):
+        np.testing.assert_array_equal(a.numpy(), b.numpy(), err_msg=a.path)
+
+
 def test_unknown_spatial_size_matches_static_call():
     inputs = keras.Input((None, None, 12))
     layer = SSCConv2D(10, 3, g=4, p=3, strides=2, padding="same")

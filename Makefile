@@ -22,12 +22,15 @@ test: setup
 benchmark: setup
 	$(PY) tools/benchmark_layer.py --output=results/benchmark_layer.json
 
-# The README's main job. Until training lands, it is the layer benchmark on synthetic data.
+# The README's main job: train SSC ResNet-32 on the bundled digits (configs/quickstart.cfg),
+# then evaluate it into $(QUICKSTART_DIR)/eval.json. Rerunning resumes, or skips a finished run.
+QUICKSTART_DIR ?= runs/quickstart
 quickstart: setup
-	$(PY) tools/benchmark_layer.py --quick --output=results/benchmark_layer_quick.json
+	$(PY) -m ssc_tf.train --flagfile=configs/quickstart.cfg --model_dir=$(QUICKSTART_DIR)
+	$(PY) -m ssc_tf.evaluate --model_dir=$(QUICKSTART_DIR)
 
 clean:
-	rm -rf $(VENV) results build *.egg-info
+	rm -rf $(VENV) results runs build *.egg-info
 
 # The tests under Bazel (Debian's bazel-bootstrap 4.2.3, offline; see .bazelrc and
 # WORKSPACE). Bazel's launcher runs tools/bazel, which points the tests at this

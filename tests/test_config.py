@@ -56,7 +56,8 @@ SCHEDULE_FLAGS = (
     "dataset", "model", "epochs", "lr_boundaries", "batch_size", "learning_rate", "lr_decay",
     "momentum", "weight_decay", "validation_split", "seed",
 )
-CFG_FILES = sorted(CONFIGS.glob("*.cfg"))
+# The paper's experiments; quickstart.cfg (the README's offline job) is tested on its own.
+CFG_FILES = sorted(p for p in CONFIGS.glob("*.cfg") if p.stem != "quickstart")
 
 
 def _write(tmp_path, *lines, name="exp.cfg"):
@@ -119,6 +120,14 @@ def test_flagfile_header_carries_paper_top1():
     assert "ResNet-32" in header and "CIFAR-100" in header and "67.3" in header
     header = (CONFIGS / "cifar100_resnet32_ablation_e.cfg").read_text().splitlines()[0]
     assert "70.69" in header
+
+
+def test_quickstart_is_the_cifar10_resnet32_10pct_pattern_on_bundled_digits():
+    quick = config.load_flagfile(CONFIGS / "quickstart.cfg")
+    paper = config.load_flagfile(CONFIGS / "cifar10_resnet32_10pct.cfg")
+    assert quick.dataset == "digits"
+    assert quick.model_kwargs() == paper.model_kwargs()  # digits: 10 classes, 32x32x3 too.
+    assert quick.epochs <= 20 and quick.lr_boundaries
 
 
 def test_model_kwargs_sparse_and_dense():

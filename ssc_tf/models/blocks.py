@@ -54,8 +54,11 @@ def conv(filters, kernel_size, strides, g, p, name):
 
 
 def batch_norm(name):
+    """Batch norm over the global batch: under a multi-replica `tf.distribute` strategy the
+    replicas all-reduce their statistics, so every replica keeps the same moving averages (with
+    local statistics they drift apart) and training sees the paper's single-device batch."""
     return keras.layers.BatchNormalization(
-        momentum=BN_MOMENTUM, epsilon=BN_EPSILON, name=name
+        momentum=BN_MOMENTUM, epsilon=BN_EPSILON, synchronized=True, name=name
     )
 
 
@@ -98,6 +101,10 @@ def bottleneck_block(x, filters, strides, gp_3x3, gp_1x1, name):
 
 
 def classifier(x, num_classes):
-    """Global average pooling and one dense linear layer (logits)."""
+    """Global average pooling and one dense linear layer (logits).
+
+    The logits stay float32 under a mixed-precision policy, so the softmax loss is computed
+    in float32 (Keras' mixed-precision guide).
+    """
     x = keras.layers.GlobalAveragePooling2D(name="pool")(x)
-    return keras.layers.Dense(num_classes, name="logits")(x)
+    return keras.layers.Dense(num_classes, name="logits", dtype="float32")(x)

@@ -1,0 +1,107 @@
+"""Keras callbacks of a training run: epoch checkpoints, the NaN stop, and run summaries."""
+
+import math
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from ssc_tf.layers import SSCConv2D
+from ssc_tf.models import report
+
+
+class NonFiniteLossError(RuntimeError):
+    """Training stopped because the loss became NaN or infinite."""
+
+
+class StopOnNonFiniteLoss(keras.callbacks.Callback):
+    """Stops training at the first NaN/inf batch loss and remembers where.
+
+    Unlike `keras.callbacks.TerminateOnNaN`, the caller can tell the run failed:
+    `error` holds a `NonFiniteLossError` naming the epoch and batch, which `train` raises.
+    """
+
+    def __init__(self):
+        super().__init__()
+        self.error = None
+        self._epoch = 0
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._epoch = epoch
+
+    def on_train_batch_end(self, batch, logs=None):
+        loss = (logs or {}).get("loss")
+        if loss is not None and not math.isfinite(float(loss)):
+            self.error = NonFiniteLossError(
+                f"The training loss became {float(loss)} at epoch {self._epoch + 1}, batch "
+                f"{batch + 1}; training stopped and that epoch was not checkpointed. Lower "
+                "--learning_rate, or check the data; rerunning the same command resumes "
+                "from the last checkpoint."
+            )
+            self.model.stop_training = True
+
+
+class EpochCheckpoint(keras.callbacks.Callback):
+    """Saves `manager`'s checkpoint after each epoch that ended with a finite loss.
+
+    Args:
+        manager: `tf.train.CheckpointManager` of a checkpoint holding `epoch`.
+        epoch: int64 `tf.Variable`, set to the number of finished epochs before each save.
+    """
+
+    def __init__(self, manager, epoch):
+        super().__init__()
+        self._manager = manager
+        self._epoch = epoch
+
+    def on_epoch_end(self, epoch, logs=None):
+        loss = (logs or {}).get("loss")
+        if loss is not None and not math.isfinite(float(loss)):
+            return
+        self._epoch.assign(epoch + 1)
+        self._manager.save(checkpoint_number=epoch + 1)
+
+
+def pattern_image(layer):
+    """A picture of an SSC layer's pattern, uint8 (filters, in_channels, 1).
+
+    Row n, column m shows kernel (m, n): white where the whole K x K kernel is live, grey where
+    only its center tap is (the 1 x 1 part), black where it is empty.
+    """
+    mask = layer.pattern.kernel_mask()
+    full = mask.reshape(-1, *mask.shape[2:]).all(axis=0)
+    any_live = mask.any(axis=(0, 1))
+    image = np.where(full, 255, np.where(any_live, 128, 0)).astype(np.uint8)
+    return image.T[..., None]
+
+
+class RunSummaries(keras.callbacks.Callback):
+    """Writes, once per run, the model's parameter/MAC counts and each SSC layer's pattern.
+
+    Scalars `params/live`, `params/dense`, `params/kept_fraction`, `macs/live`, `macs/dense`
+    and one image per `SSCConv2D` (`pattern/<layer name>`, see `pattern_image`), at the step of
+    the run's first epoch.
+
+    Args:
+        log_dir: directory of the summary writer (e.g. `<model_dir>/logs/run`).
+        initial_epoch: the step to write at.
+    """
+
+    def __init__(self, log_dir, initial_epoch=0):
+        super().__init__()
+        self._log_dir = log_dir
+        self._step = initial_epoch
+
+    def on_train_begin(self, logs=None):
+        stats = report.model_stats(self.model)
+        writer = tf.summary.create_file_writer(self._log_dir)
+        with writer.as_default(step=self._step):
+            tf.summary.scalar("params/live", stats.live_params)
+            tf.summary.scalar("params/dense", stats.dense_params)
+            tf.summary.scalar("params/kept_fraction", stats.kept_fraction)
+            tf.summary.scalar("macs/live", stats.macs)
+            tf.summary.scalar("macs/dense", stats.dense_macs)
+            for layer in self.model.layers:
+                if isinstance(layer, SSCConv2D):
+                    tf.summary.image(f"pattern/{layer.name}", pattern_image(layer)[None])
+        writer.close()

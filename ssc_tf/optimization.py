@@ -1,0 +1,96 @@
+"""The paper's optimizer: SGD with momentum, coupled L2 weight decay, step decay by epoch.
+
+The paper trains with PyTorch's `SGD(momentum=0.9, weight_decay=1e-4)` (SPEC section 4), whose
+weight decay is *coupled*: `weight_decay * w` is added to each gradient before the momentum
+update, for every trainable variable (kernels, biases, batch-norm scales and offsets). Keras'
+own `SGD(weight_decay=...)` is decoupled (it shrinks the weights outside the momentum), so it
+trains a different model; `CoupledL2SGD` reproduces the coupled form exactly. It equals adding
+`weight_decay / 2 * sum(w ** 2)` to the loss, without that term showing up in the logged loss.
+"""
+
+import keras
+
+from ssc_tf.config import ExperimentConfig
+
+
+@keras.saving.register_keras_serializable(package="ssc_tf")
+class CoupledL2SGD(keras.optimizers.SGD):
+    """SGD with momentum whose weight decay enters the gradient, as `torch.optim.SGD`.
+
+    Each step applies `g <- g + l2 * w` to every trainable variable, then the usual Keras
+    momentum update `v <- momentum * v - lr * g; w <- w + v` (the same trajectory as PyTorch's
+    `v <- momentum * v + g; w <- w - lr * v` at a constant learning rate).
+
+    Args:
+        learning_rate: float or `keras.optimizers.schedules.LearningRateSchedule`.
+        momentum: float in [0, 1).
+        l2: float >= 0, the coupled weight-decay coefficient (the paper's 1e-4).
+        **kwargs: the other arguments of `keras.optimizers.SGD` (not `weight_decay`: that is
+            the decoupled form).
+
+    Example:
+
+    >>> optimizer = CoupledL2SGD(learning_rate=0.1, momentum=0.9, l2=1e-4)
+    """
+
+    def __init__(self, learning_rate=0.01, momentum=0.0, l2=0.0, **kwargs):
+        if kwargs.get("weight_decay"):
+            raise ValueError(
+                "CoupledL2SGD takes its weight decay as `l2` (added to the gradient); "
+                f"`weight_decay` is Keras' decoupled form. Received: "
+                f"weight_decay={kwargs['weight_decay']}"
+            )
+        if l2 < 0:
+            raise ValueError(f"Argument `l2` must be >= 0. Received: l2={l2}")
+        super().__init__(learning_rate=learning_rate, momentum=momentum, **kwargs)
+        self.l2 = float(l2)
+
+    def apply(self, grads, trainable_variables=None):
+        if self.l2 and trainable_variables is not None:
+            grads = [
+                None if g is None else g + self.l2 * keras.ops.cast(v, g.dtype)
+                for g, v in zip(grads, trainable_variables)
+            ]
+        return super().apply(grads, trainable_variables)
+
+    def get_config(self):
+        return {**super().get_config(), "l2": self.l2}
+
+
+def learning_rate_schedule(config: ExperimentConfig, steps_per_epoch: int):
+    """The step schedule of `config`: `learning_rate * lr_decay ** i` after the i-th boundary.
+
+    Boundaries are epochs in the config and optimizer steps here, so the schedule follows the
+    optimizer's step counter, which checkpoints save and restore with the optimizer. Keras
+    evaluates the schedule at the step's 0-based index and `PiecewiseConstantDecay` switches
+    *after* a boundary, so epoch `b` starts at step `b * steps_per_epoch` and its boundary
+    is one step earlier.
+
+    Args:
+        config: the experiment (`learning_rate`, `lr_boundaries`, `lr_decay`).
+        steps_per_epoch: int >= 1, optimizer steps in one epoch.
+
+    Returns:
+        A float for a schedule without boundaries, else a `PiecewiseConstantDecay`.
+    """
+    if steps_per_epoch < 1:
+        raise ValueError(
+            f"Argument `steps_per_epoch` must be >= 1. Received: steps_per_epoch={steps_per_epoch}"
+        )
+    if not config.lr_boundaries:
+        return config.learning_rate
+    values = [
+        config.learning_rate * config.lr_decay**i for i in range(len(config.lr_boundaries) + 1)
+    ]
+    return keras.optimizers.schedules.PiecewiseConstantDecay(
+        [epoch * steps_per_epoch - 1 for epoch in config.lr_boundaries], values
+    )
+
+
+def build_optimizer(config: ExperimentConfig, steps_per_epoch: int):
+    """The paper's optimizer for `config`: `CoupledL2SGD` on `learning_rate_schedule`."""
+    return CoupledL2SGD(
+        learning_rate=learning_rate_schedule(config, steps_per_epoch),
+        momentum=config.momentum,
+        l2=config.weight_decay,
+    )

@@ -1,0 +1,248 @@
+"""Training end to end on the bundled digits: run files, TensorBoard, resume, distribution."""
+
+import json
+import os
+import pathlib
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from ssc_tf import callbacks
+from ssc_tf import config as config_lib
+from ssc_tf import distribute
+from ssc_tf import evaluate
+from ssc_tf import model_dir as model_dir_lib
+from ssc_tf import train
+from ssc_tf.models import report
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+QUICKSTART = ROOT / "configs" / "quickstart.cfg"
+
+
+def _config(**overrides):
+    """A short run of the quickstart experiment: digits, SSC ResNet-32."""
+    values = dict(dataset="digits", model="resnet32", ticket=10, g=(2, 4, 15), p=(2, 4, 4),
+                  epochs=2, batch_size=16, learning_rate=0.05, lr_boundaries=(1,), seed=0)
+    return config_lib.ExperimentConfig(**{**values, **overrides})
+
+
+def _env():
+    return {**os.environ, "PYTHONPATH": str(ROOT), "TF_CPP_MIN_LOG_LEVEL": "2"}
+
+
+def _events(directory):
+    """{tag: [(step, value)]} of every summary event file under `directory`."""
+    found = {}
+    for path in sorted(tf.io.gfile.glob(os.path.join(directory, "events.out.tfevents.*"))):
+        for event in tf.compat.v1.train.summary_iterator(path):
+            for value in event.summary.value:
+                found.setdefault(value.tag, []).append((event.step, tf.make_ndarray(value.tensor)))
+    return found
+
+
+@pytest.fixture(scope="module")
+def trained_run(tmp_path_factory):
+    """One 2-epoch run (3 steps an epoch), shared by the tests that read what it wrote."""
+    model_dir = str(tmp_path_factory.mktemp("run"))
+    config = _config()
+    model = train.train(config, model_dir=model_dir, steps_per_epoch=3, verbose=0)
+    return model_dir, config, model
+
+
+@pytest.mark.slow
+def test_run_writes_config_and_one_checkpoint_per_epoch(trained_run):
+    model_dir, config, model = trained_run
+    saved, data_dir = model_dir_lib.read_run(model_dir)
+    assert saved == config and data_dir is None
+    latest = model_dir_lib.latest_checkpoint(model_dir)
+    assert latest.endswith("epoch-2")
+    reader = tf.train.load_checkpoint(latest)
+    assert reader.get_tensor("epoch/.ATTRIBUTES/VARIABLE_VALUE") == 2
+    assert reader.get_tensor("optimizer/_iterations/.ATTRIBUTES/VARIABLE_VALUE") == 6
+    # After the boundary at epoch 1 the rate is 0.05 * 0.1.
+    assert float(model.optimizer.learning_rate) == pytest.approx(0.005)
+
+
+@pytest.mark.slow
+def test_evaluate_reproduces_the_trained_model(trained_run):
+    model_dir, config, model = trained_run
+    result = evaluate.evaluate(model_dir)
+    with open(os.path.join(model_dir, "eval.json")) as f:
+        assert json.load(f) == result
+    stats = report.model_stats(model)
+    assert result["live_params"] == stats.live_params
+    assert result["dense_params"] == stats.dense_params
+    assert result["macs"] == stats.macs
+    assert result["epoch"] == 2 and result["split"] == "test"
+    assert "top5" not in result  # 10 classes
+    restored, *_ = model_dir_lib.load_model(model_dir)
+    for trained, loaded in zip(model.variables, restored.variables):
+        np.testing.assert_array_equal(trained.numpy(), loaded.numpy(), err_msg=trained.path)
+    # The restored weights give the trained model's own test accuracy.
+    scores = model.evaluate(
+        train.data.load("digits", "test", batch_size=64), verbose=0, return_dict=True)
+    assert result["top1"] == pytest.approx(scores["accuracy"], abs=1e-6)
+
+
+@pytest.mark.slow
+def test_tensorboard_logs_metrics_rate_counts_and_patterns(trained_run):
+    model_dir, _, model = trained_run
+    logs = os.path.join(model_dir, "logs")
+    train_events = _events(os.path.join(logs, "train"))
+    for tag in ("epoch_loss", "epoch_accuracy", "epoch_learning_rate"):
+        assert [step for step, _ in train_events[tag]] == [0, 1], tag
+    rates = [float(v) for _, v in train_events["epoch_learning_rate"]]
+    assert rates[1] == pytest.approx(0.005)
+    validation_events = _events(os.path.join(logs, "validation"))
+    assert [s for s, _ in validation_events["epoch_accuracy"]] == [0, 1]
+    run_events = _events(os.path.join(logs, "run"))
+    stats = report.model_stats(model)
+    assert float(run_events["params/live"][0][1]) == stats.live_params
+    assert float(run_events["params/dense"][0][1]) == stats.dense_params
+    assert float(run_events["macs/live"][0][1]) == stats.macs
+    patterns = [tag for tag in run_events if tag.startswith("pattern/")]
+    num_ssc = sum(c.p is not None or c.g != 1 for c in stats.layers if c.name != "conv1")
+    assert len(patterns) == num_ssc > 0
+    # An image summary's tensor is [width, height, encoded PNG].
+    layer = model.get_layer(patterns[0][len("pattern/"):])
+    width, height = run_events[patterns[0]][0][1][:2]
+    assert (int(height), int(width)) == (layer.filters, layer.input.shape[-1])
+
+
+def test_pattern_image_marks_full_center_and_empty_kernels():
+    from ssc_tf.layers import SSCConv2D
+
+    layer = SSCConv2D(4, 3, g=2, p=2)
+    layer.build((None, 8, 8, 4))
+    image = callbacks.pattern_image(layer)[..., 0]
+    mask = layer.pattern.kernel_mask()
+    assert image.shape == (4, 4)
+    for m in range(4):
+        for n in range(4):
+            expected = 255 if mask[:, :, m, n].all() else 128 if mask[:, :, m, n].any() else 0
+            assert image[n, m] == expected
+
+
+@pytest.mark.slow
+def test_finished_run_restarts_as_a_no_op(trained_run):
+    model_dir, config, _ = trained_run
+    before = sorted(os.listdir(os.path.join(model_dir, "checkpoints")))
+    train.train(config, model_dir=model_dir, steps_per_epoch=3, verbose=0)
+    assert sorted(os.listdir(os.path.join(model_dir, "checkpoints"))) == before
+
+
+@pytest.mark.slow
+def test_refuses_to_resume_into_a_different_model(trained_run):
+    model_dir, config, _ = trained_run
+    other = _config(g=(1, 2, 4))
+    with pytest.raises(ValueError, match=r"different model.*--g: saved \(2, 4, 15\)"):
+        train.train(other, model_dir=model_dir, verbose=0)
+
+
+def test_dataset_without_its_data_dir_fails_before_writing(tmp_path):
+    config = _config(dataset="tinyimagenet")
+    with pytest.raises(ValueError, match="tiny-imagenet-200"):
+        train.train(config, model_dir=str(tmp_path / "run"))
+    assert not (tmp_path / "run").exists()
+
+
+def test_batch_size_must_split_over_replicas():
+    class TwoReplicas:
+        num_replicas_in_sync = 2
+
+    with pytest.raises(ValueError, match=r"--batch_size=15 .* replicas \(2\)"):
+        distribute.check_batch_size(15, TwoReplicas())
+    distribute.check_batch_size(16, TwoReplicas())
+
+
+def test_unknown_strategy_and_missing_tf_config(monkeypatch):
+    with pytest.raises(ValueError, match="--strategy: expected one of"):
+        distribute.get_strategy("tpu")
+    monkeypatch.delenv("TF_CONFIG", raising=False)
+    with pytest.raises(ValueError, match="TF_CONFIG"):
+        distribute.get_strategy("multi_worker")
+
+
+@pytest.mark.slow
+def test_nan_loss_stops_with_a_clear_error(tmp_path):
+    with pytest.raises(callbacks.NonFiniteLossError, match="loss became"):
+        train.train(_config(learning_rate=1e30, lr_boundaries=()), model_dir=str(tmp_path),
+                    steps_per_epoch=5, verbose=0)
+    assert tf.train.latest_checkpoint(str(tmp_path / "checkpoints")) is None
+
+
+def _run_cli(model_dir, *extra, **kwargs):
+    return subprocess.Popen(
+        [sys.executable, "-m", "ssc_tf.train", f"--flagfile={QUICKSTART}",
+         f"--model_dir={model_dir}", "--epochs=3", "--lr_boundaries=2", "--batch_size=16",
+         "--steps_per_epoch=40", *extra],
+        env=_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, **kwargs)
+
+
+@pytest.mark.slow
+def test_resumes_after_kill_9_mid_epoch(tmp_path):
+    model_dir = tmp_path / "run"
+    first = _run_cli(model_dir)
+    deadline = time.time() + 240
+    while not (model_dir / "checkpoints" / "epoch-1.index").exists():
+        assert first.poll() is None, first.stdout.read()
+        assert time.time() < deadline, "no checkpoint after epoch 1"
+        time.sleep(0.05)
+    time.sleep(1.0)  # Well into epoch 2 (40 steps), before its checkpoint.
+    first.send_signal(signal.SIGKILL)
+    first.wait()
+    assert model_dir_lib.latest_checkpoint(str(model_dir)).endswith("epoch-1")
+
+    second = _run_cli(model_dir)
+    output, _ = second.communicate(timeout=300)
+    assert second.returncode == 0, output
+    assert "after epoch 1 of 3" in output
+    reader = tf.train.load_checkpoint(model_dir_lib.latest_checkpoint(str(model_dir)))
+    assert reader.get_tensor("epoch/.ATTRIBUTES/VARIABLE_VALUE") == 3
+    # The step counter, and with it the learning-rate schedule, went on from epoch 1.
+    assert reader.get_tensor("optimizer/_iterations/.ATTRIBUTES/VARIABLE_VALUE") == 3 * 40
+
+
+def test_cli_reports_bad_flags_in_one_line(tmp_path):
+    result = subprocess.run(
+        [sys.executable, "-m", "ssc_tf.train", f"--flagfile={QUICKSTART}",
+         f"--model_dir={tmp_path}", "--g=2,4"],
+        env=_env(), capture_output=True, text=True, timeout=120)
+    assert result.returncode != 0
+    assert "Error: Invalid value for flag --g" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+_MIRRORED_SCRIPT = """
+import sys, tensorflow as tf
+cpu = tf.config.list_physical_devices("CPU")[0]
+tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+from ssc_tf import config, train
+cfg = config.ExperimentConfig(dataset="digits", model="resnet32", ticket=10, g=(2, 4, 15),
+                              p=(2, 4, 4), epochs=1, batch_size=16, seed=0)
+model = train.train(cfg, model_dir=sys.argv[1], strategy="mirrored", steps_per_epoch=3,
+                    verbose=0)
+replicas = {len(v.value.values) for v in model.variables}
+same = all(all((r.numpy() == v.value.values[0].numpy()).all() for r in v.value.values)
+           for v in model.variables)
+moved = model.optimizer.iterations.numpy()
+print(f"replicas={replicas} same={same} steps={moved}")
+"""
+
+
+@pytest.mark.slow
+def test_mirrored_on_two_logical_cpus_keeps_replicas_identical(tmp_path):
+    result = subprocess.run([sys.executable, "-c", _MIRRORED_SCRIPT, str(tmp_path)],
+                            env=_env(), capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "replicas={2} same=True steps=3" in result.stdout
+
+
+def test_multi_worker_is_refused_with_the_upstream_reason(tmp_path):
+    with pytest.raises(ValueError, match="keras-team/keras#20585"):
+        train.train(_config(), model_dir=str(tmp_path), strategy="multi_worker")

@@ -1,0 +1,87 @@
+"""Training-step throughput, dense twin against SSC, measured side by side in one process.
+
+    python tools/benchmark_train.py --config=configs/cifar10_resnet32_10pct.cfg
+
+Builds the config's model and its dense twin with the training recipe's optimizer and loss,
+then times full training steps (forward, backward, CoupledL2SGD update) on one fixed random
+batch, alternating dense and SSC steps so that both see the same machine load. Prints a table
+of median step time and images per second, and writes JSON.
+"""
+
+import dataclasses
+import json
+import os
+import statistics
+import sys
+import time
+
+from absl import app
+from absl import flags
+import keras
+import numpy as np
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from ssc_tf import config as config_lib  # noqa: E402
+from ssc_tf import models  # noqa: E402
+from ssc_tf import optimization  # noqa: E402
+from ssc_tf.models import report  # noqa: E402
+
+flags.DEFINE_string("config", "configs/cifar10_resnet32_10pct.cfg",
+                    "Experiment flagfile whose model (and dense twin) to time.")
+flags.DEFINE_integer("batch_size", 128, "Images per training step.", lower_bound=1)
+flags.DEFINE_integer("steps", 10, "Timed steps per model (after warm-up).", lower_bound=1)
+flags.DEFINE_integer("warmup", 3, "Untimed steps per model first (tracing).", lower_bound=1)
+flags.DEFINE_string("output", "results/benchmark_train.json", "Where to write the JSON.")
+
+
+def _compiled(config):
+    model = models.build(config.model, **config.model_kwargs())
+    model.compile(
+        optimizer=optimization.build_optimizer(config, steps_per_epoch=1),
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+    )
+    return model
+
+
+def main(argv):
+    del argv
+    FLAGS = flags.FLAGS
+    ssc = config_lib.load_flagfile(FLAGS.config)
+    dense = dataclasses.replace(ssc, dense=True, ticket=None)
+    rng = np.random.default_rng(0)
+    images = rng.normal(size=(FLAGS.batch_size, *ssc.input_shape)).astype(np.float32)
+    labels = rng.integers(0, ssc.num_classes, FLAGS.batch_size).astype(np.int32)
+    runs = {"dense": _compiled(dense), "ssc": _compiled(ssc)}
+    for model in runs.values():
+        for _ in range(FLAGS.warmup):
+            model.train_on_batch(images, labels)
+    times = {name: [] for name in runs}
+    for _ in range(FLAGS.steps):
+        for name, model in runs.items():
+            start = time.perf_counter()
+            model.train_on_batch(images, labels)
+            times[name].append(time.perf_counter() - start)
+    rows = []
+    for name, model in runs.items():
+        stats = report.model_stats(model)
+        median = statistics.median(times[name])
+        rows.append({
+            "model": name, "live_params": stats.live_params, "macs": stats.macs,
+            "step_ms": 1e3 * median, "images_per_s": FLAGS.batch_size / median,
+        })
+    print(f"{ssc.model} on {ssc.dataset} shapes, batch {FLAGS.batch_size}, "
+          f"median of {FLAGS.steps} steps ({FLAGS.config})")
+    print(f"{'model':6} {'live params':>12} {'MACs/image':>14} {'step ms':>9} {'images/s':>9}")
+    for r in rows:
+        print(f"{r['model']:6} {r['live_params']:>12,} {r['macs']:>14,} "
+              f"{r['step_ms']:>9.1f} {r['images_per_s']:>9.1f}")
+    print(f"speed-up: {rows[0]['step_ms'] / rows[1]['step_ms']:.2f}x")
+    os.makedirs(os.path.dirname(FLAGS.output) or ".", exist_ok=True)
+    with open(FLAGS.output, "w") as f:
+        json.dump({"config": FLAGS.config, "batch_size": FLAGS.batch_size, "rows": rows}, f,
+                  indent=2)
+
+
+if __name__ == "__main__":
+    app.run(main)

@@ -170,10 +170,11 @@ class SSCConv2D(keras.layers.Layer):
         )
         self.input_spec = keras.layers.InputSpec(ndim=4, axes={-1: in_channels})
         shapes = self._pattern.weight_shapes()
-        # Constant index maps between live weights and their dense / residue positions.
+        # Constant index maps between live weights and their dense / residue positions. The
+        # residue index is a constant of every graph (SavedModels included): int32 halves it.
         self._dense_index = self._pattern.dense_index()
         if self.p is not None:
-            self._residue_index = self._pattern.residue_index
+            self._residue_index = self._pattern.residue_index.astype(np.int32)
         initial = self._initial_values(shapes)
         self.kernels = []
         for i, (name, shape) in enumerate(shapes):
@@ -304,7 +305,7 @@ class SSCConv2D(keras.layers.Layer):
         parts = []
         if self.pattern.runs:
             parts.append(self._kxk(inputs))
-        if self.p is not None:
+        if self.pattern.num_pointwise_kernels:
             parts.append(self._pointwise(inputs))
         return parts[0] if len(parts) == 1 else parts[0] + parts[1]
 

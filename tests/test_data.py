@@ -161,6 +161,16 @@ def test_test_split_is_ordered_unaugmented_and_keeps_the_last_batch(mock_tfds):
     np.testing.assert_array_equal(np.concatenate(first[1]), index)
 
 
+def test_unnormalized_images_are_the_pixels(mock_tfds):
+    test = data.load("cifar100", "test", batch_size=8, normalized=False)
+    images = np.concatenate(_epoch(test)[0])
+    assert images.dtype == np.float32
+    index = np.arange(20)
+    np.testing.assert_array_equal(
+        images, np.full((20, 32, 32, 3), _TEST_OFFSET + index[:, None, None, None]))
+    train = data.load("cifar100", "train", batch_size=8, normalized=False)
+    assert train.element_spec[0].dtype == tf.float32
+
 def test_train_reshuffles_and_reaugments_each_epoch_reproducibly(mock_tfds):
     train = data.load("cifar10", "train", batch_size=10, seed=3)
     epoch_1, epoch_2 = _epoch(train), _epoch(train)

@@ -99,7 +99,8 @@ def num_examples(dataset, split, *, data_dir=None, validation_split=0.0):
     return stop - start
 
 
-def load(dataset, split, *, batch_size, data_dir=None, validation_split=0.0, seed=0):
+def load(dataset, split, *, batch_size, data_dir=None, validation_split=0.0, seed=0,
+         normalized=True):
     """Builds the input pipeline of one split (see the module docstring for its steps).
 
     Args:
@@ -117,11 +118,14 @@ def load(dataset, split, *, batch_size, data_dir=None, validation_split=0.0, see
             "validation" and left out of "train". Defaults to 0.0.
         seed: int >= 0, seeds the shuffling and the augmentation of "train": the same seed
             gives the same epochs. Defaults to 0.
+        normalized: bool, whether images are normalized by `normalize`, or left as pixels
+            in 0..255 (what an exported model takes). Defaults to True.
 
     Returns:
         A finite `tf.data.Dataset` of `(images, labels)`: images float32
         `(batch, height, width, 3)` with the height and width of
-        `ssc_tf.config.INPUT_SHAPES[dataset]`, normalized by `normalize`; labels int32
+        `ssc_tf.config.INPUT_SHAPES[dataset]`, normalized by `normalize` unless
+        `normalized=False`; labels int32
         `(batch,)` in `[0, NUM_CLASSES[dataset])`. Its `cardinality()` is known.
 
     Raises:
@@ -162,8 +166,9 @@ def load(dataset, split, *, batch_size, data_dir=None, validation_split=0.0, see
     batches = examples.batch(
         batch_size, drop_remainder=training, num_parallel_calls=tf.data.AUTOTUNE
     )
+    scale = normalize if normalized else lambda images, _: tf.cast(images, tf.float32)
     batches = batches.map(
-        lambda images, labels: (normalize(images, dataset), labels),
+        lambda images, labels: (scale(images, dataset), labels),
         num_parallel_calls=tf.data.AUTOTUNE,
     )
     return batches.prefetch(tf.data.AUTOTUNE)

@@ -69,13 +69,22 @@ def read_run(model_dir):
     return ExperimentConfig(**run["config"]), run["data_dir"]
 
 
-def check_same_model(model_dir, saved, config):
-    """Raises `ValueError` if `config` builds another network than the saved `saved`."""
-    differing = [
+def model_differences(saved, config):
+    """The flags in which two `ExperimentConfig`s build different networks.
+
+    Returns:
+        A list of "--flag: saved X, requested Y" strings, empty for the same network.
+    """
+    return [
         f"--{name}: saved {getattr(saved, name)!r}, requested {getattr(config, name)!r}"
         for name in _MODEL_FIELDS
         if getattr(saved, name) != getattr(config, name)
     ]
+
+
+def check_same_model(model_dir, saved, config):
+    """Raises `ValueError` if `config` builds another network than the saved `saved`."""
+    differing = model_differences(saved, config)
     if differing:
         raise ValueError(
             f"--model_dir={model_dir!r} holds a different model, so this run cannot resume "

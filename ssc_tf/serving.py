@@ -1,0 +1,131 @@
+"""The inference graph that `ssc_tf.export` and `ssc_tf.convert_tflite` write.
+
+`ServingModel` wraps a trained model with its preprocessing (`ssc_tf.data.normalize`, and
+`eval_resize` for encoded images), so clients send raw pixels or image files:
+
+- `serving_default`: `images`, uint8 `(batch, H, W, 3)` at the training size (ImageNet: the
+  224 x 224 evaluation crop) -> `probabilities` float32 `(batch, num_classes)` (softmax) and
+  `classes` int64 `(batch, top_k)` (most probable first).
+- `predict_image_bytes`: `image_bytes`, string `(batch,)` of encoded JPEG, PNG, GIF or BMP
+  files of any size -> the same outputs. Each image is decoded to RGB and brought to the
+  training size as evaluation does: ImageNet by `eval_resize` (shorter side 256, center
+  crop); the other datasets by an antialiased bilinear resize when its size differs.
+- `probabilities`: float32 pixels in 0..255 `(batch, H, W, 3)` -> the probabilities alone:
+  the one-output graph that TFLite converts.
+
+A SavedModel holds the signatures and the variables they read (as `tf.Variable`s, each
+once), nothing else: no Keras model object (whose variables the TF object graph would reach
+twice) and no extra traced functions, so it stores each live weight once and the model's
+graph once, and the TFLite converter can freeze every variable into a constant.
+
+Example:
+
+>>> model = models.build("resnet32", num_classes=10, input_shape=(32, 32, 3),
+...                      g=(2, 4, 15), p=(2, 4, 4))
+>>> serving_model = ServingModel(model, "cifar10", top_k=3)
+>>> outputs = serving_model.serving_default(tf.zeros((2, 32, 32, 3), tf.uint8))
+>>> outputs["probabilities"].shape, outputs["classes"].shape
+(TensorShape([2, 10]), TensorShape([2, 3]))
+"""
+
+import tensorflow as tf
+
+from ssc_tf import config as config_lib
+from ssc_tf.data import augment
+
+SERVING_DEFAULT = "serving_default"
+PREDICT_IMAGE_BYTES = "predict_image_bytes"
+IMAGES = "images"
+IMAGE_BYTES = "image_bytes"
+PROBABILITIES = "probabilities"
+CLASSES = "classes"
+
+
+class ServingModel:
+    """A trained classifier with its preprocessing, as signatures for serving.
+
+    Args:
+        model: the Keras model, built for `dataset`'s input shape; its outputs are logits.
+        dataset: str, one of `ssc_tf.config.DATASETS`: the preprocessing and input size.
+        top_k: int in [1, num_classes], how many classes `classes` lists. Defaults to 5
+            (capped at the number of classes).
+
+    Attributes:
+        serving_default, predict_image_bytes, probabilities: the `tf.function`s described
+            in the module docstring, each with its input signature.
+    """
+
+    def __init__(self, model, dataset, top_k=5):
+        augment.check_dataset(dataset)
+        num_classes = config_lib.NUM_CLASSES[dataset]
+        if isinstance(top_k, bool) or not isinstance(top_k, int) or not 1 <= top_k <= num_classes:
+            raise ValueError(
+                f"Invalid value for argument `top_k`: expected an integer in [1, {num_classes}] "
+                f"(the number of classes of {dataset!r}). Received: top_k={top_k!r}"
+            )
+        height, width = config_lib.INPUT_SHAPES[dataset][:2]
+        images_spec = (height, width, 3)
+
+        @tf.function(input_signature=[tf.TensorSpec((None,) + images_spec, tf.float32)])
+        def probabilities(pixels):
+            logits = model(augment.normalize(pixels, dataset), training=False)
+            return tf.nn.softmax(tf.cast(logits, tf.float32))
+
+        # One concrete function that both signatures call, so a SavedModel holds the
+        # model's graph once.
+        probabilities_graph = probabilities.get_concrete_function()
+
+        def outputs(pixels):
+            probs = probabilities_graph(pixels)
+            classes = tf.math.top_k(probs, k=top_k).indices
+            return {PROBABILITIES: probs, CLASSES: tf.cast(classes, tf.int64)}
+
+        @tf.function(input_signature=[tf.TensorSpec((None,) + images_spec, tf.uint8, IMAGES)])
+        def serving_default(images):
+            return outputs(tf.cast(images, tf.float32))
+
+        def decode(encoded):
+            image = tf.io.decode_image(encoded, channels=3, expand_animations=False)
+            if dataset == "imagenet2012":
+                image = augment.eval_resize(image, dataset)
+            else:
+                image = tf.cond(
+                    tf.reduce_all(tf.shape(image)[:2] == (height, width)),
+                    lambda: tf.cast(image, tf.float32),
+                    lambda: tf.image.resize(image, (height, width), antialias=True),
+                )
+            return tf.ensure_shape(tf.cast(image, tf.float32), images_spec)
+
+        @tf.function(input_signature=[tf.TensorSpec((None,), tf.string, IMAGE_BYTES)])
+        def predict_image_bytes(image_bytes):
+            pixels = tf.map_fn(
+                decode, image_bytes, fn_output_signature=tf.TensorSpec(images_spec, tf.float32)
+            )
+            return outputs(pixels)
+
+        self.probabilities = probabilities
+        self.serving_default = serving_default
+        self.predict_image_bytes = predict_image_bytes
+
+    def save(self, path):
+        """Writes the SavedModel for TF-Serving (`serving_default`, `predict_image_bytes`)."""
+        _save(path, {
+            SERVING_DEFAULT: self.serving_default.get_concrete_function(),
+            PREDICT_IMAGE_BYTES: self.predict_image_bytes.get_concrete_function(),
+        })
+
+    def save_for_tflite(self, path):
+        """Writes a SavedModel whose `serving_default` is `probabilities` (float pixels in,
+        probabilities out), the graph `ssc_tf.convert_tflite` converts."""
+        _save(path, {SERVING_DEFAULT: self.probabilities.get_concrete_function()})
+
+
+def _save(path, signatures):
+    """Saves `signatures` with a root that holds only the variables they capture."""
+    root = tf.Module()
+    captured = {}
+    for function in signatures.values():
+        for variable in function.variables:
+            captured.setdefault(id(variable), variable)
+    root.model_variables = list(captured.values())
+    tf.saved_model.save(root, path, signatures=signatures)

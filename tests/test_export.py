@@ -1,0 +1,262 @@
+"""SavedModel export for TF-Serving: signatures, versions, models.config, TF's own tools."""
+
+import json
+import os
+import pathlib
+import subprocess
+import sys
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+from google.protobuf import text_format
+
+from ssc_tf import config as config_lib
+from ssc_tf import data
+from ssc_tf import export
+from ssc_tf import model_dir as model_dir_lib
+from ssc_tf import models
+from ssc_tf import serving
+from ssc_tf import train
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+_SSC = dict(dataset="digits", model="resnet32", ticket=10, g=(2, 4, 15), p=(2, 4, 4),
+            epochs=1, batch_size=16, seed=0)
+
+
+def _env():
+    return {**os.environ, "PYTHONPATH": str(ROOT), "TF_CPP_MIN_LOG_LEVEL": "2"}
+
+
+def _untrained_run(model_dir, config):
+    """A model_dir as training writes it, holding freshly initialized weights."""
+    model_dir_lib.write_run(model_dir, config, None)
+    keras.utils.set_random_seed(config.seed)
+    model = models.build(config.model, **config.model_kwargs())
+    epoch = tf.Variable(0, dtype=tf.int64)
+    checkpoint = tf.train.Checkpoint(model=model, epoch=epoch)
+    model_dir_lib.checkpoint_manager(
+        checkpoint, os.path.join(model_dir, model_dir_lib.CHECKPOINT_DIR)).save()
+    return model_dir
+
+
+@pytest.fixture(scope="module")
+def trained_run(tmp_path_factory):
+    """A 1-epoch SSC run (5 steps) and the Keras model it ended with."""
+    model_dir = str(tmp_path_factory.mktemp("run"))
+    model = train.train(
+        config_lib.ExperimentConfig(**_SSC), model_dir=model_dir, steps_per_epoch=5, verbose=0)
+    return model_dir, model
+
+
+@pytest.fixture(scope="module")
+def exported(trained_run, tmp_path_factory):
+    """The trained run exported once, as version 1 of serving/digits_ssc."""
+    model_dir, _ = trained_run
+    serving_dir = tmp_path_factory.mktemp("serving")
+    result = export.export(model_dir, str(serving_dir / "digits_ssc"), top_k=3)
+    return serving_dir, result
+
+
+@pytest.fixture(scope="module")
+def test_pixels():
+    """16 digits test images as uint8 pixels, and their labels."""
+    images, labels = next(iter(data.load("digits", "test", batch_size=16, normalized=False)))
+    return images.numpy().astype(np.uint8), labels.numpy()
+
+
+def _keras_probabilities(model, pixels):
+    return tf.nn.softmax(model(data.normalize(pixels, "digits"), training=False)).numpy()
+
+
+def test_export_writes_a_version_the_model_server_config_and_the_run_info(trained_run,
+                                                                          exported):
+    from tensorflow_serving.config import model_server_config_pb2
+
+    model_dir, _ = trained_run
+    serving_dir, result = exported
+    assert result["version"] == 1 and result["name"] == "digits_ssc"
+    assert result["path"] == str(serving_dir / "digits_ssc" / "1")
+    assert os.path.exists(os.path.join(result["path"], "saved_model.pb"))
+    assert export.versions(str(serving_dir / "digits_ssc")) == [1]
+    assert not [name for name in os.listdir(serving_dir / "digits_ssc") if name.startswith(".")]
+    info = export.read_export_info(result["path"])
+    assert info["config"] == json.loads(json.dumps(
+        {**config_lib.ExperimentConfig(**_SSC).__dict__}))
+    assert info["epoch"] == 1 and info["top_k"] == 3
+    assert info["model_dir"] == os.path.abspath(model_dir)
+
+    config = model_server_config_pb2.ModelServerConfig()
+    text_format.Parse((serving_dir / "models.config").read_text(), config)
+    entries = [(c.name, c.base_path, c.model_platform) for c in config.model_config_list.config]
+    assert entries == [("digits_ssc", "/models/digits_ssc", "tensorflow")]
+
+
+def test_serving_signatures_equal_the_keras_model(trained_run, exported, test_pixels):
+    _, model = trained_run
+    _, result = exported
+    pixels, _ = test_pixels
+    expected = _keras_probabilities(model, pixels)
+    loaded = tf.saved_model.load(result["path"])
+    assert set(loaded.signatures) == {"serving_default", "predict_image_bytes"}
+
+    outputs = loaded.signatures["serving_default"](images=tf.constant(pixels))
+    np.testing.assert_allclose(outputs["probabilities"].numpy(), expected, atol=1e-5)
+    np.testing.assert_array_equal(
+        outputs["classes"].numpy(), np.argsort(-expected, axis=1, kind="stable")[:, :3])
+    assert outputs["classes"].dtype == tf.int64
+
+    pngs = tf.stack([tf.io.encode_png(image) for image in pixels])
+    from_bytes = loaded.signatures["predict_image_bytes"](image_bytes=pngs)
+    np.testing.assert_allclose(from_bytes["probabilities"].numpy(), expected, atol=1e-5)
+    np.testing.assert_array_equal(from_bytes["classes"].numpy(), outputs["classes"].numpy())
+
+
+def test_bytes_of_another_size_are_resized_to_the_training_size(trained_run, test_pixels):
+    _, model = trained_run
+    pixels, _ = test_pixels
+    large = tf.image.resize(pixels[:2], (48, 40), method="nearest")
+    serving_model = serving.ServingModel(model, "digits", top_k=1)
+    jpegs = tf.stack([tf.io.encode_jpeg(image, quality=95) for image in large])
+    outputs = serving_model.predict_image_bytes(jpegs)
+    decoded = tf.stack([tf.io.decode_jpeg(jpeg, channels=3) for jpeg in jpegs])
+    resized = tf.image.resize(decoded, (32, 32), antialias=True)
+    np.testing.assert_allclose(
+        outputs["probabilities"].numpy(), _keras_probabilities(model, resized), atol=1e-5)
+
+
+def test_imagenet_bytes_get_the_evaluation_resize_and_crop():
+    inputs = keras.Input((224, 224, 3))
+    pooled = keras.layers.GlobalAveragePooling2D()(inputs)
+    model = keras.Model(inputs, keras.layers.Dense(1000, kernel_initializer="glorot_uniform")(
+        keras.layers.Concatenate()([pooled, keras.layers.Flatten()(
+            keras.layers.AveragePooling2D(56)(inputs))])))
+    serving_model = serving.ServingModel(model, "imagenet2012")
+    image = tf.cast(tf.random.stateless_uniform((300, 400, 3), (1, 2), 0, 256, tf.int32),
+                    tf.uint8)
+    png = tf.io.encode_png(image)[None]
+    outputs = serving_model.predict_image_bytes(png)
+    expected = tf.nn.softmax(model(data.normalize(
+        data.eval_resize(image, "imagenet2012")[None], "imagenet2012")))
+    np.testing.assert_allclose(outputs["probabilities"].numpy(), expected.numpy(), atol=1e-6)
+    assert outputs["classes"].shape == (1, 5)
+
+
+def test_saved_model_cli_lists_the_signatures_and_runs_a_stored_image(
+        trained_run, exported, test_pixels, tmp_path):
+    _, model = trained_run
+    _, result = exported
+    pixels, _ = test_pixels
+    cli = [sys.executable, "-m", "tensorflow.python.tools.saved_model_cli"]
+    shown = subprocess.run(cli + ["show", "--dir", result["path"], "--all"], env=_env(),
+                           capture_output=True, text=True, check=True).stdout
+    for expected in ("signature_def['serving_default']", "signature_def['predict_image_bytes']",
+                     "inputs['images']", "dtype: DT_UINT8", "shape: (-1, 32, 32, 3)",
+                     "inputs['image_bytes']", "dtype: DT_STRING",
+                     "outputs['probabilities']", "outputs['classes']", "shape: (-1, 3)"):
+        assert expected in shown
+
+    np.save(tmp_path / "image.npy", pixels[:4])
+    subprocess.run(
+        cli + ["run", "--dir", result["path"], "--tag_set", "serve",
+               "--signature_def", "serving_default",
+               "--inputs", f"images={tmp_path / 'image.npy'}", "--outdir", str(tmp_path / "out")],
+        env=_env(), capture_output=True, text=True, check=True)
+    classes = np.load(tmp_path / "out" / "classes.npy")
+    probabilities = np.load(tmp_path / "out" / "probabilities.npy")
+    expected = _keras_probabilities(model, pixels[:4])
+    np.testing.assert_array_equal(classes[:, 0], expected.argmax(axis=1))
+    np.testing.assert_allclose(probabilities, expected, atol=1e-5)
+
+
+def test_next_version_and_the_same_network_retrained(trained_run, tmp_path):
+    model_dir, _ = trained_run
+    export_dir = str(tmp_path / "serving" / "digits_ssc")
+    assert export.export(model_dir, export_dir)["version"] == 1
+    assert export.export(model_dir, export_dir, version=5)["version"] == 5
+    assert export.export(model_dir, export_dir)["version"] == 6
+    assert export.versions(export_dir) == [1, 5, 6]
+
+
+def test_ssc_savedmodel_is_smaller_than_the_dense_twin_by_the_density(tmp_path):
+    ssc = export.export(_untrained_run(str(tmp_path / "ssc"), config_lib.ExperimentConfig(**_SSC)),
+                        str(tmp_path / "serving" / "ssc"))
+    dense = export.export(
+        _untrained_run(str(tmp_path / "dense"), config_lib.ExperimentConfig(**{**_SSC, "dense": True, "ticket": None})),
+        str(tmp_path / "serving" / "dense"))
+    assert dense["live_params"] == dense["dense_params"] == ssc["dense_params"]
+    density = ssc["live_params"] / ssc["dense_params"]
+    # Variables: 4 bytes a live weight, plus batch norm (4 x 2,464 channels), logits, stem.
+    assert ssc["variables_bytes"] / dense["variables_bytes"] == pytest.approx(density, abs=0.02)
+    assert ssc["variables_bytes"] < 4.3 * ssc["live_params"]
+    # The whole SavedModel adds the graph, about 1 MB for ResNet-32 either way.
+    assert ssc["bytes"] < 0.35 * dense["bytes"]
+
+
+def test_a_different_network_or_a_foreign_savedmodel_is_refused(trained_run, tmp_path):
+    model_dir, _ = trained_run
+    export_dir = tmp_path / "serving" / "digits_ssc"
+    export.export(model_dir, str(export_dir))
+    other = _untrained_run(str(tmp_path / "other"),
+                           config_lib.ExperimentConfig(**{**_SSC, "p": (2, 4, 8)}))
+    with pytest.raises(ValueError, match=r"holds a different model.*--p: saved \(2, 4, 4\), "
+                                         r"requested \(2, 4, 8\)"):
+        export.export(other, str(export_dir))
+    assert export.versions(str(export_dir)) == [1]
+
+    foreign = tmp_path / "serving" / "foreign"
+    (foreign / "3").mkdir(parents=True)
+    with pytest.raises(ValueError, match="version 3, which ssc_tf.export did not write"):
+        export.export(model_dir, str(foreign))
+    assert sorted(os.listdir(foreign)) == ["3"]
+
+
+def test_bad_arguments_write_nothing(trained_run, tmp_path):
+    model_dir, _ = trained_run
+    export_dir = tmp_path / "serving" / "digits_ssc"
+    with pytest.raises(FileNotFoundError, match="holds no run.json"):
+        export.export(str(tmp_path / "nothing"), str(export_dir))
+    empty = str(tmp_path / "untrained")
+    model_dir_lib.write_run(empty, config_lib.ExperimentConfig(**_SSC), None)
+    with pytest.raises(FileNotFoundError, match="holds no checkpoint"):
+        export.export(empty, str(export_dir))
+    with pytest.raises(ValueError, match=r"argument `top_k`: expected an integer in \[1, 10\]"):
+        export.export(model_dir, str(export_dir), top_k=11)
+    with pytest.raises(ValueError, match="flag --version: expected an integer >= 1"):
+        export.export(model_dir, str(export_dir), version=0)
+    assert not export_dir.exists()
+
+    export.export(model_dir, str(export_dir))
+    before = sorted(p.name for p in (export_dir / "1").iterdir())
+    with pytest.raises(ValueError, match=r"digits_ssc/1 exists and is never replaced.*next "
+                                         r"free one, 2"):
+        export.export(model_dir, str(export_dir), version=1)
+    assert sorted(p.name for p in (export_dir / "1").iterdir()) == before
+
+
+def test_a_models_config_written_by_hand_is_left_alone(trained_run, tmp_path):
+    model_dir, _ = trained_run
+    config = tmp_path / "serving" / "models.config"
+    config.parent.mkdir()
+    config.write_text("model_config_list {}\n")
+    assert export.export(model_dir, str(tmp_path / "serving" / "a"))["models_config"] is None
+    assert config.read_text() == "model_config_list {}\n"
+
+
+@pytest.mark.slow
+def test_cli_exports_and_reports_errors(trained_run, tmp_path):
+    model_dir, _ = trained_run
+    command = [sys.executable, "-m", "ssc_tf.export", f"--model_dir={model_dir}"]
+    done = subprocess.run(command + [f"--export_dir={tmp_path / 'serving' / 'm'}", "--top_k=2"],
+                          env=_env(), capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert "Wrote" in done.stdout and export.versions(str(tmp_path / "serving" / "m")) == [1]
+    assert "ssc_tf_export" not in done.stderr  # no INFO logging of every saving step
+
+    failed = subprocess.run(command + [f"--export_dir={tmp_path / 'serving' / 'm'}",
+                                       "--version=1"],
+                            env=_env(), capture_output=True, text=True)
+    assert failed.returncode != 0
+    assert "Error: Invalid value for flag --version" in failed.stderr
+    assert "Traceback" not in failed.stderr

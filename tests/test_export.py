@@ -1,5 +1,7 @@
 """SavedModel export for TF-Serving: signatures, versions, models.config, TF's own tools."""
 
+import base64
+import importlib.util
 import json
 import os
 import pathlib
@@ -21,6 +23,10 @@ from ssc_tf import serving
 from ssc_tf import train
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
+_spec = importlib.util.spec_from_file_location(
+    "serving_client", ROOT / "tools" / "serving_client.py")
+serving_client = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(serving_client)
 _SSC = dict(dataset="digits", model="resnet32", ticket=10, g=(2, 4, 15), p=(2, 4, 4),
             epochs=1, batch_size=16, seed=0)
 
@@ -169,6 +175,30 @@ def test_saved_model_cli_lists_the_signatures_and_runs_a_stored_image(
     np.testing.assert_array_equal(classes[:, 0], expected.argmax(axis=1))
     np.testing.assert_allclose(probabilities, expected, atol=1e-5)
 
+
+def test_serving_client_requests_fit_the_exported_signatures(trained_run, exported,
+                                                             test_pixels, tmp_path):
+    _, model = trained_run
+    _, result = exported
+    pixels, _ = test_pixels
+    expected = _keras_probabilities(model, pixels[:2])
+    signatures = tf.saved_model.load(result["path"]).signatures
+    paths = []
+    for i, image in enumerate(pixels[:2]):
+        paths.append(str(tmp_path / f"{i}.png"))
+        tf.io.write_file(paths[-1], tf.io.encode_png(image))
+
+    for signature, name in (("serving_default", "images"), ("predict_image_bytes",
+                                                            "image_bytes")):
+        spec = serving_client.signature_input_spec(result["path"], signature)
+        size = serving_client.serving_image_size(None, spec) if name == "images" else None
+        batch = serving_client.load_images(paths, signature, size)
+        request = serving_client.grpc_request("digits_ssc", batch, signature)
+        outputs = signatures[signature](**{name: tf.make_ndarray(request.inputs[name])})
+        np.testing.assert_allclose(outputs["probabilities"].numpy(), expected, atol=1e-5)
+    _, body = serving_client.rest_request("digits_ssc", batch, "predict_image_bytes")
+    assert [instance["b64"] for instance in body["instances"]] == [
+        base64.b64encode(pathlib.Path(path).read_bytes()).decode() for path in paths]
 
 def test_next_version_and_the_same_network_retrained(trained_run, tmp_path):
     model_dir, _ = trained_run

@@ -1,0 +1,334 @@
+"""Converts a trained run to TensorFlow Lite: `python -m ssc_tf.convert_tflite --model_dir=DIR
+--output=FILE.tflite [--quantization=none|float16|dynamic|int8] [--integer_io]`.
+
+Restores the newest checkpoint of DIR (a `--model_dir` of `ssc_tf.train`), writes the
+one-output graph of `ssc_tf.serving.ServingModel.save_for_tflite` (float32 pixels in 0..255,
+`(batch, H, W, 3)` -> float32 probabilities `(batch, num_classes)`, normalization inside) and
+converts it with every variable frozen into a constant. The SSC layers hold only their live
+weights, so the float file is about 4 bytes per live weight.
+
+Only TFLite's builtin ops are allowed: the converter fails rather than emit Flex (TensorFlow)
+ops, and a file with a custom or Flex op is refused, so the file runs on any LiteRT
+interpreter without extra op libraries.
+
+`--quantization`:
+
+- `none`: float32 weights and compute.
+- `float16`: float16 weights, dequantized to float32 at load; float32 compute.
+- `dynamic`: int8 weights (dynamic range), float32 inputs and outputs; activations are
+  quantized on the fly where a kernel supports it.
+- `int8`: int8 weights and activations, calibrated on `--num_calibration_images` images of the
+  run's training pipeline (seeded, augmented as in training; raw pixels). The inputs and
+  outputs stay float32 (a QUANTIZE and a DEQUANTIZE op at the ends) unless `--integer_io`,
+  which makes them uint8: the input then takes the raw pixels themselves (scale 1.0, zero
+  point 0: the calibrated range 0..255 is exactly uint8's) and the output is the probability
+  times 256 (scale 1/256, zero point 0).
+
+The file is written next to `--output` first and renamed into place, so a failed conversion
+leaves no file and never a partial one; an existing `--output` is replaced only with
+`--overwrite`.
+"""
+
+import logging as std_logging
+import os
+import sys
+import tempfile
+
+from absl import app
+from absl import flags
+from absl import logging
+from ai_edge_litert import interpreter as litert_interpreter
+from ai_edge_litert import schema_py_generated as tflite_schema
+import numpy as np
+import tensorflow as tf
+
+from ssc_tf import data
+from ssc_tf import model_dir as model_dir_lib
+from ssc_tf import serving
+
+QUANTIZATIONS = ("none", "float16", "dynamic", "int8")
+SUFFIX = ".tflite"
+# How `op_names` spells a custom op: the prefix, then its custom code (Flex ops: "Flex...").
+CUSTOM_PREFIX = "CUSTOM:"
+
+_BUILTIN_NAMES = {
+    code: name
+    for name, code in vars(tflite_schema.BuiltinOperator).items()
+    if not name.startswith("_")
+}
+
+
+def convert(model_dir, output, *, quantization="none", integer_io=False,
+            num_calibration_images=200, data_dir=None, overwrite=False):
+    """Converts the newest checkpoint of `model_dir` to a TFLite file at `output`.
+
+    Every argument is checked, and for int8 the calibration images are read, before the
+    conversion starts; on any error nothing is written.
+
+    Args:
+        model_dir: str, a directory written by `ssc_tf.train`.
+        output: str, the file to write; must end in ".tflite". Its directory is created.
+        quantization: str, one of `QUANTIZATIONS` (see the module docstring). Defaults to
+            "none".
+        integer_io: bool, uint8 inputs and outputs instead of float32; int8 only. Defaults to
+            False.
+        num_calibration_images: int >= 1, how many training images calibrate the int8
+            activation ranges (fewer if the training split is smaller); int8 only. Defaults
+            to 200.
+        data_dir: str or None, where the dataset lives for int8 calibration; default: the
+            data_dir the run trained with. Unused by the other quantizations.
+        overwrite: bool, replace an existing `output`. Defaults to False.
+
+    Returns:
+        A dict of facts about the written file: `path`, `bytes`, `quantization`,
+        `integer_io`, `calibration_images` (int8; else 0), `epoch` (epochs the weights were
+        trained), `input_dtype`, `input_shape` (None for the batch), `input_quantization`
+        (`(scale, zero_point)` of an integer input, else None), and the same three for the
+        output, and `ops` (`op_names` of the file).
+
+    Raises:
+        ValueError: an argument is not allowed, `output` exists without `overwrite`, int8
+            cannot read its calibration images, or the file holds a custom or Flex op; the
+            message names the flag.
+        FileNotFoundError: `model_dir` holds no run or no checkpoint.
+
+    The converter's own `ConverterError` (not public API) propagates where the graph needs
+    an op that TFLite's builtins lack; none of ssc_tf's models does.
+    """
+    _check_arguments(output, quantization, integer_io, num_calibration_images, overwrite)
+    model, config, saved_data_dir, epoch = model_dir_lib.load_model(model_dir)
+    calibration = []
+    if quantization == "int8":
+        calibration = _calibration_images(
+            config, data_dir or saved_data_dir, num_calibration_images)
+    with tempfile.TemporaryDirectory() as saved_model_dir:
+        serving.ServingModel(model, config.dataset).save_for_tflite(saved_model_dir)
+        converter = _converter(saved_model_dir, quantization, integer_io, calibration)
+        flatbuffer = converter.convert()
+    ops = op_names(flatbuffer)
+    custom = [name for name in ops if name.startswith(CUSTOM_PREFIX)]
+    if custom:
+        raise ValueError(
+            f"The converted model (--quantization={quantization}) holds ops outside TFLite's "
+            f"builtins: {custom}; nothing was written to --output={output!r}."
+        )
+    facts = _io_facts(flatbuffer)
+    _write_atomically(output, flatbuffer, overwrite)
+    return {
+        "path": output,
+        "bytes": len(flatbuffer),
+        "quantization": quantization,
+        "integer_io": integer_io,
+        "calibration_images": len(calibration),
+        "epoch": epoch,
+        **facts,
+        "ops": ops,
+    }
+
+
+def op_names(tflite_bytes):
+    """The distinct ops that the operators of a TFLite flatbuffer run.
+
+    Args:
+        tflite_bytes: bytes, a TFLite model (`TFLiteConverter.convert()`, or a .tflite file's
+            contents).
+
+    Returns:
+        A sorted list of str: builtin op names as in TFLite's schema ("CONV_2D",
+        "FULLY_CONNECTED", ...); a custom op as `CUSTOM_PREFIX` + its custom code
+        ("CUSTOM:FlexConv2D" for a Flex op).
+
+    Example:
+
+    >>> with open("digits.tflite", "rb") as f:  # --quantization=none of the quickstart run
+    ...     op_names(f.read())
+    ['ADD', 'BATCH_MATMUL', 'CONCATENATION', 'CONV_2D', 'FULLY_CONNECTED', 'MEAN', 'MUL',
+     'RESHAPE', 'SOFTMAX', 'STRIDED_SLICE', 'SUB', 'TRANSPOSE']
+    """
+    model = tflite_schema.Model.GetRootAs(tflite_bytes, 0)
+    codes = []
+    for i in range(model.OperatorCodesLength()):
+        code = model.OperatorCodes(i)
+        # Codes above 127 live in `builtin_code`; `deprecated_builtin_code` holds at most 127.
+        builtin = max(code.BuiltinCode(), code.DeprecatedBuiltinCode())
+        if builtin == tflite_schema.BuiltinOperator.CUSTOM:
+            codes.append(CUSTOM_PREFIX + (code.CustomCode() or b"").decode())
+        else:
+            codes.append(_BUILTIN_NAMES.get(builtin, f"UNKNOWN_BUILTIN_{builtin}"))
+    names = set()
+    for s in range(model.SubgraphsLength()):
+        subgraph = model.Subgraphs(s)
+        for o in range(subgraph.OperatorsLength()):
+            names.add(codes[subgraph.Operators(o).OpcodeIndex()])
+    return sorted(names)
+
+
+def _check_arguments(output, quantization, integer_io, num_calibration_images, overwrite):
+    if quantization not in QUANTIZATIONS:
+        raise ValueError(
+            f"Invalid value for flag --quantization: expected one of {QUANTIZATIONS}. "
+            f"Received: quantization={quantization!r}"
+        )
+    if integer_io and quantization != "int8":
+        raise ValueError(
+            "Flag --integer_io needs --quantization=int8 (only a fully integer model can "
+            f"take and return uint8). Received: quantization={quantization!r}, "
+            "integer_io=True"
+        )
+    if (
+        not isinstance(num_calibration_images, int)
+        or isinstance(num_calibration_images, bool)
+        or num_calibration_images < 1
+    ):
+        raise ValueError(
+            "Invalid value for flag --num_calibration_images: expected an integer >= 1. "
+            f"Received: num_calibration_images={num_calibration_images!r}"
+        )
+    if not isinstance(output, str) or not output.endswith(SUFFIX):
+        raise ValueError(
+            f"Invalid value for flag --output: expected a file name ending in {SUFFIX!r}. "
+            f"Received: output={output!r}"
+        )
+    if not overwrite and tf.io.gfile.exists(output):
+        raise ValueError(
+            f"--output={output!r} exists; pass --overwrite to replace it, or choose another "
+            "--output."
+        )
+
+
+def _calibration_images(config, data_dir, count):
+    """Up to `count` training images, raw pixels `(1, H, W, 3)` each, read before converting.
+
+    Raises:
+        ValueError: the dataset cannot be read (no data_dir, missing files); the message
+            says that int8 needs them and names --data_dir.
+    """
+    why = "int8 quantization calibrates on images of the run's training data"
+    if data_dir is None and data.needs_data_dir(config.dataset):
+        raise ValueError(
+            f"{why}, and dataset {config.dataset!r} is read from a --data_dir, which neither "
+            "the run nor this conversion gives: pass --data_dir, or use "
+            "--quantization=dynamic (no calibration images)."
+        )
+    try:
+        images = data.load(
+            config.dataset, "train", batch_size=1, data_dir=data_dir,
+            validation_split=config.validation_split, seed=config.seed, normalized=False)
+        return [pixels.numpy() for pixels, _ in images.take(count)]
+    except (ValueError, FileNotFoundError, tf.errors.OpError) as e:
+        raise ValueError(
+            f"{why}, which could not be read (dataset {config.dataset!r}, "
+            f"--data_dir={data_dir!r}): {e} Pass a --data_dir that holds the dataset."
+        ) from e
+
+
+def _converter(saved_model_dir, quantization, integer_io, calibration):
+    """The TFLite converter of one quantization, restricted to builtin ops."""
+    converter = tf.lite.TFLiteConverter.from_saved_model(saved_model_dir)
+    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
+    if quantization == "none":
+        return converter
+    converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    if quantization == "float16":
+        converter.target_spec.supported_types = [tf.float16]
+    elif quantization == "int8":
+        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+        converter.representative_dataset = lambda: ([pixels] for pixels in calibration)
+        if integer_io:
+            converter.inference_input_type = tf.uint8
+            converter.inference_output_type = tf.uint8
+    return converter
+
+
+def _io_facts(flatbuffer):
+    """Dtype, shape and quantization of the model's one input and one output."""
+    interpreter = litert_interpreter.Interpreter(model_content=flatbuffer)
+    facts = {}
+    for prefix, (details,) in (("input", interpreter.get_input_details()),
+                               ("output", interpreter.get_output_details())):
+        scale, zero_point = details["quantization"]
+        facts[f"{prefix}_dtype"] = np.dtype(details["dtype"]).name
+        facts[f"{prefix}_shape"] = [
+            None if size < 0 else int(size) for size in details["shape_signature"]]
+        facts[f"{prefix}_quantization"] = (
+            (float(scale), int(zero_point)) if scale else None)
+    return facts
+
+
+def _write_atomically(output, contents, overwrite):
+    """Writes `contents` to `output` through a temporary file renamed into place."""
+    parent = os.path.dirname(output)
+    if parent:
+        tf.io.gfile.makedirs(parent)
+    tmp = f"{output}.tmp"
+    try:
+        with tf.io.gfile.GFile(tmp, "wb") as f:
+            f.write(contents)
+        tf.io.gfile.rename(tmp, output, overwrite=overwrite)
+    finally:
+        if tf.io.gfile.exists(tmp):
+            tf.io.gfile.remove(tmp)
+
+
+def main(argv):
+    if len(argv) > 1:
+        raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}")
+    FLAGS = flags.FLAGS
+    # TensorFlow's INFO lines (saving the graph, freezing it) would bury the summary.
+    std_logging.getLogger("tensorflow").setLevel(std_logging.WARNING)
+    if not FLAGS["verbosity"].present:
+        logging.set_verbosity(logging.WARNING)
+    if not FLAGS.model_dir:
+        raise app.UsageError("Flag --model_dir is required: the directory of a training run.")
+    if not FLAGS.output:
+        raise app.UsageError(f"Flag --output is required: the {SUFFIX} file to write.")
+    try:
+        result = convert(
+            FLAGS.model_dir, FLAGS.output, quantization=FLAGS.quantization,
+            integer_io=FLAGS.integer_io, num_calibration_images=FLAGS.num_calibration_images,
+            data_dir=FLAGS.data_dir, overwrite=FLAGS.overwrite)
+    except (ValueError, FileNotFoundError) as e:
+        sys.exit(f"Error: {e}")
+    io = "uint8 in and out" if result["integer_io"] else "float32 in and out"
+    print(f"Wrote {result['path']}: {result['bytes'] / 1e6:.3f} MB, quantization "
+          f"{result['quantization']} ({io}), epoch {result['epoch']}")
+    print(f"  input  {result['input_dtype']} {result['input_shape']}"
+          f"{_format_quantization(result['input_quantization'])}")
+    print(f"  output {result['output_dtype']} {result['output_shape']}"
+          f"{_format_quantization(result['output_quantization'])}")
+    print(f"  ops: {', '.join(result['ops'])}")
+
+
+def _format_quantization(quantization):
+    if quantization is None:
+        return ""
+    scale, zero_point = quantization
+    return f", scale {scale:g}, zero point {zero_point}"
+
+
+def _define_flags():
+    """The CLI's flags, defined only when it runs, so importing this module defines none."""
+    flags.DEFINE_string("model_dir", None, "Directory of a training run (ssc_tf.train --model_dir).")
+    flags.DEFINE_string("output", None, f"The TFLite file to write; must end in {SUFFIX}.")
+    flags.DEFINE_enum(
+        "quantization", "none", list(QUANTIZATIONS),
+        "none (float32), float16 (float16 weights), dynamic (int8 weights, float compute) or "
+        "int8 (int8 weights and activations, calibrated on training images).")
+    flags.DEFINE_bool(
+        "integer_io", False,
+        "With --quantization=int8: uint8 input (raw pixels, scale 1, zero point 0) and "
+        "uint8 output (probability x 256) instead of float32.")
+    flags.DEFINE_integer(
+        "num_calibration_images", 200,
+        "With --quantization=int8: how many training images calibrate the activation ranges.",
+        lower_bound=1)
+    flags.DEFINE_string(
+        "data_dir", None,
+        "Where the dataset lives, for int8 calibration; default: the --data_dir the run "
+        "trained with.")
+    flags.DEFINE_bool("overwrite", False, "Replace --output if it exists.")
+
+
+if __name__ == "__main__":
+    _define_flags()
+    app.run(main)

@@ -1,0 +1,334 @@
+"""TFLite conversion of a trained run: every quantization runs in LiteRT with builtin ops only,
+agrees with the Keras model, shrinks as it should; bad flags and missing data fail before any
+conversion and write nothing; the CLI writes the file or fails in one line."""
+
+import os
+import pathlib
+import subprocess
+import sys
+
+from absl import flags
+from ai_edge_litert import schema_py_generated as tflite_schema
+from ai_edge_litert.interpreter import Interpreter
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from ssc_tf import config as config_lib
+from ssc_tf import convert_tflite
+from ssc_tf import data
+from ssc_tf import model_dir as model_dir_lib
+from ssc_tf import train
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+BUILTIN_OPS = {
+    name for name in vars(tflite_schema.BuiltinOperator)
+    if not name.startswith("_") and name != "CUSTOM"
+}
+NUM_IMAGES = 64
+# Calibration images of the int8 variants: enough for stable ranges, few enough to convert in
+# seconds (each image runs through the calibration interpreter alone).
+NUM_CALIBRATION_IMAGES = 32
+# variant: (quantization, integer_io)
+VARIANTS = {
+    "none": ("none", False),
+    "float16": ("float16", False),
+    "dynamic": ("dynamic", False),
+    "int8": ("int8", False),
+    "int8_integer_io": ("int8", True),
+}
+
+
+def _env():
+    return {**os.environ, "PYTHONPATH": str(ROOT), "TF_CPP_MIN_LOG_LEVEL": "2"}
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    """A one-epoch SSC ResNet-32 run on digits: (model_dir, trained Keras model).
+
+    30 steps at a small learning rate: the batch-norm statistics settle (momentum 0.9) while
+    the weights stay near their initialization, so the model's probabilities are soft and its
+    predictions spread over several classes. A few steps at a higher rate give a model that
+    puts probability ~1 on one class for every image (digits needs epochs to learn), against
+    which any variant "agrees" and no probability can differ.
+    """
+    model_dir = str(tmp_path_factory.mktemp("run"))
+    config = config_lib.ExperimentConfig(
+        dataset="digits", model="resnet32", ticket=10, g=(2, 4, 15), p=(2, 4, 4), epochs=1,
+        batch_size=16, learning_rate=1e-3, seed=0)
+    model = train.train(config, model_dir=model_dir, steps_per_epoch=30, verbose=0)
+    return model_dir, model
+
+
+@pytest.fixture(scope="module")
+def test_images(run):
+    """(raw pixels, Keras probabilities) of the first NUM_IMAGES test digits."""
+    _, model = run
+    pixels, _ = next(iter(data.load("digits", "test", batch_size=NUM_IMAGES, normalized=False)))
+    expected = tf.nn.softmax(model(data.normalize(pixels, "digits"), training=False))
+    return pixels.numpy(), expected.numpy()
+
+
+@pytest.fixture(scope="module")
+def converted(run, tmp_path_factory):
+    """{variant: convert()'s result}, each written under a directory convert() creates."""
+    model_dir, _ = run
+    out = tmp_path_factory.mktemp("tflite")
+    return {
+        variant: convert_tflite.convert(
+            model_dir, str(out / "new" / f"{variant}.tflite"), quantization=quantization,
+            integer_io=integer_io, num_calibration_images=NUM_CALIBRATION_IMAGES)
+        for variant, (quantization, integer_io) in VARIANTS.items()
+    }
+
+
+def _predict(path, pixels):
+    """Runs the file on the batch `pixels`: float32 probabilities (dequantized if uint8)."""
+    interpreter = Interpreter(model_path=path, num_threads=1)
+    (inputs,) = interpreter.get_input_details()
+    interpreter.resize_tensor_input(inputs["index"], pixels.shape)
+    interpreter.allocate_tensors()
+    if inputs["dtype"] != np.float32:
+        scale, zero_point = inputs["quantization"]
+        info = np.iinfo(inputs["dtype"])
+        pixels = np.clip(np.round(pixels / scale + zero_point), info.min, info.max)
+    interpreter.set_tensor(inputs["index"], pixels.astype(inputs["dtype"]))
+    interpreter.invoke()
+    (outputs,) = interpreter.get_output_details()
+    probabilities = interpreter.get_tensor(outputs["index"])
+    if outputs["dtype"] != np.float32:
+        scale, zero_point = outputs["quantization"]
+        probabilities = (probabilities.astype(np.float32) - zero_point) * scale
+    return probabilities
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_every_variant_runs_builtin_ops_only(converted, variant):
+    result = converted[variant]
+    with open(result["path"], "rb") as f:
+        contents = f.read()
+    assert result["bytes"] == len(contents)
+    ops = convert_tflite.op_names(contents)
+    assert ops == result["ops"]
+    assert set(ops) <= BUILTIN_OPS, sorted(set(ops) - BUILTIN_OPS)
+    assert {"CONV_2D", "BATCH_MATMUL", "FULLY_CONNECTED", "SOFTMAX"} <= set(ops)
+    # Every variable is frozen into a constant: no resource-variable ops.
+    assert not {"VAR_HANDLE", "READ_VARIABLE", "ASSIGN_VARIABLE", "CALL_ONCE"} & set(ops)
+    io_dtype = "uint8" if variant == "int8_integer_io" else "float32"
+    assert result["input_dtype"] == result["output_dtype"] == io_dtype
+    assert result["input_shape"] == [None, 32, 32, 3]
+    assert result["output_shape"] == [None, 10]
+    assert result["calibration_images"] == (
+        NUM_CALIBRATION_IMAGES if variant.startswith("int8") else 0)
+    assert result["epoch"] == 1
+    # The float-in int8 file quantizes its input and dequantizes its output itself.
+    if variant == "int8":
+        assert {"QUANTIZE", "DEQUANTIZE"} <= set(ops)
+    # float16 weights are dequantized to float32 once, at load.
+    assert ("DEQUANTIZE" in ops) == (variant in ("float16", "int8"))
+
+
+@pytest.mark.slow
+def test_float_file_computes_the_keras_model(converted, test_images):
+    pixels, expected = test_images
+    probabilities = _predict(converted["none"]["path"], pixels)
+    # Not a vacuous comparison: the model's predictions spread over several classes.
+    assert len(np.unique(expected.argmax(1))) >= 3
+    np.testing.assert_allclose(probabilities, expected, atol=1e-4, rtol=0)
+    np.testing.assert_array_equal(probabilities.argmax(1), expected.argmax(1))
+
+
+# variant: (least top-1 agreement with Keras, largest absolute difference of a probability).
+# Measured on the fixture's near-initial model over the 64 images: float16 1.0 / 1.4e-3,
+# dynamic 0.94 / 0.028, int8 0.77 / 0.087 (its probabilities are soft, 0.21 for the top class
+# on average; half the images have a top-two margin under 0.05, which int8 error can flip).
+# The trained quickstart run (98.9 % top-1) agrees on all 360 test images in every variant,
+# with differences of 3.4e-3 (float16), 0.032 (dynamic), 0.13 (int8, 200 images calibrating).
+QUANTIZED_BOUNDS = {
+    "float16": (0.95, 0.01),
+    "dynamic": (0.85, 0.08),
+    "int8": (0.65, 0.2),
+    "int8_integer_io": (0.65, 0.2),
+}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("variant", QUANTIZED_BOUNDS)
+def test_quantized_file_agrees_with_keras(converted, test_images, variant):
+    pixels, expected = test_images
+    min_agreement, max_diff = QUANTIZED_BOUNDS[variant]
+    probabilities = _predict(converted[variant]["path"], pixels)
+    agreement = np.mean(probabilities.argmax(1) == expected.argmax(1))
+    assert agreement >= min_agreement
+    assert np.abs(probabilities - expected).max() < max_diff
+
+
+@pytest.mark.slow
+def test_integer_io_takes_raw_pixels_and_returns_probability_times_256(converted, test_images):
+    result = converted["int8_integer_io"]
+    # The calibrated input range 0..255 is uint8's: a pixel is its own quantized value.
+    assert result["input_quantization"] == (1.0, 0)
+    assert result["output_quantization"] == (1 / 256, 0)
+    pixels, _ = test_images
+    # The same quantized graph as the float-in int8 file, whose ends convert the same way.
+    np.testing.assert_allclose(
+        _predict(result["path"], pixels), _predict(converted["int8"]["path"], pixels),
+        atol=1 / 256 + 1e-6, rtol=0)
+
+
+@pytest.mark.slow
+def test_files_shrink_with_the_live_weights_and_the_quantization(run, converted):
+    _, model = run
+    sizes = {variant: result["bytes"] for variant, result in converted.items()}
+    # The SSC layers store only their live weights; batch norm folds into the convolutions.
+    weights = sum(int(np.prod(w.shape)) for w in model.weights)
+    assert sizes["none"] < 1.3 * 4 * weights
+    assert sizes["float16"] < 0.6 * sizes["none"]
+    # int8 weights are a quarter of float32's; the rest is what does not shrink: ~85 kB of
+    # tensor and operator tables and names, per-channel scales, int32 biases.
+    for variant in ("dynamic", "int8", "int8_integer_io"):
+        assert sizes[variant] < 0.4 * sizes["none"], variant
+
+
+def _converter_with_other_ops(kind):
+    """A converter of a tiny graph whose one op TFLite lacks: a Flex op (MatrixInverse, run by
+    TensorFlow's kernel) or a custom op (Betainc, needing a kernel of the user's)."""
+    if kind == "flex":
+        function = tf.function(lambda x: tf.linalg.inv(x))
+    else:
+        function = tf.function(lambda x: tf.raw_ops.Betainc(a=x, b=x, x=x))
+    concrete = function.get_concrete_function(tf.TensorSpec([2, 2], tf.float32))
+    converter = tf.lite.TFLiteConverter.from_concrete_functions([concrete])
+    if kind == "flex":
+        converter.target_spec.supported_ops = [
+            tf.lite.OpsSet.TFLITE_BUILTINS, tf.lite.OpsSet.SELECT_TF_OPS]
+    else:
+        converter.allow_custom_ops = True
+    return converter
+
+
+def test_op_names_spells_flex_and_custom_ops():
+    assert convert_tflite.op_names(_converter_with_other_ops("flex").convert()) == [
+        "CUSTOM:FlexMatrixInverse"]
+    assert convert_tflite.op_names(_converter_with_other_ops("custom").convert()) == [
+        "CUSTOM:Betainc"]
+
+
+@pytest.mark.slow
+def test_file_with_a_flex_op_is_refused_and_not_written(run, tmp_path, monkeypatch):
+    model_dir, _ = run
+    monkeypatch.setattr(
+        convert_tflite, "_converter", lambda *args: _converter_with_other_ops("flex"))
+    with pytest.raises(ValueError, match=r"outside TFLite's builtins: \['CUSTOM:FlexMatrixInv"):
+        convert_tflite.convert(model_dir, str(tmp_path / "model.tflite"))
+    assert sorted(os.listdir(tmp_path)) == []
+
+
+def test_model_dir_without_run_or_checkpoint_fails(tmp_path):
+    model_dir = tmp_path / "run"
+    model_dir.mkdir()
+    output = tmp_path / "out"
+    with pytest.raises(FileNotFoundError, match="holds no run.json"):
+        convert_tflite.convert(str(model_dir), str(output / "model.tflite"))
+    config = config_lib.ExperimentConfig(
+        dataset="digits", model="resnet32", ticket=10, g=(2, 4, 15), p=(2, 4, 4), epochs=1)
+    model_dir_lib.write_run(str(model_dir), config, None)
+    with pytest.raises(FileNotFoundError, match="holds no checkpoint"):
+        convert_tflite.convert(str(model_dir), str(output / "model.tflite"))
+    assert not output.exists()
+
+
+@pytest.mark.parametrize("quantization", ["none", "float16", "dynamic"])
+def test_integer_io_needs_int8(tmp_path, quantization):
+    with pytest.raises(ValueError, match=r"--integer_io needs --quantization=int8"):
+        convert_tflite.convert(
+            str(tmp_path), str(tmp_path / "model.tflite"), quantization=quantization,
+            integer_io=True)
+
+
+def test_bad_flag_values_name_the_flag(tmp_path):
+    with pytest.raises(ValueError, match=r"--quantization: expected one of .*'int8'"):
+        convert_tflite.convert(str(tmp_path), str(tmp_path / "m.tflite"), quantization="int4")
+    with pytest.raises(ValueError, match=r"--output: expected a file name ending in '.tflite'"):
+        convert_tflite.convert(str(tmp_path), str(tmp_path / "model.lite"))
+    with pytest.raises(ValueError, match="--num_calibration_images: expected an integer >= 1"):
+        convert_tflite.convert(
+            str(tmp_path), str(tmp_path / "m.tflite"), quantization="int8",
+            num_calibration_images=0)
+    assert sorted(os.listdir(tmp_path)) == []
+
+
+def test_existing_output_is_kept_without_overwrite(tmp_path):
+    output = tmp_path / "model.tflite"
+    output.write_bytes(b"an earlier conversion")
+    with pytest.raises(ValueError, match="exists; pass --overwrite"):
+        convert_tflite.convert(str(tmp_path / "no_run"), str(output))
+    assert output.read_bytes() == b"an earlier conversion"
+    assert sorted(os.listdir(tmp_path)) == ["model.tflite"]
+
+
+@pytest.mark.slow
+def test_overwrite_replaces_the_file(run, tmp_path):
+    model_dir, _ = run
+    output = tmp_path / "model.tflite"
+    output.write_bytes(b"an earlier conversion")
+    result = convert_tflite.convert(model_dir, str(output), quantization="dynamic",
+                                    overwrite=True)
+    assert output.stat().st_size == result["bytes"] > 1000
+    assert sorted(os.listdir(tmp_path)) == ["model.tflite"]
+
+
+@pytest.mark.slow
+def test_int8_without_loadable_data_fails_before_converting(run, tmp_path, monkeypatch):
+    model_dir, _ = run
+    output = tmp_path / "out" / "model.tflite"
+
+    def unreadable(*args, **kwargs):
+        raise ValueError("Missing argument `data_dir`: the dataset's files are not there.")
+
+    def no_conversion(*args, **kwargs):
+        raise AssertionError("converted although the calibration data is missing")
+
+    monkeypatch.setattr(convert_tflite, "_converter", no_conversion)
+    monkeypatch.setattr(data, "load", unreadable)
+    with pytest.raises(ValueError, match=r"int8 .* calibrates .* could not be read.*--data_dir"):
+        convert_tflite.convert(model_dir, str(output), quantization="int8")
+    # A dataset read only from a data_dir, which neither the run nor the call gives.
+    monkeypatch.setattr(data, "needs_data_dir", lambda dataset: True)
+    with pytest.raises(ValueError, match=r"int8 .* calibrates .* pass --data_dir"):
+        convert_tflite.convert(model_dir, str(output), quantization="int8")
+    assert not output.parent.exists()
+
+
+@pytest.mark.slow
+def test_cli_writes_the_file_and_prints_a_summary(run, tmp_path):
+    model_dir, _ = run
+    output = tmp_path / "digits_dynamic.tflite"
+    result = subprocess.run(
+        [sys.executable, "-m", "ssc_tf.convert_tflite", f"--model_dir={model_dir}",
+         f"--output={output}", "--quantization=dynamic"],
+        env=_env(), capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    with open(output, "rb") as f:
+        ops = convert_tflite.op_names(f.read())
+    assert f"Wrote {output}: " in result.stdout
+    assert "quantization dynamic (float32 in and out)" in result.stdout
+    assert f"ops: {', '.join(ops)}" in result.stdout
+
+
+def test_importing_defines_no_flags():
+    assert not {"output", "quantization", "integer_io", "num_calibration_images"} & set(
+        flags.FLAGS)
+
+
+def test_cli_reports_a_bad_flag_combination_in_one_line(tmp_path):
+    result = subprocess.run(
+        [sys.executable, "-m", "ssc_tf.convert_tflite", f"--model_dir={tmp_path}",
+         f"--output={tmp_path / 'model.tflite'}", "--integer_io"],
+        env=_env(), capture_output=True, text=True, timeout=120)
+    assert result.returncode != 0
+    assert "Error: Flag --integer_io needs --quantization=int8" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert sorted(os.listdir(tmp_path)) == []

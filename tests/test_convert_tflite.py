@@ -2,6 +2,7 @@
 agrees with the Keras model, shrinks as it should; bad flags and missing data fail before any
 conversion and write nothing; the CLI writes the file or fails in one line."""
 
+import importlib.util
 import os
 import pathlib
 import subprocess
@@ -332,3 +333,23 @@ def test_cli_reports_a_bad_flag_combination_in_one_line(tmp_path):
     assert "Error: Flag --integer_io needs --quantization=int8" in result.stderr
     assert "Traceback" not in result.stderr
     assert sorted(os.listdir(tmp_path)) == []
+
+
+@pytest.mark.slow
+def test_benchmark_tool_measures_what_the_interpreter_computes(converted, test_images):
+    spec = importlib.util.spec_from_file_location(
+        "benchmark_export", ROOT / "tools" / "benchmark_export.py")
+    benchmark_export = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(benchmark_export)
+    pixels, _ = test_images
+    for variant in ("none", "dynamic"):
+        path = converted[variant]["path"]
+        probabilities, seconds = benchmark_export._tflite_predictions(path, pixels[:8])
+        np.testing.assert_allclose(probabilities, _predict(path, pixels[:8]), atol=1e-6)
+        assert len(seconds) == 8 - benchmark_export._WARMUP and min(seconds) > 0
+    row = {"model": "m", "kept_fraction": 0.15, "keras_top1": 0.9, "format": "tflite_none",
+           "bytes": 1_254_428, "top1_agreement": 1.0, "max_abs_diff": 1.1e-6, "top1": 0.9,
+           "latency_ms": 2.81}
+    table = benchmark_export.format_table([row])
+    assert table.splitlines()[-1] == (
+        "| m | 15.0 % | tflite_none | 1.25 | 1.000 | 1.10e-06 | 0.900 | 2.81 |")

@@ -71,7 +71,9 @@ class ConvLayer:
 
 @dataclasses.dataclass(frozen=True)
 class Counts:
-    """Totals over every convolution and the classifier's kernel, as `model_stats` gives them."""
+    """Weight and multiply-accumulate counts: live (what the pattern keeps) and dense (the
+    dense layers of the same shapes). Per layer, or totals over every convolution and the
+    classifier's kernel (no biases, no batch norm) as `count` and `model_stats` give them."""
 
     live_params: int
     dense_params: int
@@ -237,4 +239,6 @@ def count(model, num_classes, input_shape, g, p, p_1x1=()):
         macs += layer.pixels * layer_live
         dense_macs += layer.pixels * layer.dense_params
     fc = classifier_inputs(model) * num_classes
-    return Counts(live + fc, dense + fc, macs + fc, dense_macs + fc)
+    return Counts(
+        live_params=live + fc, dense_params=dense + fc, macs=macs + fc, dense_macs=dense_macs + fc
+    )

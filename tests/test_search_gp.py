@@ -1,6 +1,7 @@
 """Tests of ssc_tf/architectures.py and tools/search_gp.py: counts without Keras equal the built
 models', and every candidate the search lists hits its target, in the stated order."""
 
+import dataclasses
 import importlib.util
 import itertools
 import json
@@ -116,8 +117,9 @@ def _brute_force(target, tolerance, monotone, values):
                 / sum(l.dense_params for l in layers if l.setting == (architectures.GP, w))
                 for w in config_lib.WIDTHS["resnet32"]
             )
-            found.append(search_gp.Candidate("resnet32", g, p, (), ("32", "64", "128"), kept,
-                                             *_totals(counts)))
+            found.append(search_gp.Candidate(
+                model="resnet32", g=g, p=p, p_1x1=(), widths=("32", "64", "128"),
+                kept_per_width=kept, **dataclasses.asdict(counts)))
     return sorted(found, key=lambda c: _rule_key(c, target))
 
 

@@ -70,8 +70,9 @@ class _OutOfSteps(Exception):
 
 
 @dataclasses.dataclass(frozen=True)
-class Candidate:
-    """One setting of every width, with its exact counts.
+class Candidate(architectures.Counts):
+    """One setting of every width, with its exact counts (the `Counts` totals, as
+    `architectures.count` gives them).
 
     Attributes:
         model: the model's name.
@@ -80,7 +81,6 @@ class Candidate:
         p_1x1: ResNet-50's --p_1x1 list (empty for the other models).
         widths: labels of the widths in ranking order.
         kept_per_width: live / dense weights of each width's layers, in ranking order.
-        live_params, dense_params, macs, dense_macs: totals as `architectures.count` gives them.
     """
 
     model: str
@@ -89,14 +89,6 @@ class Candidate:
     p_1x1: tuple
     widths: tuple
     kept_per_width: tuple
-    live_params: int
-    dense_params: int
-    macs: int
-    dense_macs: int
-
-    @property
-    def kept_fraction(self):
-        return self.live_params / self.dense_params
 
     @property
     def macs_fraction(self):

@@ -8,11 +8,12 @@ import math
 
 import keras
 
+from ssc_tf.architectures import Counts
 from ssc_tf.layers import SSCConv2D
 
 
 @dataclasses.dataclass(frozen=True)
-class ConvStats:
+class ConvStats(Counts):
     """One convolution: its shape, pattern and exact counts (weights only, no bias or BN)."""
 
     name: str
@@ -23,26 +24,14 @@ class ConvStats:
     output_size: tuple
     g: object
     p: object
-    live_params: int
-    dense_params: int
-    macs: int
-    dense_macs: int
 
 
 @dataclasses.dataclass(frozen=True)
-class ModelStats:
-    """A model's convolutions, and totals over all its weight layers (convolutions and the
-    classifier's kernel; no biases, no batch norm)."""
+class ModelStats(Counts):
+    """A model's convolutions (`layers`, `ConvStats` each), and the `Counts` totals over all
+    its weight layers (convolutions and the classifier's kernel; no biases, no batch norm)."""
 
     layers: tuple
-    live_params: int
-    dense_params: int
-    macs: int
-    dense_macs: int
-
-    @property
-    def kept_fraction(self):
-        return self.live_params / self.dense_params
 
 
 def _conv_stats(layer):

@@ -9,7 +9,9 @@ r"""Client for an exported model served by TF-Serving, over REST or gRPC.
 The served SavedModel has two signatures (see README.md for the docker line that serves it):
 
 - `serving_default` takes `images`, uint8 [batch, H, W, 3] at the training size. This client
-  decodes each file and resizes it to H x W (antialiased bilinear) when its size differs.
+  decodes each file and resizes it to H x W (antialiased bilinear) when its size differs,
+  stretching it if the aspect ratio differs. For ImageNet models prefer
+  `predict_image_bytes`: the server then applies the evaluation resize and center crop.
 - `predict_image_bytes` takes `image_bytes`, string [batch]: each element a whole JPEG or PNG
   (or GIF, BMP) file, sent as is; the server decodes and resizes.
 

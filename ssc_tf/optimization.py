@@ -45,13 +45,12 @@ class CoupledL2SGD(keras.optimizers.SGD):
         super().__init__(learning_rate=learning_rate, momentum=momentum, **kwargs)
         self.l2 = float(l2)
 
-    def apply(self, grads, trainable_variables=None):
-        if self.l2 and trainable_variables is not None:
-            grads = [
-                None if g is None else g + self.l2 * keras.ops.cast(v, g.dtype)
-                for g, v in zip(grads, trainable_variables)
-            ]
-        return super().apply(grads, trainable_variables)
+    def update_step(self, gradient, variable, learning_rate):
+        # Here, not in `apply`: under a multi-replica strategy `apply` sees each replica's
+        # gradient, which are summed after it, and the decay would count once per replica.
+        if self.l2:
+            gradient = gradient + self.l2 * keras.ops.cast(variable, gradient.dtype)
+        return super().update_step(gradient, variable, learning_rate)
 
     def get_config(self):
         return {**super().get_config(), "l2": self.l2}

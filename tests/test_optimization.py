@@ -1,5 +1,10 @@
 """The paper's optimizer: coupled L2 SGD and the step schedule by epoch."""
 
+import os
+import pathlib
+import subprocess
+import sys
+
 import keras
 import numpy as np
 import pytest
@@ -7,6 +12,7 @@ import pytest
 from ssc_tf.config import ExperimentConfig
 from ssc_tf import optimization
 
+ROOT = pathlib.Path(__file__).resolve().parents[1]
 
 def _config(**kwargs):
     base = dict(dataset="digits", model="resnet32", dense=True, epochs=6,
@@ -81,3 +87,32 @@ def test_config_round_trip():
 def test_rejects_bad_arguments(kwargs, match):
     with pytest.raises(ValueError, match=match):
         optimization.CoupledL2SGD(learning_rate=0.1, **kwargs)
+
+
+_TWO_REPLICAS_SCRIPT = """
+import tensorflow as tf
+cpu = tf.config.list_physical_devices("CPU")[0]
+tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+from ssc_tf import optimization
+for strategy in (tf.distribute.get_strategy(), tf.distribute.MirroredStrategy(["cpu:0", "cpu:1"])):
+    with strategy.scope():
+        w = tf.Variable([1.0, 2.0])
+        optimizer = optimization.CoupledL2SGD(learning_rate=0.1, l2=1.0)
+        optimizer.build([w])
+
+    @tf.function
+    def step():
+        strategy.run(lambda: optimizer.apply([tf.zeros([2])], [w]))
+
+    step()
+    print(strategy.num_replicas_in_sync, [round(float(x), 6) for x in w.numpy()])
+"""
+
+
+def test_coupled_l2_counts_once_whatever_the_replicas():
+    result = subprocess.run([sys.executable, "-c", _TWO_REPLICAS_SCRIPT],
+                            env={**os.environ, "PYTHONPATH": str(ROOT)},
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr[-3000:]
+    # w <- w - lr * l2 * w with a zero loss gradient, on one replica and on two.
+    assert result.stdout.splitlines() == ["1 [0.9, 1.8]", "2 [0.9, 1.8]"]

@@ -44,15 +44,22 @@ class StopOnNonFiniteLoss(keras.callbacks.Callback):
 class EpochCheckpoint(keras.callbacks.Callback):
     """Saves `manager`'s checkpoint after each epoch that ended with a finite loss.
 
+    Under `MultiWorkerMirroredStrategy` every worker must save, since saving reads the
+    distributed variables with collectives, but only the chief keeps its checkpoints: the
+    others pass `discard=True` and a manager of a scratch directory, which this callback
+    deletes after each save.
+
     Args:
         manager: `tf.train.CheckpointManager` of a checkpoint holding `epoch`.
         epoch: int64 `tf.Variable`, set to the number of finished epochs before each save.
+        discard: bool, delete `manager.directory` after each save.
     """
 
-    def __init__(self, manager, epoch):
+    def __init__(self, manager, epoch, *, discard=False):
         super().__init__()
         self._manager = manager
         self._epoch = epoch
+        self._discard = discard
 
     def on_epoch_end(self, epoch, logs=None):
         loss = (logs or {}).get("loss")
@@ -60,6 +67,8 @@ class EpochCheckpoint(keras.callbacks.Callback):
             return
         self._epoch.assign(epoch + 1)
         self._manager.save(checkpoint_number=epoch + 1)
+        if self._discard:
+            tf.io.gfile.rmtree(self._manager.directory)
 
 
 def pattern_image(layer):

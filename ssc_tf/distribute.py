@@ -4,6 +4,9 @@
 first GPU, else the CPU; `mirrored` replicates over this machine's GPUs (or its logical CPU
 devices); `multi_worker` replicates over the machines named by the `TF_CONFIG` environment
 variable (see `MultiWorkerMirroredStrategy`), every worker running the same command.
+
+Under `multi_worker` every worker trains, and only the chief (`is_chief`) writes the run's
+files; the workers share one `--model_dir`, from which every worker resumes.
 """
 
 import json
@@ -55,6 +58,44 @@ def _check_tf_config():
             f"TF_CONFIG is not a valid cluster spec ({e!r}); expected e.g. {example}. "
             f"Received: TF_CONFIG={raw!r}"
         ) from None
+
+
+def is_chief(strategy):
+    """Whether this process writes the run's files (run.json, checkpoints, TensorBoard).
+
+    Every process of a `multi_worker` job trains; the chief is the task of type "chief", or
+    worker 0 in a cluster without one (`MultiWorkerMirroredStrategy`'s rule). A strategy on
+    one machine has no cluster: its one process is the chief.
+    """
+    resolver = strategy.cluster_resolver
+    if resolver is None or not resolver.task_type:
+        return True
+    if resolver.task_type == "chief":
+        return True
+    return (resolver.task_type == "worker" and resolver.task_id == 0
+            and "chief" not in resolver.cluster_spec().as_dict())
+
+
+def check_workers_agree(strategy, epoch, checkpoint_dir):
+    """Raises `ValueError` unless every worker resumes after the same epoch.
+
+    A worker that finds another checkpoint than the others (a `--model_dir` on a disk the
+    workers do not share) would run other steps, and the collectives would wait forever.
+
+    Args:
+        strategy: the `tf.distribute` strategy; every worker must call this function.
+        epoch: int, the number of finished epochs this worker restored.
+        checkpoint_dir: str, where the worker looked, for the message.
+    """
+    local = strategy.experimental_distribute_values_from_function(
+        lambda _: tf.constant([epoch], tf.int64))
+    epochs = [int(e) for e in strategy.gather(local, axis=0).numpy()]
+    if len(set(epochs)) > 1:
+        raise ValueError(
+            f"The workers resume after different epochs ({epochs}, one per replica; this one "
+            f"looked in {checkpoint_dir!r}): with --strategy=multi_worker, --model_dir must be "
+            "a directory every worker reads (a shared file system or a bucket)."
+        )
 
 
 def check_batch_size(batch_size, strategy):

@@ -9,11 +9,22 @@ The run resumes by itself: started again with the same `--model_dir` (after a cr
 or with a larger `--epochs`), it restores the newest epoch checkpoint, optimizer and
 learning-rate schedule included, and goes on from there. See `ssc_tf.model_dir` for what it
 writes. `python -m ssc_tf.train --helpfull` lists every flag.
+
+`--strategy=multi_worker` trains on several machines: start the same command on each, with
+its own `TF_CONFIG` (see `ssc_tf.distribute`) and the same `--model_dir` on storage every
+worker reads (a shared file system or a bucket). Keras 3.15's `fit` fails under
+`MultiWorkerMirroredStrategy` (keras-team/keras#20585), so that strategy trains with a loop
+of its own that runs the model's `train_step` and `test_step` and calls the same callbacks
+with the same logs; the steps, checkpoints and TensorBoard logs are those of `fit`. Only the
+chief (`ssc_tf.distribute.is_chief`) writes `--model_dir`; every worker resumes from it.
+`--jit_compile` is ignored there: XLA cannot compile the step's all-reduces (gradients,
+batch-norm statistics) on CPU, and XLA with multi-worker collectives on GPUs is untested.
 """
 
 import logging as std_logging
 import os
 import sys
+import tempfile
 
 from absl import app
 from absl import flags
@@ -43,9 +54,11 @@ def train(config, *, model_dir, data_dir=None, strategy="default", mixed_precisi
         config: the `ExperimentConfig`.
         model_dir: str, the run's directory (see `ssc_tf.model_dir`).
         data_dir: str or None, where the dataset lives (see `--data_dir`).
-        strategy: one of `ssc_tf.distribute.STRATEGIES`.
+        strategy: one of `ssc_tf.distribute.STRATEGIES`. Under "multi_worker" every worker
+            calls `train` with the same arguments and only the chief writes `model_dir`.
         mixed_precision: one of `MIXED_PRECISION`.
-        jit_compile: bool, XLA-compile the train and test steps.
+        jit_compile: bool, XLA-compile the train and test steps (ignored under
+            "multi_worker").
         steps_per_epoch: int or None, cap on training batches per epoch.
         verbose: Keras' `fit` verbosity ("auto": a progress bar on a terminal).
 
@@ -54,7 +67,8 @@ def train(config, *, model_dir, data_dir=None, strategy="default", mixed_precisi
 
     Raises:
         ValueError: a bad setting (dataset without its data_dir, batch size not divisible by
-            the replicas, a model_dir that holds another model, ...); the message names it.
+            the replicas, a model_dir that holds another model, multi_worker workers that
+            resume after different epochs, ...); the message names it.
         NonFiniteLossError: the loss became NaN or infinite.
     """
     if mixed_precision not in MIXED_PRECISION:
@@ -62,13 +76,11 @@ def train(config, *, model_dir, data_dir=None, strategy="default", mixed_precisi
             f"Invalid value for flag --mixed_precision: expected one of "
             f"{tuple(MIXED_PRECISION)}. Received: mixed_precision={mixed_precision!r}"
         )
-    if strategy == "multi_worker":
-        raise ValueError(
-            "--strategy=multi_worker: Keras 3.15's Model.fit cannot train under "
-            "MultiWorkerMirroredStrategy yet (keras-team/keras#20585: it reduces nested "
-            "per-replica batches and scalar logs along axis 0, which that strategy rejects). "
-            "Use --strategy=mirrored on one machine with several GPUs."
-        )
+    if strategy == "multi_worker" and jit_compile:
+        # The step all-reduces the gradients and the batch-norm statistics, collectives that
+        # XLA cannot compile on CPU (b/194942685).
+        logging.warning("--jit_compile is ignored under --strategy=multi_worker.")
+        jit_compile = False
     if data.needs_data_dir(config.dataset) and not data_dir:
         # data.load says where the files go; fail before touching the model_dir.
         data.load(config.dataset, "train", batch_size=config.batch_size, data_dir=data_dir)
@@ -80,7 +92,10 @@ def train(config, *, model_dir, data_dir=None, strategy="default", mixed_precisi
     keras.config.set_dtype_policy(MIXED_PRECISION[mixed_precision])
     tf_strategy = distribute.get_strategy(strategy)
     distribute.check_batch_size(config.batch_size, tf_strategy)
-    model_dir_lib.write_run(model_dir, config, data_dir)
+    # Under multi_worker every worker runs this function; only the chief writes model_dir.
+    chief = distribute.is_chief(tf_strategy)
+    if chief:
+        model_dir_lib.write_run(model_dir, config, data_dir)
 
     train_data = data.load(
         config.dataset, "train", batch_size=config.batch_size, data_dir=data_dir,
@@ -112,32 +127,121 @@ def train(config, *, model_dir, data_dir=None, strategy="default", mixed_precisi
         model.optimizer.build(model.trainable_variables)
         epoch = tf.Variable(0, dtype=tf.int64, trainable=False, name="epoch")
         checkpoint = tf.train.Checkpoint(model=model, optimizer=model.optimizer, epoch=epoch)
-    manager = model_dir_lib.checkpoint_manager(
-        checkpoint, os.path.join(model_dir, model_dir_lib.CHECKPOINT_DIR))
-    latest = tf.train.latest_checkpoint(os.path.join(model_dir, model_dir_lib.CHECKPOINT_DIR))
+    checkpoint_dir = os.path.join(model_dir, model_dir_lib.CHECKPOINT_DIR)
+    latest = tf.train.latest_checkpoint(checkpoint_dir)
+    initial_epoch = 0
     if latest:
         checkpoint.restore(latest).assert_consumed()
-        logging.info("Resuming %s after epoch %d of %d.", latest, int(epoch), config.epochs)
-    initial_epoch = int(epoch.numpy())
+        initial_epoch = int(epoch.numpy())  # int(epoch) fails on a distributed variable.
+        logging.info("Resuming %s after epoch %d of %d.", latest, initial_epoch, config.epochs)
+    if strategy == "multi_worker":
+        distribute.check_workers_agree(tf_strategy, initial_epoch, checkpoint_dir)
     if initial_epoch >= config.epochs:
         logging.info("%s already finished its %d epochs.", model_dir, config.epochs)
         return model
 
-    log_dir = os.path.join(model_dir, model_dir_lib.LOG_DIR)
+    # Saving reads the distributed variables with collectives, so every worker saves; the
+    # others into a directory of their own, deleted after each save (see EpochCheckpoint).
+    scratch_dir = None if chief else tempfile.mkdtemp(prefix="ssc_tf_checkpoint_")
+    manager = model_dir_lib.checkpoint_manager(checkpoint, scratch_dir or checkpoint_dir)
     stop_on_nan = callbacks_lib.StopOnNonFiniteLoss()
-    callbacks = [
-        stop_on_nan,
-        callbacks_lib.EpochCheckpoint(manager, epoch),
-        keras.callbacks.TensorBoard(log_dir=log_dir),
-        callbacks_lib.RunSummaries(os.path.join(log_dir, "run"), initial_epoch),
-    ]
-    model.fit(
-        train_data, validation_data=eval_data, epochs=config.epochs,
-        initial_epoch=initial_epoch, callbacks=callbacks, verbose=verbose,
-        shuffle=False)  # The training split shuffles itself, seeded.
+    callbacks = [stop_on_nan, callbacks_lib.EpochCheckpoint(manager, epoch, discard=not chief)]
+    if chief:
+        log_dir = os.path.join(model_dir, model_dir_lib.LOG_DIR)
+        callbacks += [
+            keras.callbacks.TensorBoard(log_dir=log_dir),
+            callbacks_lib.RunSummaries(os.path.join(log_dir, "run"), initial_epoch),
+        ]
+    try:
+        if strategy == "multi_worker":
+            _fit_multi_worker(
+                model, tf_strategy, train_data, eval_data, epochs=config.epochs,
+                initial_epoch=initial_epoch, callbacks=callbacks, verbose=verbose)
+        else:
+            model.fit(
+                train_data, validation_data=eval_data, epochs=config.epochs,
+                initial_epoch=initial_epoch, callbacks=callbacks, verbose=verbose,
+                shuffle=False)  # The training split shuffles itself, seeded.
+    finally:
+        if scratch_dir and tf.io.gfile.exists(scratch_dir):
+            tf.io.gfile.rmtree(scratch_dir)
     if stop_on_nan.error is not None:
         raise stop_on_nan.error
     return model
+
+
+def _fit_multi_worker(model, strategy, train_data, eval_data, *, epochs, initial_epoch,
+                      callbacks, verbose):
+    """`model.fit`'s epoch loop, written out for `MultiWorkerMirroredStrategy`.
+
+    Keras 3.15's `fit` fails under that strategy (keras-team/keras#20585), so this loop does
+    what `fit` does with the same pieces: the compiled model's own `train_step` and
+    `test_step` under `strategy.run` (its loss averaged over the global batch, `model.losses`,
+    the optimizer and the compiled metrics), and the callbacks called in `fit`'s order with
+    `fit`'s logs: the running metrics after each batch, the metrics and their `val_` twins
+    after each epoch.
+
+    Every worker reads the whole pipeline and keeps its share of each global batch (tf.data
+    `AutoShardPolicy.DATA`), so the batches, and the number of steps on every worker, are
+    those of `fit` on one machine. The logs are reduced over all workers, so every worker
+    takes the same decisions (`stop_training`) at the same step.
+
+    Args:
+        model: the compiled Keras model, built under `strategy`'s scope.
+        strategy: the `tf.distribute.MultiWorkerMirroredStrategy`.
+        train_data: `tf.data.Dataset` of global `(images, labels)` batches, one epoch.
+        eval_data: the same for validation after each epoch.
+        epochs: int, the epoch to stop after.
+        initial_epoch: int, the epoch to start at.
+        callbacks: list of `keras.callbacks.Callback`.
+        verbose: `fit`'s verbosity.
+    """
+    options = tf.data.Options()
+    options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
+    train_batches = strategy.experimental_distribute_dataset(train_data.with_options(options))
+    eval_batches = strategy.experimental_distribute_dataset(eval_data.with_options(options))
+    # What `fit` builds from a reduced first batch (which this strategy cannot reduce): the
+    # compiled loss and metrics' state, from the batch's spec.
+    with strategy.scope():
+        model._symbolic_build(data_batch=train_data.element_spec)
+
+    def step_function(step):
+        def run(batch):
+            strategy.run(step, args=(batch,))
+            return model.get_metrics_result()
+
+        return tf.function(run, reduce_retracing=True)
+
+    train_function = step_function(model.train_step)
+    test_function = step_function(model.test_step)
+    callbacks = keras.callbacks.CallbackList(
+        callbacks, add_history=True, add_progbar=verbose != 0, model=model, verbose=verbose,
+        epochs=epochs, steps=int(train_data.cardinality()))
+    model.stop_training = False
+    callbacks.on_train_begin()
+    epoch_logs = None
+    for epoch in range(initial_epoch, epochs):
+        model.reset_metrics()
+        callbacks.on_epoch_begin(epoch)
+        for step, batch in enumerate(train_batches):
+            callbacks.on_train_batch_begin(step)
+            callbacks.on_train_batch_end(step, train_function(batch))
+            if model.stop_training:
+                break
+        epoch_logs = dict(model.get_metrics_result())
+        callbacks.on_test_begin()
+        model.reset_metrics()
+        for step, batch in enumerate(eval_batches):
+            callbacks.on_test_batch_begin(step)
+            callbacks.on_test_batch_end(step, test_function(batch))
+        val_logs = {name: float(value) for name, value in model.get_metrics_result().items()}
+        callbacks.on_test_end(val_logs)
+        epoch_logs.update({f"val_{name}": value for name, value in val_logs.items()})
+        callbacks.on_epoch_end(epoch, epoch_logs)
+        if model.stop_training:
+            break
+    model.optimizer.finalize_variable_values(model.trainable_weights)
+    callbacks.on_train_end(logs=epoch_logs)
 
 
 def main(argv):
@@ -175,14 +279,15 @@ def _define_flags():
         "strategy", "default", list(distribute.STRATEGIES),
         "tf.distribute strategy: default (TF's default, one device), one_device (first GPU, "
         "else CPU), mirrored (all GPUs of this machine, or its logical CPU devices), "
-        "multi_worker (refused for now: Keras 3.15's fit fails under "
-        "MultiWorkerMirroredStrategy, keras-team/keras#20585).")
+        "multi_worker (the machines of TF_CONFIG, every worker running the same command with "
+        "the same --model_dir on shared storage; only the chief writes it).")
     flags.DEFINE_enum(
         "mixed_precision", "none", list(MIXED_PRECISION),
         "Compute dtype: none (float32), float16 (mixed_float16 with loss scaling; GPUs) or "
         "bfloat16 (mixed_bfloat16; TPUs and recent CPUs). Variables stay float32.")
     flags.DEFINE_bool(
-        "jit_compile", False, "Compile the train and test steps with XLA.")
+        "jit_compile", False,
+        "Compile the train and test steps with XLA (ignored under --strategy=multi_worker).")
     flags.DEFINE_integer(
         "steps_per_epoch", None,
         "Train on at most this many batches per epoch (smoke runs); default: the whole "

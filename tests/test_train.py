@@ -1,4 +1,7 @@
-"""Training end to end on the bundled digits: run files, TensorBoard, resume, distribution."""
+"""Training end to end on the bundled digits: run files, TensorBoard, resume, distribution.
+
+--strategy=multi_worker (two worker processes) is tested in test_multi_worker.py.
+"""
 
 import json
 import os
@@ -241,8 +244,3 @@ def test_mirrored_on_two_logical_cpus_keeps_replicas_identical(tmp_path):
                             env=_env(), capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "replicas={2} same=True steps=3" in result.stdout
-
-
-def test_multi_worker_is_refused_with_the_upstream_reason(tmp_path):
-    with pytest.raises(ValueError, match="keras-team/keras#20585"):
-        train.train(_config(), model_dir=str(tmp_path), strategy="multi_worker")

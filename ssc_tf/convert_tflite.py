@@ -308,7 +308,8 @@ def _format_quantization(quantization):
 
 def _define_flags():
     """The CLI's flags, defined only when it runs, so importing this module defines none."""
-    flags.DEFINE_string("model_dir", None, "Directory of a training run (ssc_tf.train --model_dir).")
+    flags.DEFINE_string(
+        "model_dir", None, "Directory of a training run (ssc_tf.train --model_dir).")
     flags.DEFINE_string("output", None, f"The TFLite file to write; must end in {SUFFIX}.")
     flags.DEFINE_enum(
         "quantization", "none", list(QUANTIZATIONS),

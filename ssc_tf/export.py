@@ -1,4 +1,6 @@
-"""Exports a trained run for TF-Serving: `python -m ssc_tf.export --model_dir=DIR --export_dir=serving/NAME`.
+"""Exports a trained run for TF-Serving.
+
+    python -m ssc_tf.export --model_dir=DIR --export_dir=serving/NAME
 
 Writes the newest checkpoint of DIR as a SavedModel at `serving/NAME/<version>/`, the layout
 TF-Serving watches: it serves the highest integer version and picks up new ones as they
@@ -239,7 +241,8 @@ def main(argv):
 
 def _define_flags():
     """The CLI's flags, defined only when it runs, so importing this module defines none."""
-    flags.DEFINE_string("model_dir", None, "Directory of a training run (ssc_tf.train --model_dir).")
+    flags.DEFINE_string(
+        "model_dir", None, "Directory of a training run (ssc_tf.train --model_dir).")
     flags.DEFINE_string(
         "export_dir", None,
         "The model's TF-Serving directory, e.g. serving/cifar10_resnet32: versions go in "

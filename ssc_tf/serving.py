@@ -20,6 +20,7 @@ graph once, and the TFLite converter can freeze every variable into a constant.
 
 Example:
 
+>>> from ssc_tf import models
 >>> model = models.build("resnet32", num_classes=10, input_shape=(32, 32, 3),
 ...                      g=(2, 4, 15), p=(2, 4, 4))
 >>> serving_model = ServingModel(model, "cifar10", top_k=3)
@@ -47,8 +48,7 @@ class ServingModel:
     Args:
         model: the Keras model, built for `dataset`'s input shape; its outputs are logits.
         dataset: str, one of `ssc_tf.config.DATASETS`: the preprocessing and input size.
-        top_k: int in [1, num_classes], how many classes `classes` lists. Defaults to 5
-            (capped at the number of classes).
+        top_k: int in [1, num_classes], how many classes `classes` lists. Defaults to 5.
 
     Attributes:
         serving_default, predict_image_bytes, probabilities: the `tf.function`s described
@@ -58,7 +58,7 @@ class ServingModel:
     def __init__(self, model, dataset, top_k=5):
         augment.check_dataset(dataset)
         num_classes = config_lib.NUM_CLASSES[dataset]
-        if isinstance(top_k, bool) or not isinstance(top_k, int) or not 1 <= top_k <= num_classes:
+        if isinstance(top_k, bool) or not isinstance(top_k, int) or not 0 < top_k <= num_classes:
             raise ValueError(
                 f"Invalid value for argument `top_k`: expected an integer in [1, {num_classes}] "
                 f"(the number of classes of {dataset!r}). Received: top_k={top_k!r}"

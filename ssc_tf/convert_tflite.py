@@ -113,7 +113,10 @@ def convert(model_dir, output, *, quantization="none", integer_io=False,
             f"builtins: {custom}; nothing was written to --output={output!r}."
         )
     facts = _io_facts(flatbuffer)
-    _write_atomically(output, flatbuffer, overwrite)
+    parent = os.path.dirname(output)
+    if parent:
+        tf.io.gfile.makedirs(parent)
+    model_dir_lib.write_atomically(output, flatbuffer, overwrite=overwrite)
     return {
         "path": output,
         "bytes": len(flatbuffer),
@@ -253,21 +256,6 @@ def _io_facts(flatbuffer):
         facts[f"{prefix}_quantization"] = (
             (float(scale), int(zero_point)) if scale else None)
     return facts
-
-
-def _write_atomically(output, contents, overwrite):
-    """Writes `contents` to `output` through a temporary file renamed into place."""
-    parent = os.path.dirname(output)
-    if parent:
-        tf.io.gfile.makedirs(parent)
-    tmp = f"{output}.tmp"
-    try:
-        with tf.io.gfile.GFile(tmp, "wb") as f:
-            f.write(contents)
-        tf.io.gfile.rename(tmp, output, overwrite=overwrite)
-    finally:
-        if tf.io.gfile.exists(tmp):
-            tf.io.gfile.remove(tmp)
 
 
 def main(argv):

@@ -199,10 +199,8 @@ def write_models_config(serving_dir, serving_base_path="/models"):
         "  }\n"
         for name in names
     )
-    tmp = f"{path}.tmp"
-    with tf.io.gfile.GFile(tmp, "w") as f:
-        f.write(f"{_MODELS_CONFIG_HEADER}model_config_list {{\n{entries}}}\n")
-    tf.io.gfile.rename(tmp, path, overwrite=True)
+    model_dir_lib.write_atomically(
+        path, f"{_MODELS_CONFIG_HEADER}model_config_list {{\n{entries}}}\n")
     return path
 
 

@@ -31,13 +31,27 @@ _MODEL_FIELDS = ("dataset", "model", "dense", "g", "p", "p_1x1")
 _CHECKPOINTS_KEPT = 2
 
 
-def write_json(path, value):
-    """Writes `value` as JSON to `path` atomically (a crash leaves the old file or the new)."""
+def write_atomically(path, contents, *, overwrite=True):
+    """Writes `contents` (str or bytes) to `path` through a temporary file renamed into place,
+    so a crash leaves the old file or the new one, never part of one.
+
+    Raises:
+        tf.errors.AlreadyExistsError: `path` exists and `overwrite` is False (nothing is
+            written, and the temporary file is removed).
+    """
     tmp = f"{path}.tmp"
-    with tf.io.gfile.GFile(tmp, "w") as f:
-        json.dump(value, f, indent=2, sort_keys=True)
-        f.write("\n")
-    tf.io.gfile.rename(tmp, path, overwrite=True)
+    try:
+        with tf.io.gfile.GFile(tmp, "wb" if isinstance(contents, bytes) else "w") as f:
+            f.write(contents)
+        tf.io.gfile.rename(tmp, path, overwrite=overwrite)
+    finally:
+        if tf.io.gfile.exists(tmp):
+            tf.io.gfile.remove(tmp)
+
+
+def write_json(path, value):
+    """Writes `value` as JSON to `path` atomically (`write_atomically`)."""
+    write_atomically(path, json.dumps(value, indent=2, sort_keys=True) + "\n")
 
 
 def write_run(model_dir, config, data_dir):

@@ -5,19 +5,26 @@ import math
 import keras
 import numpy as np
 import tensorflow as tf
+from tensorflow.python.util import _pywrap_util_port
 
+from ssc_tf import execution_plan
 from ssc_tf import pattern as pattern_lib
 
-IMPLEMENTATIONS = ("structured", "reference")
 
+def current_runtime():
+    """The `execution_plan` runtime that layers traced now run on.
 
-def _check_implementation(implementation):
-    if implementation not in IMPLEMENTATIONS:
-        raise ValueError(
-            "Invalid value for argument `implementation`: expected one of "
-            f"{IMPLEMENTATIONS}. Received: implementation={implementation!r}"
-        )
-    return implementation
+    An enclosing `execution_plan.target_runtime` wins; else a visible GPU; else the CPU, with
+    or without oneDNN (TensorFlow exposes that switch only through its private port module).
+    """
+    override = execution_plan.runtime_override()
+    if override is not None:
+        return override
+    if tf.config.list_logical_devices("GPU"):
+        return execution_plan.GPU
+    if _pywrap_util_port.IsMklEnabled():
+        return execution_plan.CPU_ONEDNN
+    return execution_plan.CPU_EIGEN
 
 
 def _center_tap_window_dynamic(length, kernel, stride, padding):
@@ -36,6 +43,16 @@ def _center_tap_window_dynamic(length, kernel, stride, padding):
 def _spatial_size(input_shape):
     """(height, width) of an input shape given as (h, w[, c]) or (batch, h, w, c)."""
     return tuple(input_shape[1:3]) if len(input_shape) == 4 else tuple(input_shape[:2])
+
+
+def _reshape_channels(x, channel_dims, like=None):
+    """`x` reshaped to the (batch, height, width) of `like` (default: `x`), then
+    `channel_dims`."""
+    like = x if like is None else like
+    height, width = (
+        tf.shape(like)[axis] if like.shape[axis] is None else like.shape[axis] for axis in (1, 2)
+    )
+    return tf.reshape(x, [-1, height, width, *channel_dims])
 
 
 def _scatter(index, values, size):
@@ -66,16 +83,15 @@ class SSCConv2D(keras.layers.Layer):
     applied at the window's center.
 
     Only live weights are variables, so checkpoints, `.keras` files and SavedModels shrink with
-    the density. With `implementation="structured"` the layer runs as regular dense ops and
-    does only the live work: the kh x kw part is one grouped (or depthwise) convolution per run
-    of equal-sized blocks on a contiguous channel range; the 1 x 1 part reshapes the channels
-    to (M/p, p) and runs one batched matrix product over the p residues, with the positions
-    already covered by kh x kw kernels held at zero. TensorFlow's batched matmul takes the
-    batch axis first, so the activations are transposed to residue-major order and back (two
-    contiguous copies, measured faster than the transpose-free masked 1 x 1 matmul for every
-    p >= 2 in `tools/benchmark_layer.py`). `implementation="reference"` scatters the live
-    weights into the dense kernel and runs one `Conv2D`: it does all the dense work and is
-    the test oracle.
+    the density. The layer computes its function in one of several exactly equivalent forms
+    (`ssc_tf.execution_plan`): the kh x kw part as grouped, depthwise or per-block
+    convolutions on contiguous channel ranges, the 1 x 1 part as a batched matrix product
+    over the p residues or as one 1 x 1 convolution of the masked kernel, or the whole layer
+    as one dense convolution of the masked kernel (`"dense"`: all the dense work, the test
+    oracle). With `implementation="auto"` (the default) the execution plan picks the form
+    measured fastest for the layer's shape, batch regime (small or large batch, or a training
+    step) and runtime (TF CPU with or without oneDNN, GPU, TFLite), when the layer is traced;
+    a form's name forces it.
 
     Initialization uses the real fans of the sparse pattern, not the dense ones: for a
     `VarianceScaling` initializer (`he_normal`, the default, `glorot_uniform`, `lecun_normal`,
@@ -102,8 +118,10 @@ class SSCConv2D(keras.layers.Layer):
         bias_initializer: initializer of the bias. Defaults to `"zeros"`.
         kernel_regularizer: regularizer applied to every live kernel weight variable.
         bias_regularizer: regularizer applied to the bias.
-        implementation: `"structured"` (default) or `"reference"`; both hold the same
-            variables and compute the same function.
+        implementation: `"auto"` (default: the execution plan decides), `"dense"`, or a
+            form `"kxk+pointwise"` from `execution_plan.FORMS` (`"grouped+bmm"`,
+            `"depthwise+conv"`, ...). Every form holds the same variables and computes the
+            same function.
         **kwargs: base `Layer` arguments (`name`, `dtype`, `trainable`, ...).
 
     Input shape:
@@ -139,7 +157,7 @@ class SSCConv2D(keras.layers.Layer):
         bias_initializer="zeros",
         kernel_regularizer=None,
         bias_regularizer=None,
-        implementation="structured",
+        implementation="auto",
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -154,7 +172,15 @@ class SSCConv2D(keras.layers.Layer):
         self.bias_initializer = keras.initializers.get(bias_initializer)
         self.kernel_regularizer = keras.regularizers.get(kernel_regularizer)
         self.bias_regularizer = keras.regularizers.get(bias_regularizer)
-        self.implementation = _check_implementation(implementation)
+        self._form = execution_plan.parse(implementation)
+        if self._form is not None and self._form.kxk == "depthwise" and (
+            self.strides[0] != self.strides[1]
+        ):
+            raise ValueError(
+                f"Invalid value for argument `implementation`: {implementation!r} needs equal "
+                f"strides (a depthwise convolution's). Received: strides={self.strides}"
+            )
+        self.implementation = implementation
         self.input_spec = keras.layers.InputSpec(ndim=4)
         self._pattern = None
 
@@ -170,11 +196,12 @@ class SSCConv2D(keras.layers.Layer):
         )
         self.input_spec = keras.layers.InputSpec(ndim=4, axes={-1: in_channels})
         shapes = self._pattern.weight_shapes()
-        # Constant index maps between live weights and their dense / residue positions. The
-        # residue index is a constant of every graph (SavedModels included): int32 halves it.
-        self._dense_index = self._pattern.dense_index()
+        # Constant index maps between live weights and their dense / residue positions: the
+        # constants of every graph that places weights (SavedModels included), so int32.
+        self._dense_index = self._pattern.dense_index().astype(np.int32)
         if self.p is not None:
             self._residue_index = self._pattern.residue_index.astype(np.int32)
+            self._pointwise_index = self._pattern.pointwise_dense_index().astype(np.int32)
         initial = self._initial_values(shapes)
         self.kernels = []
         for i, (name, shape) in enumerate(shapes):
@@ -261,9 +288,26 @@ class SSCConv2D(keras.layers.Layer):
 
     def dense_kernel(self):
         """The dense (kh, kw, M, N) kernel: live weights in place, zeros elsewhere."""
-        live = tf.concat([tf.reshape(self._cast(k), [-1]) for k in self.kernels], axis=0)
         shape = self.kernel_size + (self.pattern.in_channels, self.filters)
-        return tf.reshape(_scatter(self._dense_index, live, math.prod(shape)), shape)
+        return self._placed(self.kernels, self._dense_index, shape)
+
+    def _placed(self, variables, index, shape):
+        """A kernel of `shape`: the values of `variables`, flattened in order, at the flat
+        positions `index`, zeros elsewhere.
+
+        For a TFLite file (`execution_plan.target_runtime`), whose converter freezes the
+        weights anyway, the kernel is placed in numpy and enters the graph as a constant: the
+        converter does not fold SparseToDense, so LiteRT would run it at every invoke and int8
+        could not quantize the kernel per channel.
+        """
+        if current_runtime() in (execution_plan.TFLITE, execution_plan.TFLITE_INT8):
+            with tf.init_scope():
+                live = np.concatenate([np.ravel(v.numpy()) for v in variables])
+            kernel = np.zeros(math.prod(shape), live.dtype)
+            kernel[index] = live
+            return tf.constant(kernel.reshape(shape), self.compute_dtype)
+        live = tf.concat([tf.reshape(self._cast(v), [-1]) for v in variables], axis=0)
+        return tf.reshape(_scatter(index, live, math.prod(shape)), shape)
 
     def set_dense_kernel(self, kernel):
         """Sets the live weights from a dense (kh, kw, M, N) kernel (for example a `Conv2D`'s).
@@ -288,49 +332,122 @@ class SSCConv2D(keras.layers.Layer):
     def _cast(self, variable):
         return tf.cast(variable, self.compute_dtype)
 
-    def call(self, inputs):
-        if self.implementation == "reference":
-            outputs = tf.nn.conv2d(
-                inputs, self.dense_kernel(), self.strides, self.padding.upper()
-            )
+    def call(self, inputs, training=None):
+        if self._form is not None:
+            outputs = self._run(inputs, self._form)
+        elif training:
+            outputs = self._run(inputs, self._planned(inputs, execution_plan.TRAIN))
         else:
-            outputs = self._structured(inputs)
+            outputs = self._inference(inputs)
         if self.use_bias:
             outputs = tf.nn.bias_add(outputs, self._cast(self.bias))
         if self.activation is not None:
             outputs = self.activation(outputs)
         return outputs
 
-    def _structured(self, inputs):
+    def plan_shape(self, input_shape):
+        """The `execution_plan.LayerShape` of this layer for inputs of `input_shape`, or None
+        where the plan has no rule (a non-square window or stride, an unknown spatial size):
+        such layers run `"dense"`."""
+        size = _spatial_size(input_shape)
+        if None in size or len(set(self.kernel_size)) > 1 or len(set(self.strides)) > 1:
+            return None
+        return execution_plan.LayerShape(
+            in_channels=self.pattern.in_channels, filters=self.filters,
+            kernel_size=self.kernel_size[0], strides=self.strides[0], input_size=size,
+            g=self.g, p=self.p,
+        )
+
+    def planned_form(self, input_shape, regime, runtime=None):
+        """The form `implementation="auto"` runs for `input_shape` in `regime` (one of
+        `execution_plan.REGIMES`) on `runtime` (default: the current one)."""
+        shape = self.plan_shape(input_shape)
+        if shape is None:
+            return execution_plan.parse(execution_plan.DENSE)
+        return execution_plan.choose(shape, runtime or current_runtime(), regime)
+
+    def _planned(self, inputs, regime):
+        return self.planned_form(inputs.shape, regime)
+
+    def _inference(self, inputs):
+        """Inference: the small-batch form for a batch known to be small (TFLite files run at
+        batch 1), else the large-batch one. A graph traced for any batch (a serving signature)
+        takes the large-batch form: holding both forms behind a `tf.cond` on the batch size
+        would store both forms' index constants in every SavedModel (0.3 MB more for
+        ResNet-32, a quarter of its weights)."""
+        batch = inputs.shape[0]
+        small_batch = batch is not None and batch <= execution_plan.SMALL_BATCH_MAX
+        if small_batch or current_runtime() in (execution_plan.TFLITE, execution_plan.TFLITE_INT8):
+            return self._run(inputs, self._planned(inputs, execution_plan.SMALL_BATCH))
+        return self._run(inputs, self._planned(inputs, execution_plan.LARGE_BATCH))
+
+    def _run(self, inputs, form):
+        if form.dense:
+            return tf.nn.conv2d(
+                inputs, self.dense_kernel(), self.strides, self.padding.upper()
+            )
         parts = []
         if self.pattern.runs:
-            parts.append(self._kxk(inputs))
+            parts.append(self._kxk(inputs, form.kxk))
         if self.pattern.num_pointwise_kernels:
-            parts.append(self._pointwise(inputs))
+            parts.append(self._pointwise(inputs, form.pointwise))
         return parts[0] if len(parts) == 1 else parts[0] + parts[1]
 
-    def _kxk(self, inputs):
-        """The kh x kw part: one grouped or depthwise convolution per run of blocks."""
-        strides, padding = self.strides, self.padding.upper()
+    def _kxk(self, inputs, how):
+        """The kh x kw part, run by run, each `how` (one of `execution_plan.KXK_FORMS`)."""
+        run_kxk = {"grouped": self._grouped, "depthwise": self._depthwise, "split": self._split}
         outputs = []
         for run, kernel in zip(self.pattern.runs, self.kernels):
-            kernel = self._cast(kernel)
             x = inputs
             if run.in_channels != self.pattern.in_channels:
                 x = inputs[..., run.in_start : run.in_start + run.in_channels]
-            if run.in_block == 1 and run.num_blocks > 1 and strides[0] == strides[1]:
-                # One input per block: a depthwise convolution with multiplier out_block has
-                # the same output order as the grouped one and a faster kernel.
-                kernel = tf.reshape(kernel, self.kernel_size + (run.num_blocks, run.out_block))
-                y = tf.nn.depthwise_conv2d(x, kernel, (1,) + strides + (1,), padding)
-            else:
-                y = tf.nn.conv2d(x, kernel, strides, padding)
-            outputs.append(y)
+            outputs.append(run_kxk[how](x, run, self._cast(kernel)))
         y = outputs[0] if len(outputs) == 1 else tf.concat(outputs, axis=-1)
         missing = self.filters - self.pattern.kxk_filters
         if missing:
             y = tf.pad(y, [[0, 0], [0, 0], [0, 0], [0, missing]])
         return y
+
+    def _conv(self, x, kernel):
+        return tf.nn.conv2d(x, kernel, self.strides, self.padding.upper())
+
+    def _depthwise_conv(self, x, kernel):
+        return tf.nn.depthwise_conv2d(
+            x, kernel, (1,) + self.strides + (1,), self.padding.upper()
+        )
+
+    def _grouped(self, x, run, kernel):
+        """One grouped convolution; a depthwise one (same output order, a faster kernel) where
+        every block has one input."""
+        if run.in_block == 1 and run.num_blocks > 1 and self.strides[0] == self.strides[1]:
+            kernel = tf.reshape(kernel, self.kernel_size + (run.num_blocks, run.out_block))
+            return self._depthwise_conv(x, kernel)
+        return self._conv(x, kernel)
+
+    def _depthwise(self, x, run, kernel):
+        """Every input of the run convolved with its block's out_block kernels (a depthwise
+        convolution with that multiplier), then summed over each block's inputs."""
+        kh, kw = self.kernel_size
+        nb, ib, ob = run.num_blocks, run.in_block, run.out_block
+        kernel = tf.reshape(kernel, (kh, kw, ib, nb, ob))
+        kernel = tf.reshape(tf.transpose(kernel, [0, 1, 3, 2, 4]), (kh, kw, nb * ib, ob))
+        y = self._depthwise_conv(x, kernel)
+        if ib == 1:
+            return y
+        return _reshape_channels(
+            tf.reduce_sum(_reshape_channels(y, (nb, ib, ob)), axis=4), (nb * ob,)
+        )
+
+    def _split(self, x, run, kernel):
+        """One dense convolution per block."""
+        ib, ob = run.in_block, run.out_block
+        return tf.concat(
+            [
+                self._conv(x[..., b * ib : (b + 1) * ib], kernel[..., b * ob : (b + 1) * ob])
+                for b in range(run.num_blocks)
+            ],
+            axis=-1,
+        )
 
     def _center_taps(self, inputs):
         """The inputs each window's center tap reads: (batch, out_h, out_w, M)."""
@@ -356,26 +473,27 @@ class SSCConv2D(keras.layers.Layer):
         (sh, sw), (h0, w0), (nh, nw) = self.strides, starts, counts
         return x[:, h0 : h0 + (nh - 1) * sh + 1 : sh, w0 : w0 + (nw - 1) * sw + 1 : sw, :]
 
-    def _pointwise(self, inputs):
-        """The 1 x 1 part: a batched matrix product over the p residues."""
+    def _pointwise(self, inputs, how):
+        """The 1 x 1 part, `how` (one of `execution_plan.POINTWISE_FORMS`), at the center
+        taps."""
         x = self._center_taps(inputs)
+        live = self.kernels[-1:]
+        m, n = self.pattern.in_channels, self.filters
+        if how == "conv":
+            kernel = self._placed(live, self._pointwise_index, (1, 1, m, n))
+            return tf.nn.conv2d(x, kernel, 1, "VALID")
         p, a, c = self.pattern.residue_shape
-        in_channels = self.pattern.in_channels
-        live = self._cast(self.kernels[-1])
-        weights = tf.reshape(_scatter(self._residue_index, live, p * a * c), (p, a, c))
-        height, width = x.shape[1:3]
-        if height is None or width is None:
-            height, width = tf.unstack(tf.shape(x)[1:3])
-        if a * p != in_channels:
-            x = tf.pad(x, [[0, 0], [0, 0], [0, 0], [0, a * p - in_channels]])
+        weights = self._placed(live, self._residue_index, (p, a, c))
+        if a * p != m:
+            x = tf.pad(x, [[0, 0], [0, 0], [0, 0], [0, a * p - m]])
         if p == 1:
             y = tf.matmul(tf.reshape(x, [-1, a]), weights[0])
         else:
             residues = tf.transpose(tf.reshape(x, [-1, a, p]), [2, 0, 1])
             y = tf.transpose(tf.matmul(residues, weights), [1, 2, 0])
-        y = tf.reshape(y, [-1, height, width, c * p])
-        if c * p != self.filters:
-            y = y[..., : self.filters]
+        y = _reshape_channels(y, (c * p,), like=x)
+        if c * p != n:
+            y = y[..., :n]
         return y
 
     def compute_output_shape(self, input_shape):

@@ -275,10 +275,17 @@ class SSCPattern:
             m = r.in_start + (o // r.out_block) * r.in_block + i
             parts.append((((h * kw + w) * m_total + m) * n_total + r.out_start + o).ravel())
         if self.p is not None:
-            _, m, n = self._pointwise_positions()
             center = (kh // 2) * kw + kw // 2
-            parts.append((center * m_total + m) * n_total + n)
+            parts.append(center * m_total * n_total + self.pointwise_dense_index())
         return np.concatenate(parts).astype(np.int64)
+
+    def pointwise_dense_index(self):
+        """Flat index into the (M, N) 1 x 1 kernel of every live 1 x 1 weight, in storage
+        order: the masked kernel of the 1 x 1 part run as one dense 1 x 1 convolution."""
+        if self.p is None:
+            return np.zeros((0,), dtype=np.int64)
+        _, m, n = self._pointwise_positions()
+        return (m * self.filters + n).astype(np.int64)
 
     def kernel_mask(self):
         """The dense 0/1 mask, bool of shape (kh, kw, M, N): the test oracle's pattern."""

@@ -1,6 +1,10 @@
-"""Tests of SSCConv2D: structured == reference == Keras layers, counts, serialization, errors."""
+"""Tests of SSCConv2D: every execution form == the dense oracle == Keras layers, counts,
+serialization, errors."""
 
 import itertools
+import os
+import subprocess
+import sys
 
 import keras
 import numpy as np
@@ -8,36 +12,13 @@ import pytest
 import tensorflow as tf
 
 from ssc_tf import SSCConv2D
+from ssc_tf import execution_plan
 
-ATOL = 1e-4
+from layer_testing import (
+    ATOL, GROUPED_GRADIENTS, outputs_and_gradients, pair, random_inputs, same_weights,
+)
 
-
-def _inputs(shape, seed=0):
-    return np.random.default_rng(seed).standard_normal(shape).astype("float32")
-
-
-def _pair(implementation, filters, in_shape, **kwargs):
-    """A structured layer and a reference layer holding the same weights."""
-    keras.utils.set_random_seed(1)
-    structured = SSCConv2D(filters, implementation="structured", **kwargs)
-    reference = SSCConv2D(filters, implementation="reference", **kwargs)
-    structured.build(in_shape)
-    reference.build(in_shape)
-    rng = np.random.default_rng(2)
-    weights = [rng.standard_normal(w.shape).astype("float32") for w in structured.get_weights()]
-    structured.set_weights(weights)
-    reference.set_weights(weights)
-    return structured, reference
-
-
-def _outputs_and_gradients(layer, x, upstream):
-    x = tf.constant(x)
-    with tf.GradientTape() as tape:
-        tape.watch(x)
-        y = layer(x)
-        loss = tf.reduce_sum(y * upstream)
-    grads = tape.gradient(loss, [x] + [v.value for v in layer.trainable_variables])
-    return y.numpy(), [g.numpy() for g in grads]
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 # (in_channels, filters, g, p): g and p dividing the channels or not, 3 input channels, N != M,
@@ -55,38 +36,110 @@ CHANNEL_CASES = [
 GEOMETRY = list(itertools.product((1, 3, 5), (1, 2), ("same", "valid")))
 
 
-@pytest.mark.parametrize("m,n,g,p", CHANNEL_CASES)
-@pytest.mark.parametrize("kernel_size,strides,padding", GEOMETRY)
-def test_structured_matches_reference_forward_and_gradients(
-    m, n, g, p, kernel_size, strides, padding
-):
+def _assert_forms_match_dense(forms, m, n, g, p, kernel_size, strides, padding, gradients=True):
     # Odd spatial sizes with stride 2 exercise the 'same' padding split; batch alternates 1/3.
     batch = 1 if (kernel_size + strides) % 2 else 3
     in_shape = (batch, 9, 8, m)
-    structured, reference = _pair(
-        None, n, in_shape, kernel_size=kernel_size, g=g, p=p, strides=strides, padding=padding
+    layers = same_weights(
+        ("dense",) + tuple(forms), n, in_shape, kernel_size=kernel_size, g=g, p=p,
+        strides=strides, padding=padding,
     )
-    x = _inputs(in_shape)
-    out_shape = structured.compute_output_shape(in_shape)
-    upstream = _inputs(out_shape, seed=3)
-    y_s, grads_s = _outputs_and_gradients(structured, x, upstream)
-    y_r, grads_r = _outputs_and_gradients(reference, x, upstream)
-    assert y_s.shape == y_r.shape == out_shape
-    np.testing.assert_allclose(y_s, y_r, atol=ATOL, rtol=1e-4)
-    for g_s, g_r in zip(grads_s, grads_r):
-        np.testing.assert_allclose(g_s, g_r, atol=ATOL * 10, rtol=1e-4)
+    x = random_inputs(in_shape)
+    out_shape = layers["dense"].compute_output_shape(in_shape)
+    upstream = random_inputs(out_shape, seed=3)
+    y_r, grads_r = outputs_and_gradients(layers["dense"], x, upstream)
+    assert y_r.shape == out_shape
+    for form in forms:
+        if not gradients:
+            np.testing.assert_allclose(layers[form](x), y_r, atol=ATOL, rtol=1e-4, err_msg=form)
+            continue
+        y_s, grads_s = outputs_and_gradients(layers[form], x, upstream)
+        np.testing.assert_allclose(y_s, y_r, atol=ATOL, rtol=1e-4, err_msg=form)
+        for g_s, g_r in zip(grads_s, grads_r):
+            np.testing.assert_allclose(g_s, g_r, atol=ATOL * 10, rtol=1e-4, err_msg=form)
+
+
+NON_GROUPED = [f for f in execution_plan.FORMS[1:] if not f.startswith("grouped+")]
+GROUPED = [f for f in execution_plan.FORMS if f.startswith("grouped+")]
+
+
+@pytest.mark.parametrize("m,n,g,p", CHANNEL_CASES)
+@pytest.mark.parametrize("kernel_size,strides,padding", GEOMETRY)
+def test_every_form_matches_dense_forward_and_gradients(
+    m, n, g, p, kernel_size, strides, padding
+):
+    _assert_forms_match_dense(
+        NON_GROUPED + ["auto"], m, n, g, p, kernel_size, strides, padding
+    )
+    _assert_forms_match_dense(
+        GROUPED, m, n, g, p, kernel_size, strides, padding, gradients=GROUPED_GRADIENTS
+    )
+
+
+@pytest.mark.skipif(not GROUPED_GRADIENTS, reason="no grouped-conv gradients without oneDNN")
+@pytest.mark.parametrize("m,n,g,p", CHANNEL_CASES)
+@pytest.mark.parametrize("kernel_size,strides,padding", GEOMETRY[::3])
+def test_grouped_gradients_match_dense(m, n, g, p, kernel_size, strides, padding):
+    _assert_forms_match_dense(GROUPED, m, n, g, p, kernel_size, strides, padding)
+
+
+def test_grouped_gradients_under_onednn():
+    """The grouped forms' gradients in a process with oneDNN on, where TF implements them."""
+    result = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
+         f"{__file__}::test_grouped_gradients_match_dense"],
+        env={**os.environ, "TF_ENABLE_ONEDNN_OPTS": "1"}, cwd=ROOT, capture_output=True,
+        text=True, timeout=600,
+    )
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert "skipped" not in result.stdout and f"{len(CHANNEL_CASES) * 4} passed" in result.stdout
+
+
+def test_depthwise_form_needs_equal_strides():
+    with pytest.raises(ValueError, match="`implementation`.*equal strides"):
+        SSCConv2D(8, 3, g=2, p=2, strides=(2, 1), implementation="depthwise+conv")
+
+
+@pytest.mark.parametrize("batch,regime", [
+    (1, execution_plan.SMALL_BATCH),
+    (execution_plan.SMALL_BATCH_MAX, execution_plan.SMALL_BATCH),
+    (execution_plan.SMALL_BATCH_MAX + 1, execution_plan.LARGE_BATCH),
+    (None, execution_plan.LARGE_BATCH),
+])
+def test_inference_runs_the_form_of_its_batch_regime(monkeypatch, batch, regime):
+    """A batch known to be small runs the small-batch form; a larger or unknown one (a serving
+    signature) the large-batch form."""
+    forms = {execution_plan.SMALL_BATCH: "depthwise+conv", execution_plan.LARGE_BATCH: "split+bmm"}
+    chosen = []
+
+    def choose(shape, runtime, regime):
+        chosen.append(regime)
+        return execution_plan.parse(forms[regime])
+
+    monkeypatch.setattr(execution_plan, "choose", choose)
+    layer, dense = pair(64, (None, 16, 16, 64), kernel_size=3, g=4, p=4, padding="same")
+    traced = tf.function(layer, input_signature=[tf.TensorSpec((batch, 16, 16, 64))])
+    graph = traced.get_concrete_function().graph
+    assert chosen == [regime]
+    op_types = {op.type for op in graph.get_operations()}
+    assert ("DepthwiseConv2dNative" in op_types) == (regime == execution_plan.SMALL_BATCH)
+    x = random_inputs((batch or 3, 16, 16, 64))
+    np.testing.assert_allclose(traced(x), dense(x), atol=ATOL, rtol=1e-4)
 
 
 @pytest.mark.parametrize("kernel_size", [2, (2, 4)])
-def test_even_kernels_match_reference(kernel_size):
+def test_even_kernels_match_dense(kernel_size):
     in_shape = (2, 7, 8, 12)
+    forms = ("dense", "auto") + execution_plan.FORMS[1:]
     for strides in (1, 2):
-        structured, reference = _pair(
-            None, 10, in_shape, kernel_size=kernel_size, g=4, p=3, strides=strides,
+        layers = same_weights(
+            forms, 10, in_shape, kernel_size=kernel_size, g=4, p=3, strides=strides,
             padding="same",
         )
-        x = _inputs(in_shape)
-        np.testing.assert_allclose(structured(x), reference(x), atol=ATOL)
+        x = random_inputs(in_shape)
+        for form in forms[1:]:
+            np.testing.assert_allclose(layers[form](x), layers["dense"](x), atol=ATOL,
+                                       err_msg=form)
 
 
 def _copy_keras_layer_into_ssc(keras_layer, dense_kernel, ssc, x):
@@ -99,7 +152,7 @@ def _copy_keras_layer_into_ssc(keras_layer, dense_kernel, ssc, x):
 
 @pytest.mark.parametrize("strides,padding", [(1, "same"), (2, "valid")])
 def test_g1_equals_conv2d(strides, padding):
-    x = _inputs((2, 9, 9, 24))
+    x = random_inputs((2, 9, 9, 24))
     conv = keras.layers.Conv2D(
         32, 3, strides=strides, padding=padding, bias_initializer="random_normal"
     )
@@ -121,7 +174,7 @@ def _grouped_to_dense(kernel, in_channels, groups):
 
 @pytest.mark.parametrize("m,n,g", [(16, 32, 4), (24, 24, 8), (12, 36, 12)])
 def test_p_none_with_dividing_g_equals_grouped_conv2d(m, n, g):
-    x = _inputs((2, 8, 8, m))
+    x = random_inputs((2, 8, 8, m))
     conv = keras.layers.Conv2D(n, 3, padding="same", groups=g, bias_initializer="random_normal")
     expected, got = _copy_keras_layer_into_ssc(
         conv, lambda k: _grouped_to_dense(k, m, g), SSCConv2D(n, 3, g=g, p=None, padding="same"), x
@@ -139,7 +192,7 @@ def _depthwise_to_dense(kernel):
 
 @pytest.mark.parametrize("strides", [1, 2])
 def test_g_equals_channels_matches_depthwise(strides):
-    x = _inputs((2, 8, 8, 16))
+    x = random_inputs((2, 8, 8, 16))
     conv = keras.layers.DepthwiseConv2D(
         5, strides=strides, padding="same", bias_initializer="random_normal"
     )
@@ -152,7 +205,7 @@ def test_g_equals_channels_matches_depthwise(strides):
 
 @pytest.mark.parametrize("strides,padding", [(1, "same"), (2, "same"), (2, "valid")])
 def test_no_kxk_part_p1_equals_pointwise_conv2d(strides, padding):
-    x = _inputs((2, 9, 9, 12))
+    x = random_inputs((2, 9, 9, 12))
     conv = keras.layers.Conv2D(
         20, 1, strides=strides, padding=padding, bias_initializer="random_normal"
     )
@@ -184,7 +237,7 @@ def test_only_live_weights_are_variables(m, n, g, p):
 def test_dense_kernel_round_trips_through_set_dense_kernel():
     layer = SSCConv2D(14, 3, g=3, p=4)
     layer.build((None, 6, 6, 10))
-    kernel = _inputs((3, 3, 10, 14))
+    kernel = random_inputs((3, 3, 10, 14))
     layer.set_dense_kernel(kernel)
     mask = layer.pattern.kernel_mask()
     np.testing.assert_array_equal(layer.dense_kernel().numpy(), np.where(mask, kernel, 0))
@@ -207,7 +260,7 @@ def test_he_normal_uses_the_sparse_fan_in():
     assert np.std(live) == pytest.approx(np.sqrt(2.0 / fan_in), rel=0.03)
     # With the dense fan-in (4608) the outputs would shrink by ~3x; with the real one the
     # pre-activation variance is ~2x the input variance, as He et al. intend.
-    y = layer(_inputs((8, 4, 4, 512)), training=False).numpy()
+    y = layer(random_inputs((8, 4, 4, 512)), training=False).numpy()
     assert np.var(y[:, 1:-1, 1:-1]) == pytest.approx(2.0, rel=0.15)
 
 
@@ -230,7 +283,7 @@ def test_non_variance_scaling_initializer_is_applied_as_is():
 def test_config_round_trip():
     layer = SSCConv2D(
         24, (3, 5), g=5, p=7, strides=(2, 1), padding="SAME", activation="relu",
-        kernel_regularizer=keras.regularizers.L2(1e-4), implementation="reference",
+        kernel_regularizer=keras.regularizers.L2(1e-4), implementation="split+bmm",
     )
     config = layer.get_config()
     clone = SSCConv2D.from_config(config)
@@ -247,7 +300,7 @@ def test_keras_file_round_trip(tmp_path):
     model.save(path)
     loaded = keras.models.load_model(path)
     assert isinstance(loaded.layers[1], SSCConv2D)
-    x = _inputs((2, 8, 8, 16))
+    x = random_inputs((2, 8, 8, 16))
     np.testing.assert_allclose(loaded(x), model(x), atol=1e-6)
 
 
@@ -276,14 +329,14 @@ def test_unknown_spatial_size_matches_static_call():
     layer = SSCConv2D(10, 3, g=4, p=3, strides=2, padding="same")
     model = keras.Model(inputs, layer(inputs))
     assert model.output_shape == (None, None, None, 10)
-    x = _inputs((2, 9, 7, 12))
+    x = random_inputs((2, 9, 7, 12))
     dynamic = tf.function(model, input_signature=[tf.TensorSpec((None, None, None, 12))])
     np.testing.assert_allclose(dynamic(x), layer(x), atol=1e-5)
 
 
 def test_mixed_precision_runs_in_float16():
     layer = SSCConv2D(16, 3, g=4, p=3, padding="same", dtype="mixed_float16")
-    y = layer(_inputs((2, 6, 6, 8)))
+    y = layer(random_inputs((2, 6, 6, 8)))
     assert y.dtype == tf.float16
     assert all(v.dtype == "float32" for v in layer.weights)
 

@@ -1,0 +1,250 @@
+"""How an SSC layer runs: its exactly equivalent execution forms, and the plan that picks one.
+
+An `SSCConv2D` computes one function, but it can compute it in several ways whose speed depends
+on the layer's shape, the batch, whether a gradient follows, and the runtime (see
+docs/execution_plan.md for the measurements). A form names one way for each part:
+
+- the K x K part (`KXK_FORMS`):
+  - `grouped`: one grouped (or depthwise, for one input per block) convolution per run of
+    equal-sized blocks;
+  - `depthwise`: one depthwise convolution with channel multiplier `out_block` per run, then
+    a sum over each block's inputs: the grouped convolution's MACs with kernels that have a
+    gradient on every CPU;
+  - `split`: one dense convolution per block (for a few blocks);
+- the 1 x 1 part (`POINTWISE_FORMS`):
+  - `bmm`: the channels reshaped to (M/p, p), transposed residue-major, one batched matrix
+    product over the p residues, transposed back;
+  - `conv`: one dense 1 x 1 convolution of the masked (M, N) kernel, with no transpose.
+
+A form is spelled `"kxk+pointwise"` (`"grouped+bmm"`); the part a pattern lacks is ignored.
+`"dense"` runs the whole layer as one dense convolution of the masked kernel: all the dense
+work, the test oracle, and the plan's floor where no structured form beats it.
+
+The plan (`choose`) is a table lookup in measurements recorded in the package
+(`execution_costs.json`, written by `tools/benchmark_layer.py --write_costs`): for the runtime
+and batch regime, the measured form that was fastest for this layer shape, or, for a shape the
+table lacks, for the nearest measured shape. It is deterministic and never times anything.
+
+No TensorFlow here: the layer asks the plan with plain numbers, and the tools and tests read
+the same table.
+"""
+
+import contextlib
+import contextvars
+import dataclasses
+import functools
+import json
+import math
+import os
+
+KXK_FORMS = ("grouped", "depthwise", "split")
+POINTWISE_FORMS = ("bmm", "conv")
+DENSE = "dense"
+AUTO = "auto"
+FORMS = (DENSE,) + tuple(f"{k}+{p}" for k in KXK_FORMS for p in POINTWISE_FORMS)
+IMPLEMENTATIONS = (AUTO,) + FORMS
+
+# Runtimes with their own rule. TensorFlow's CPU kernels differ with oneDNN on or off (off
+# by default on CPUs without AVX-512 VNNI, BF16 or AMX, e.g. many AMD machines), and without
+# oneDNN a grouped convolution has no gradient at all.
+CPU_ONEDNN = "cpu_onednn"
+CPU_EIGEN = "cpu_eigen"
+GPU = "gpu"
+# LiteRT on one thread at batch 1: float32 (and float16) files, and files with int8 weights
+# (int8 and dynamic-range), whose kernels differ.
+TFLITE = "tflite"
+TFLITE_INT8 = "tflite_int8"
+RUNTIMES = (CPU_ONEDNN, CPU_EIGEN, GPU, TFLITE, TFLITE_INT8)
+
+# Batch regimes: inference at a small batch (measured at 1), at a large batch (measured at
+# 128), and a training step (forward and backward, measured at 128).
+SMALL_BATCH = "small_batch"
+LARGE_BATCH = "large_batch"
+TRAIN = "train"
+REGIMES = (SMALL_BATCH, LARGE_BATCH, TRAIN)
+# Inference batches up to this size use the small-batch rule.
+SMALL_BATCH_MAX = 8
+
+# Forms measured only where they can pay: one convolution per block costs a call per block.
+SPLIT_MAX_BLOCKS = 16
+
+# With no measurement of a runtime (no GPU has been lent to measure one), the plan keeps the
+# form that does the least work: cuDNN's grouped convolutions and batched matmuls.
+UNMEASURED_FORM = "grouped+bmm"
+
+COSTS_FILE = os.path.join(os.path.dirname(__file__), "execution_costs.json")
+
+_runtime_override = contextvars.ContextVar("ssc_tf_runtime", default=None)
+
+
+@dataclasses.dataclass(frozen=True)
+class Form:
+    """One execution form: `kxk` (a `KXK_FORMS` entry) and `pointwise` (a `POINTWISE_FORMS`
+    entry), or both None for `"dense"`."""
+
+    kxk: str | None
+    pointwise: str | None
+
+    @property
+    def dense(self):
+        return self.kxk is None
+
+    @property
+    def name(self):
+        return DENSE if self.dense else f"{self.kxk}+{self.pointwise}"
+
+
+def parse(implementation):
+    """The `Form` named `implementation` (one of `FORMS`), or raises a `ValueError` naming the
+    argument and the allowed values; `"auto"` gives None (the plan decides)."""
+    if implementation not in IMPLEMENTATIONS:
+        raise ValueError(
+            "Invalid value for argument `implementation`: expected one of "
+            f"{IMPLEMENTATIONS}. Received: implementation={implementation!r}"
+        )
+    if implementation == AUTO:
+        return None
+    if implementation == DENSE:
+        return Form(None, None)
+    kxk, pointwise = implementation.split("+")
+    return Form(kxk, pointwise)
+
+
+@dataclasses.dataclass(frozen=True)
+class LayerShape:
+    """What the plan knows of a layer: the pattern's arguments and the input's spatial size.
+
+    Attributes:
+        in_channels, filters, kernel_size, g, p: as in `SSCPattern`.
+        strides: the (square) stride.
+        input_size: (height, width) of the input.
+    """
+
+    in_channels: int
+    filters: int
+    kernel_size: int
+    strides: int
+    input_size: tuple
+    g: int | None
+    p: int | None
+
+    def as_dict(self):
+        return dataclasses.asdict(self)
+
+    @property
+    def key(self):
+        """The table's key: every field, as a string."""
+        h, w = self.input_size
+        return (
+            f"{self.in_channels}x{self.filters} k{self.kernel_size} s{self.strides} "
+            f"{h}x{w} g{self.g} p{self.p}"
+        )
+
+    def features(self):
+        """Where the shape lies for the nearest-shape rule: log sizes, and the work each part
+        does relative to dense."""
+        h, w = self.input_size
+        kxk = 0.0 if self.g is None else 1.0 / self.g
+        pointwise = 0.0 if self.p is None else (1.0 - kxk) / self.p
+        return (
+            math.log2(self.in_channels),
+            math.log2(self.filters),
+            math.log2(h * w / self.strides**2),
+            self.kernel_size,
+            4.0 * kxk,
+            4.0 * pointwise,
+        )
+
+
+def candidates(shape):
+    """The form names worth measuring for `shape` on a CPU or in TFLite.
+
+    `split` only for at most `SPLIT_MAX_BLOCKS` blocks; `depthwise` needs equal strides (it is
+    TF's depthwise convolution), which every square stride has.
+    """
+    names = [DENSE]
+    for kxk in KXK_FORMS:
+        if shape.g is None and kxk != KXK_FORMS[0]:
+            continue
+        if kxk == "split" and (shape.g is None or shape.g > SPLIT_MAX_BLOCKS):
+            continue
+        for pointwise in POINTWISE_FORMS:
+            if shape.p is None and pointwise != POINTWISE_FORMS[0]:
+                continue
+            names.append(f"{kxk}+{pointwise}")
+    return names
+
+
+def load_costs(path=COSTS_FILE):
+    """The cost table: {"shapes": {key: LayerShape fields}, runtime: {regime: {key: {form:
+    milliseconds}}}, "measured_on": {runtime: where and when}}."""
+    with open(path, encoding="utf-8") as f:
+        return json.load(f)
+
+
+_cached_costs = functools.lru_cache(maxsize=None)(load_costs)
+
+
+def measured(runtime, regime, path=COSTS_FILE):
+    """{shape key: {form name: milliseconds}} recorded for `runtime` and `regime`."""
+    return _cached_costs(path).get(runtime, {}).get(regime, {})
+
+
+def _nearest_key(shape, table, path):
+    shapes = _cached_costs(path)["shapes"]
+    target = shape.features()
+
+    def distance(key):
+        fields = {**shapes[key], "input_size": tuple(shapes[key]["input_size"])}
+        features = LayerShape(**fields).features()
+        return sum((a - b) ** 2 for a, b in zip(features, target)), key
+
+    return min(table, key=distance)
+
+
+def choose(shape, runtime, regime, path=COSTS_FILE):
+    """The plan: the `Form` to run `shape` with, in `runtime` and `regime`.
+
+    Args:
+        shape: a `LayerShape`.
+        runtime: one of `RUNTIMES`.
+        regime: one of `REGIMES`.
+        path: the cost table (the package's by default).
+
+    Returns:
+        The fastest measured form of `shape`, or of the nearest measured shape when the table
+        lacks `shape`; `UNMEASURED_FORM` for a runtime the table does not cover.
+    """
+    if runtime not in RUNTIMES or regime not in REGIMES:
+        raise ValueError(
+            f"Invalid runtime or regime: expected one of {RUNTIMES} and one of {REGIMES}. "
+            f"Received: runtime={runtime!r}, regime={regime!r}"
+        )
+    table = measured(runtime, regime, path)
+    if not table:
+        return parse(UNMEASURED_FORM)
+    times = table.get(shape.key) or table[_nearest_key(shape, table, path)]
+    allowed = candidates(shape)
+    forms = {name: ms for name, ms in times.items() if name in allowed}
+    return parse(min(sorted(forms), key=forms.get))
+
+
+@contextlib.contextmanager
+def target_runtime(runtime):
+    """Plans the layers traced inside the block for `runtime` (one of `RUNTIMES`) instead of the
+    one they are traced on: the TFLite converter traces on a CPU for a phone."""
+    if runtime not in RUNTIMES:
+        raise ValueError(
+            f"Invalid value for argument `runtime`: expected one of {RUNTIMES}. "
+            f"Received: runtime={runtime!r}"
+        )
+    token = _runtime_override.set(runtime)
+    try:
+        yield
+    finally:
+        _runtime_override.reset(token)
+
+
+def runtime_override():
+    """The runtime set by an enclosing `target_runtime`, or None."""
+    return _runtime_override.get()

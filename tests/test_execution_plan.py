@@ -1,0 +1,193 @@
+"""Tests of the execution plan: form names, the table lookup, and the plan's choice at every layer
+shape of configs/ computing the same function as the dense oracle."""
+
+import dataclasses
+import json
+import os
+
+import keras
+import numpy as np
+import pytest
+
+from ssc_tf import SSCConv2D
+from ssc_tf import architectures
+from ssc_tf import config as config_lib
+from ssc_tf import execution_plan
+from ssc_tf import pattern as pattern_lib
+from ssc_tf.models import blocks
+
+from layer_testing import (
+    ATOL, GROUPED_GRADIENTS, outputs_and_gradients, random_inputs, same_weights,
+)
+
+CONFIG_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs")
+SHAPE = execution_plan.LayerShape(64, 64, 3, 1, (16, 16), 4, 4)
+
+
+def _config_shapes():
+    """The distinct SSC layer shapes of every CIFAR and Tiny-ImageNet config (TF-free)."""
+    shapes = {}
+    for name in sorted(os.listdir(CONFIG_DIR)):
+        if not name.startswith(("cifar", "tinyimagenet")):
+            continue
+        config = config_lib.load_flagfile(os.path.join(CONFIG_DIR, name))
+        kwargs = config.model_kwargs()
+        settings = architectures.settings_of(
+            config.model, kwargs["g"], kwargs["p"], kwargs.get("p_1x1", ())
+        )
+        for layer in architectures.conv_layers(config.model, kwargs["input_shape"]):
+            g, p = architectures.layer_gp(layer, settings)
+            if blocks.is_dense(layer.kernel_size, g, p):
+                continue
+            size = tuple(o * layer.strides for o in layer.output_size)
+            shape = execution_plan.LayerShape(
+                layer.in_channels, layer.filters, layer.kernel_size, layer.strides, size, g, p
+            )
+            shapes[shape.key] = shape
+    return list(shapes.values())
+
+
+CONFIG_SHAPES = _config_shapes()
+
+
+def test_parse_names_every_form():
+    assert execution_plan.parse("auto") is None
+    assert execution_plan.parse("dense").dense
+    for name in execution_plan.FORMS:
+        assert execution_plan.parse(name).name == name
+    with pytest.raises(ValueError, match=r"`implementation`: expected one of \('auto', 'dense'"):
+        execution_plan.parse("grouped")
+
+
+def test_candidates_follow_the_pattern():
+    assert execution_plan.candidates(SHAPE) == [
+        "dense", "grouped+bmm", "grouped+conv", "depthwise+bmm", "depthwise+conv",
+        "split+bmm", "split+conv",
+    ]
+    # No 1 x 1 part: one name per K x K form; no K x K part: one per 1 x 1 form; split only
+    # up to SPLIT_MAX_BLOCKS blocks.
+    no_pointwise = execution_plan.LayerShape(64, 64, 3, 1, (16, 16), 64, None)
+    assert execution_plan.candidates(no_pointwise) == ["dense", "grouped+bmm", "depthwise+bmm"]
+    no_kxk = execution_plan.LayerShape(64, 64, 1, 1, (16, 16), None, 4)
+    assert execution_plan.candidates(no_kxk) == ["dense", "grouped+bmm", "grouped+conv"]
+
+
+def _table(tmp_path, times):
+    shape_fields = {SHAPE.key: SHAPE.as_dict()}
+    costs = {"shapes": shape_fields, execution_plan.CPU_EIGEN: {execution_plan.TRAIN: times}}
+    # A new file per table: the plan caches each file it reads.
+    path = tmp_path / f"costs_{len(list(tmp_path.iterdir()))}.json"
+    path.write_text(json.dumps(costs))
+    return str(path)
+
+
+def test_choose_takes_the_fastest_measured_form(tmp_path):
+    path = _table(tmp_path, {SHAPE.key: {"conv2d": 1.0, "dense": 1.1, "split+conv": 0.4,
+                                         "depthwise+bmm": 0.5}})
+    form = execution_plan.choose(SHAPE, execution_plan.CPU_EIGEN, execution_plan.TRAIN, path)
+    assert form.name == "split+conv"
+
+
+def test_choose_uses_the_nearest_measured_shape(tmp_path):
+    path = _table(tmp_path, {SHAPE.key: {"dense": 1.0, "depthwise+conv": 0.5}})
+    wider = execution_plan.LayerShape(72, 72, 3, 1, (16, 16), 4, 4)
+    form = execution_plan.choose(wider, execution_plan.CPU_EIGEN, execution_plan.TRAIN, path)
+    assert form.name == "depthwise+conv"
+    # A form the nearest shape won but this shape does not have is never chosen.
+    path = _table(tmp_path, {SHAPE.key: {"dense": 1.0, "split+conv": 0.5}})
+    many_blocks = execution_plan.LayerShape(64, 64, 3, 1, (16, 16), 32, 4)
+    form = execution_plan.choose(many_blocks, execution_plan.CPU_EIGEN, execution_plan.TRAIN,
+                                 path)
+    assert form.name == "dense"
+
+
+def test_unmeasured_runtime_keeps_the_least_work_form(tmp_path):
+    path = _table(tmp_path, {SHAPE.key: {"dense": 1.0}})
+    form = execution_plan.choose(SHAPE, execution_plan.GPU, execution_plan.TRAIN, path)
+    assert form.name == execution_plan.UNMEASURED_FORM
+
+
+def test_target_runtime_overrides_and_restores():
+    assert execution_plan.runtime_override() is None
+    with execution_plan.target_runtime(execution_plan.TFLITE):
+        assert execution_plan.runtime_override() == execution_plan.TFLITE
+    assert execution_plan.runtime_override() is None
+    with pytest.raises(ValueError, match="`runtime`"):
+        with execution_plan.target_runtime("phone"):
+            pass
+
+
+def test_table_covers_every_config_shape_in_every_measured_runtime():
+    costs = execution_plan.load_costs()
+    assert {s.key for s in CONFIG_SHAPES} <= set(costs["shapes"])
+    for runtime in (execution_plan.CPU_EIGEN, execution_plan.CPU_ONEDNN):
+        for regime in execution_plan.REGIMES:
+            measured = execution_plan.measured(runtime, regime)
+            missing = [s.key for s in CONFIG_SHAPES if s.key not in measured]
+            assert not missing, (runtime, regime, missing[:3])
+
+
+def test_eigen_training_never_plans_a_grouped_convolution_without_gradient():
+    for shape in CONFIG_SHAPES:
+        form = execution_plan.choose(shape, execution_plan.CPU_EIGEN, execution_plan.TRAIN)
+        if form.kxk == "grouped":
+            pattern = pattern_lib.SSCPattern(
+                shape.in_channels, shape.filters, shape.kernel_size, shape.g, shape.p
+            )
+            assert all(run.in_block == 1 for run in pattern.runs), shape.key
+
+
+def _planned_forms():
+    """(shape, form name) for every form the plan picks at a config shape, any runtime, with
+    the input cut to at most 7 x 7 (the forms' code does not depend on the size beyond the
+    stride's padding, which an odd size exercises) and one case per form and channel shape."""
+    cases = {}
+    for shape in CONFIG_SHAPES:
+        small = dataclasses.replace(shape, input_size=tuple(min(s, 7) for s in shape.input_size))
+        for runtime in execution_plan.RUNTIMES:
+            for regime in execution_plan.REGIMES:
+                form = execution_plan.choose(shape, runtime, regime).name
+                cases[(small.key, form)] = (small, form)
+    return list(cases.values())
+
+
+PLANNED = _planned_forms()
+
+
+@pytest.mark.parametrize("shape,form", PLANNED, ids=[f"{s.key}-{f}" for s, f in PLANNED])
+def test_planned_form_matches_dense_at_every_config_shape(shape, form):
+    in_shape = (1,) + tuple(shape.input_size) + (shape.in_channels,)
+    keras.utils.set_random_seed(0)
+    layers = same_weights(
+        ("dense", form), shape.filters, in_shape, kernel_size=shape.kernel_size, g=shape.g,
+        p=shape.p, strides=shape.strides, padding="same",
+    )
+    x = random_inputs(in_shape)
+    upstream = random_inputs(layers["dense"].compute_output_shape(in_shape), seed=3)
+    expected, expected_grads = outputs_and_gradients(layers["dense"], x, upstream)
+    if form.startswith("grouped+") and not GROUPED_GRADIENTS:
+        np.testing.assert_allclose(layers[form](x), expected, atol=ATOL, rtol=1e-4)
+        return
+    got, grads = outputs_and_gradients(layers[form], x, upstream)
+    np.testing.assert_allclose(got, expected, atol=ATOL, rtol=1e-4)
+    for a, b in zip(grads, expected_grads):
+        np.testing.assert_allclose(a, b, atol=ATOL * 10, rtol=1e-4)
+
+
+def test_auto_layer_runs_the_planned_form_of_its_regime(monkeypatch):
+    picked = []
+    original = execution_plan.choose
+
+    def choose(shape, runtime, regime):
+        picked.append((runtime, regime))
+        return original(shape, runtime, regime)
+
+    monkeypatch.setattr(execution_plan, "choose", choose)
+    layer = SSCConv2D(64, 3, g=4, p=4, padding="same")
+    layer(random_inputs((1, 16, 16, 64)))
+    layer(random_inputs((16, 16, 16, 64)), training=True)
+    with execution_plan.target_runtime(execution_plan.TFLITE):
+        layer(random_inputs((1, 16, 16, 64)))
+    runtimes = {r for r, _ in picked}
+    assert execution_plan.TFLITE in runtimes and len(runtimes) == 2
+    assert {g for _, g in picked} == set(execution_plan.REGIMES)

@@ -43,6 +43,7 @@ import numpy as np
 import tensorflow as tf
 
 from ssc_tf import data
+from ssc_tf import execution_plan
 from ssc_tf import model_dir as model_dir_lib
 from ssc_tf import serving
 
@@ -87,9 +88,9 @@ def convert(model_dir, output, *, quantization="none", integer_io=False,
         output, and `ops` (`op_names` of the file).
 
     Raises:
-        ValueError: an argument is not allowed, `output` exists without `overwrite`, int8
-            cannot read its calibration images, or the file holds a custom or Flex op; the
-            message names the flag.
+        ValueError: an argument is not allowed, `output` is a directory, lies under a
+            file or exists without `overwrite`, int8 cannot read its calibration images, or
+            the file holds a custom or Flex op; the message names the flag.
         FileNotFoundError: `model_dir` holds no run or no checkpoint.
 
     The converter's own `ConverterError` (not public API) propagates where the graph needs
@@ -101,10 +102,7 @@ def convert(model_dir, output, *, quantization="none", integer_io=False,
     if quantization == "int8":
         calibration = _calibration_images(
             config, data_dir or saved_data_dir, num_calibration_images)
-    with tempfile.TemporaryDirectory() as saved_model_dir:
-        serving.ServingModel(model, config.dataset).save_for_tflite(saved_model_dir)
-        converter = _converter(saved_model_dir, quantization, integer_io, calibration)
-        flatbuffer = converter.convert()
+    flatbuffer = to_tflite(model, config.dataset, quantization, integer_io, calibration)
     ops = op_names(flatbuffer)
     custom = [name for name in ops if name.startswith(CUSTOM_PREFIX)]
     if custom:
@@ -192,10 +190,25 @@ def _check_arguments(output, quantization, integer_io, num_calibration_images, o
             f"Invalid value for flag --output: expected a file name ending in {SUFFIX!r}. "
             f"Received: output={output!r}"
         )
+    if tf.io.gfile.isdir(output):
+        raise ValueError(
+            f"Invalid value for flag --output: {output!r} is a directory; pass the {SUFFIX} "
+            f"file to write, e.g. {os.path.join(output, 'model' + SUFFIX)!r}."
+        )
     if not overwrite and tf.io.gfile.exists(output):
         raise ValueError(
             f"--output={output!r} exists; pass --overwrite to replace it, or choose another "
             "--output."
+        )
+    # The nearest existing path above `output` must be a directory; those below it are made.
+    parent = os.path.dirname(output)
+    while parent and not tf.io.gfile.exists(parent):
+        parent = "" if os.path.dirname(parent) == parent else os.path.dirname(parent)
+    if parent and not tf.io.gfile.isdir(parent):
+        raise ValueError(
+            f"Invalid value for flag --output: {parent!r} is a file, so {output!r} cannot be "
+            "created under it. Pass an --output whose directories are directories or do not "
+            "exist yet."
         )
 
 
@@ -223,6 +236,28 @@ def _calibration_images(config, data_dir, count):
             f"{why}, which could not be read (dataset {config.dataset!r}, "
             f"--data_dir={data_dir!r}): {e} Pass a --data_dir that holds the dataset."
         ) from e
+
+
+def to_tflite(model, dataset, quantization, integer_io=False, calibration=()):
+    """The TFLite flatbuffer of `model`'s `ServingModel.save_for_tflite` graph.
+
+    The SSC layers are traced for LiteRT (`execution_plan.target_runtime`): the forms the
+    execution plan measured fastest there, for float files or for files with int8 weights.
+
+    Args:
+        model: a Keras model of `dataset`'s inputs.
+        dataset: str, one of `ssc_tf.config.DATASETS`.
+        quantization: str, one of `QUANTIZATIONS`.
+        integer_io: bool, uint8 inputs and outputs (int8 only).
+        calibration: float32 pixel batches that calibrate int8's activation ranges.
+    """
+    runtime = execution_plan.TFLITE
+    if quantization in ("dynamic", "int8"):
+        runtime = execution_plan.TFLITE_INT8
+    with tempfile.TemporaryDirectory() as saved_model_dir:
+        with execution_plan.target_runtime(runtime):
+            serving.ServingModel(model, dataset).save_for_tflite(saved_model_dir)
+        return _converter(saved_model_dir, quantization, integer_io, calibration).convert()
 
 
 def _converter(saved_model_dir, quantization, integer_io, calibration):

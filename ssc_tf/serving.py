@@ -13,6 +13,11 @@
 - `probabilities`: float32 pixels in 0..255 `(batch, H, W, 3)` -> the probabilities alone:
   the one-output graph that TFLite converts.
 
+Both serving signatures check the shape of what arrives before the model runs: another rank
+(one image without its batch axis), size or channel count fails with an
+`InvalidArgumentError` that names the expected shape ("Shape of tensor images [32,32,3] is not
+compatible with expected shape [?,32,32,3]"). An empty batch gets empty outputs.
+
 A SavedModel holds the signatures and the variables they read (as `tf.Variable`s, each
 once), nothing else: no Keras model object (whose variables the TF object graph would reach
 twice) and no extra traced functions, so it stores each live weight once and the model's
@@ -76,12 +81,24 @@ class ServingModel:
         probabilities_graph = probabilities.get_concrete_function()
 
         def outputs(pixels):
-            probs = probabilities_graph(pixels)
-            classes = tf.math.top_k(probs, k=top_k).indices
-            return {PROBABILITIES: probs, CLASSES: tf.cast(classes, tf.int64)}
+            def predict():
+                probs = probabilities_graph(pixels)
+                classes = tf.math.top_k(probs, k=top_k).indices
+                return {PROBABILITIES: probs, CLASSES: tf.cast(classes, tf.int64)}
 
+            def empty():
+                return {PROBABILITIES: tf.zeros((0, num_classes)),
+                        CLASSES: tf.zeros((0, top_k), tf.int64)}
+
+            # Batch norm fails on an empty batch (on GPU): the model never sees one.
+            return tf.cond(tf.shape(pixels)[0] > 0, predict, empty)
+
+        # The TensorSpecs declare the shapes, but a loaded SavedModel or a model server runs
+        # a signature on whatever arrives: `ensure_shape` checks at run time, where static
+        # checks (`tf.debugging.assert_rank`, even `tf.rank`) see only the spec.
         @tf.function(input_signature=[tf.TensorSpec((None,) + images_spec, tf.uint8, IMAGES)])
         def serving_default(images):
+            images = tf.ensure_shape(images, (None,) + images_spec)
             return outputs(tf.cast(images, tf.float32))
 
         def decode(encoded):
@@ -98,6 +115,7 @@ class ServingModel:
 
         @tf.function(input_signature=[tf.TensorSpec((None,), tf.string, IMAGE_BYTES)])
         def predict_image_bytes(image_bytes):
+            image_bytes = tf.ensure_shape(image_bytes, (None,))
             pixels = tf.map_fn(
                 decode, image_bytes, fn_output_signature=tf.TensorSpec(images_spec, tf.float32)
             )

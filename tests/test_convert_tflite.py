@@ -270,6 +270,24 @@ def test_existing_output_is_kept_without_overwrite(tmp_path):
     assert sorted(os.listdir(tmp_path)) == ["model.tflite"]
 
 
+@pytest.mark.parametrize("overwrite", [False, True])
+def test_output_that_is_a_directory_or_under_a_file_fails_before_converting(tmp_path,
+                                                                            overwrite):
+    (tmp_path / "model.tflite").mkdir()
+    (tmp_path / "file").write_bytes(b"not a directory")
+    for output, message in (
+            ("model.tflite", r"--output: '.*/model.tflite' is a directory; pass the .tflite "
+                             r"file to write, e.g. '.*/model.tflite/model.tflite'"),
+            ("file/m.tflite", r"--output: '.*/file' is a file, so '.*/file/m.tflite' cannot "
+                              r"be created under it"),
+            ("file/a/b/m.tflite", r"--output: '.*/file' is a file, so '.*/file/a/b/m.tflite'")):
+        with pytest.raises(ValueError, match=message):
+            convert_tflite.convert(str(tmp_path / "no_run"), str(tmp_path / output),
+                                   overwrite=overwrite)
+    assert sorted(os.listdir(tmp_path)) == ["file", "model.tflite"]
+    assert os.listdir(tmp_path / "model.tflite") == []
+
+
 @pytest.mark.slow
 def test_overwrite_replaces_the_file(run, tmp_path):
     model_dir, _ = run
@@ -324,15 +342,20 @@ def test_importing_defines_no_flags():
         flags.FLAGS)
 
 
-def test_cli_reports_a_bad_flag_combination_in_one_line(tmp_path):
+@pytest.mark.parametrize("output, flags, message", [
+    ("model.tflite", ["--integer_io"], "Error: Flag --integer_io needs --quantization=int8"),
+    ("file/model.tflite", [], "Error: Invalid value for flag --output: '{tmp}/file' is a file"),
+], ids=["integer_io_without_int8", "output_under_a_file"])
+def test_cli_reports_a_bad_flag_in_one_line(tmp_path, output, flags, message):
+    (tmp_path / "file").write_bytes(b"not a directory")
     result = subprocess.run(
         [sys.executable, "-m", "ssc_tf.convert_tflite", f"--model_dir={tmp_path}",
-         f"--output={tmp_path / 'model.tflite'}", "--integer_io"],
+         f"--output={tmp_path / output}", *flags],
         env=_env(), capture_output=True, text=True, timeout=120)
     assert result.returncode != 0
-    assert "Error: Flag --integer_io needs --quantization=int8" in result.stderr
-    assert "Traceback" not in result.stderr
-    assert sorted(os.listdir(tmp_path)) == []
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(message.format(tmp=tmp_path)), result.stderr
+    assert sorted(os.listdir(tmp_path)) == ["file"]
 
 
 @pytest.mark.slow

@@ -10,6 +10,9 @@ Tiny-ImageNet runs on a miniature folder of real JPEG files; digits on the real 
 
 import os
 import re
+import socket
+import threading
+import time
 
 import numpy as np
 import pytest
@@ -472,14 +475,87 @@ def test_cifar_data_dir_must_exist(tmp_path):
         data.load("cifar10", "test", batch_size=8, data_dir=missing)
 
 
-def test_cifar_download_failure_asks_for_a_prepared_data_dir(tmp_path, monkeypatch):
+def _unknown_name(*args, **kwargs):
+    raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
+
+
+@pytest.fixture
+def no_proxy(monkeypatch):
+    """No proxy variables, so the download host is connected to directly."""
+    for name in list(os.environ):
+        if name.lower().endswith("_proxy"):
+            monkeypatch.delenv(name)
+
+
+@pytest.mark.parametrize("offline", ["no_dns", "no_route", "dns_hangs"])
+def test_cifar_offline_fails_at_once_and_leaves_no_files(tmp_path, monkeypatch, no_proxy,
+                                                         offline):
+    released = threading.Event()
+
+    def hanging_lookup(*args, **kwargs):
+        released.wait(60)
+        _unknown_name()
+
+    def test_net(host, port, *args, **kwargs):
+        # TEST-NET-1 (RFC 5737), routed nowhere: a connection times out or is refused.
+        return [(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP, "", ("192.0.2.1", port))]
+
+    lookups = {"no_dns": _unknown_name, "no_route": test_net, "dns_hangs": hanging_lookup}
+    monkeypatch.setattr(socket, "getaddrinfo", lookups[offline])
+    downloads = []
+    monkeypatch.setattr(tfds.core.DatasetBuilder, "download_and_prepare",
+                        lambda self, *args, **kwargs: downloads.append(self.name))
+    start = time.monotonic()
+    try:
+        with pytest.raises(ValueError, match=r"'cifar10/3.0.2' is not prepared .* could not be "
+                                             r"downloaded: .*www\.cs\.toronto\.edu:443") as info:
+            data.load("cifar10", "test", batch_size=8, data_dir=str(tmp_path))
+    finally:
+        released.set()
+    assert time.monotonic() - start < 10
+    assert "--data_dir" in str(info.value)
+    if offline == "dns_hangs":
+        assert "did not answer within 3 s" in str(info.value)
+    assert downloads == []
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("route", ["direct", "proxy"])
+def test_cifar_download_failure_asks_for_a_prepared_data_dir_and_removes_its_files(
+        tmp_path, monkeypatch, no_proxy, route):
+    real_lookup = socket.getaddrinfo
+    server = socket.create_server(("127.0.0.1", 0))  # accepts the probe's connection
+    port = server.getsockname()[1]
+
+    def lookup(host, port_asked, *args, **kwargs):
+        if route == "direct":  # the download host, at the server's address
+            return real_lookup("127.0.0.1", port, *args, **kwargs)
+        if host == "127.0.0.1":  # the proxy
+            return real_lookup(host, port_asked, *args, **kwargs)
+        return _unknown_name()
+
+    monkeypatch.setattr(socket, "getaddrinfo", lookup)
+    if route == "proxy":
+        monkeypatch.setenv("https_proxy", f"http://127.0.0.1:{port}")
+    downloads = tmp_path / "downloads"
+    # Another download's partial file, there before this one started: kept.
+    (downloads / "cifar10").mkdir(parents=True)
+    (downloads / "cifar10" / "other.tar.gz.tmp.0123").write_bytes(b"partial")
+
     def fail(self, *args, **kwargs):
-        raise OSError("no network")
+        partial = downloads / "cifar10" / "cifar.tar.gz.tmp.89ab"
+        partial.mkdir()
+        (partial / "cifar.tar.gz").write_bytes(b"partial")
+        (downloads / "extracted" / "incomplete.4567_cifar.tar.gz").mkdir(parents=True)
+        raise OSError("connection reset")
 
     monkeypatch.setattr(tfds.core.DatasetBuilder, "download_and_prepare", fail)
-    with pytest.raises(ValueError, match="'cifar10/3.0.2' is not prepared") as info:
+    with server, pytest.raises(ValueError, match="'cifar10/3.0.2' is not prepared") as info:
         data.load("cifar10", "test", batch_size=8, data_dir=str(tmp_path))
-    assert "no network" in str(info.value) and "`data_dir`" in str(info.value)
+    assert "connection reset" in str(info.value) and "`data_dir`" in str(info.value)
+    assert sorted(str(path.relative_to(tmp_path)) for path in tmp_path.rglob("*")) == [
+        "downloads", "downloads/cifar10", "downloads/cifar10/other.tar.gz.tmp.0123",
+        "downloads/extracted"]
 
 
 def test_tiny_imagenet_data_dir_problems_are_named(tiny_dir, tmp_path):

@@ -17,13 +17,16 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIGS = sorted(glob.glob(os.path.join(ROOT, "configs", "*.cfg")))
 
 
-def _density_json(flagfile):
-    result = subprocess.run(
-        [sys.executable, os.path.join(ROOT, "tools", "density.py"), f"--flagfile={flagfile}",
-         "--json"],
-        capture_output=True, text=True, check=True, cwd=ROOT,
-        env={**os.environ, "PYTHONPATH": ROOT},
+def _density(*args):
+    return subprocess.run(
+        [sys.executable, os.path.join(ROOT, "tools", "density.py"), *args],
+        capture_output=True, text=True, cwd=ROOT, env={**os.environ, "PYTHONPATH": ROOT},
     )
+
+
+def _density_json(flagfile):
+    result = _density(f"--flagfile={flagfile}", "--json")
+    assert result.returncode == 0, result.stderr
     return json.loads(result.stdout)
 
 
@@ -73,3 +76,35 @@ def test_every_config_builds_its_model(path):
 
 def test_there_is_a_config_per_experiment():
     assert len(CONFIGS) == 34  # The 33 experiments of the paper and quickstart.cfg.
+
+
+_RESNET32 = ["--dataset=cifar10", "--model=resnet32", "--epochs=1", "--ticket=5"]
+
+
+@pytest.mark.parametrize("args, message", [
+    (_RESNET32 + ["--g=2,4", "--p=2,4,4"],
+     "Invalid value for flag --g: model 'resnet32' needs 3 values, one per width"),
+    (_RESNET32 + ["--g=2,x,4", "--p=2,4,4"],
+     "Invalid value for flag --g: expected a comma-separated list of integers or 'none'"),
+    (["--dataset=cifar10", "--model=resnet32"], "Flag --epochs is required: an integer >= 1."),
+    (["--all", "--configs_dir=EMPTY"], "Invalid value for flag --configs_dir: --all found no"),
+    (["--all", "--configs_dir=BROKEN"], "broken.cfg:1: unknown flag --widths."),
+    ([], "Pass --flagfile=configs/<experiment>.cfg (or flags), or --all."),
+    (["extra"], "Unexpected arguments: ['extra']"),
+    # Accepted by the config, refused by the layer: this one starts TensorFlow.
+    pytest.param(_RESNET32 + ["--g=64,64,64", "--p=none,none,none"],
+                 "g=64, p=None leave 32 of 64 filters without any kernel",
+                 marks=pytest.mark.slow),
+], ids=["g_count", "g_not_integers", "epochs_missing", "no_configs", "broken_config",
+        "no_flags", "extra_argument", "no_kernel"])
+def test_bad_flags_fail_with_one_line_naming_the_flag(args, message, tmp_path):
+    (tmp_path / "EMPTY").mkdir()
+    (tmp_path / "BROKEN").mkdir()
+    (tmp_path / "BROKEN" / "broken.cfg").write_text("--widths=1\n")
+    result = _density(*[arg.replace("=EMPTY", f"={tmp_path / 'EMPTY'}")
+                        .replace("=BROKEN", f"={tmp_path / 'BROKEN'}") for arg in args])
+    assert result.returncode == 1
+    assert result.stdout == ""
+    assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+    assert result.stderr.startswith("density.py: error: ")
+    assert message in result.stderr

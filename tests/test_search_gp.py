@@ -224,6 +224,11 @@ def test_table_prints_exact_fractions_and_counts():
     assert f"{best.live_params:,}" in lines[2] and f"{best.kept_fraction:.6g}" in lines[2]
 
 
+# A search of a few candidates, over in a moment.
+_SMALL_SEARCH = ["--model=resnet32", "--target=0.3", "--tolerance=0.03", "--g_range=2,4",
+                 "--p_range=2,4"]
+
+
 @pytest.mark.parametrize("args,message", [
     (["--model=vgg20", "--target=0.05"], "--model"),
     (["--model=vgg19", "--target=1.5"], "--target: expected a fraction in (0, 1]"),
@@ -232,11 +237,19 @@ def test_table_prints_exact_fractions_and_counts():
     (["--model=vgg19", "--target=0.05", "--dense_stages=5"], "--dense_stages"),
     (["--model=resnet32", "--target=0.001", "--tolerance=0.0001"],
      "the nearest found keeps 0.0186"),
-    (["--model=resnet32", "--target=0.3", "--tolerance=0.03", "--g_range=2,4", "--p_range=2,4",
-      "--write_flagfile=x.cfg", "--rank=99"], "--rank: only 50 candidates"),
+    (_SMALL_SEARCH + ["--write_flagfile=x.cfg", "--rank=99"], "--rank: only 50 candidates"),
+    (_SMALL_SEARCH + ["--write_flagfile=TMP"], "--write_flagfile: cannot write '{tmp}' (Is a "
+                                               "directory). Pass a file path"),
+    (_SMALL_SEARCH + ["--write_flagfile=TMP/missing/x.cfg"],
+     "--write_flagfile: cannot write '{tmp}/missing/x.cfg' (No such file or directory)"),
+    (_SMALL_SEARCH + ["--write_flagfile=TMP/file/x.cfg"],
+     "--write_flagfile: cannot write '{tmp}/file/x.cfg' (Not a directory)"),
 ])
 def test_bad_input_fails_with_one_line_naming_the_flag(args, message, tmp_path):
-    result = _run(*[a.replace("=x.cfg", f"={tmp_path}/x.cfg") for a in args])
+    (tmp_path / "file").write_text("")
+    result = _run(*[a.replace("=x.cfg", f"={tmp_path}/x.cfg").replace("=TMP", f"={tmp_path}")
+                    for a in args])
+    message = message.format(tmp=tmp_path)
     assert result.returncode != 0
     assert message in result.stderr
     assert result.stdout == ""

@@ -114,16 +114,25 @@ def all_table(paths):
 
 
 def main(argv):
+    try:
+        _run(argv)
+    except (ValueError, FileNotFoundError) as error:
+        # One line on stderr and exit status 1, not a traceback or absl's usage dump.
+        raise SystemExit(f"density.py: error: {error}") from None
+
+
+def _run(argv):
     if len(argv) > 1:
-        raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+        raise ValueError(f"Unexpected arguments: {argv[1:]}")
     if FLAGS.all:
         paths = sorted(glob.glob(os.path.join(FLAGS.configs_dir, "*.cfg")))
         if not paths:
-            raise app.UsageError(f"--all found no *.cfg in --configs_dir={FLAGS.configs_dir}")
+            raise ValueError(f"Invalid value for flag --configs_dir: --all found no *.cfg in "
+                             f"{FLAGS.configs_dir!r}.")
         print(all_table(paths))
         return
     if FLAGS.dataset is None and FLAGS.model is None:
-        raise app.UsageError("Pass --flagfile=configs/<experiment>.cfg (or flags), or --all.")
+        raise ValueError("Pass --flagfile=configs/<experiment>.cfg (or flags), or --all.")
     config = config_lib.ExperimentConfig.from_flags(FLAGS)
     stats = _stats(config)
     if FLAGS.json:

@@ -564,8 +564,14 @@ def _write_flagfile(candidates, dataset):
     source, base = schedule_source(dataset, FLAGS.model, FLAGS.base_flagfile, FLAGS.configs_dir)
     text = flagfile_text(candidate, dataset, FLAGS.target, FLAGS.tolerance, FLAGS.rank, source,
                          base)
-    with open(FLAGS.write_flagfile, "w", encoding="utf-8") as f:
-        f.write(text)
+    try:
+        with open(FLAGS.write_flagfile, "w", encoding="utf-8") as f:
+            f.write(text)
+    except OSError as error:
+        raise ValueError(
+            f"Invalid value for flag --write_flagfile: cannot write {FLAGS.write_flagfile!r} "
+            f"({error.strerror}). Pass a file path in an existing directory."
+        ) from None
     return {"path": FLAGS.write_flagfile, "rank": FLAGS.rank,
             "kept_fraction": candidate.kept_fraction, "schedule_from": source}
 

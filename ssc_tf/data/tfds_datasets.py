@@ -6,13 +6,20 @@ validation hold-out of `ssc_tf.data` is one. `tensorflow_datasets` is imported i
 functions, so importing `ssc_tf.data` does not pay for it.
 
 Preparation. CIFAR: `data_dir` may be None (TFDS' default, `~/tensorflow_datasets`); a
-missing dataset is downloaded and prepared on first use (a few minutes, needs internet).
+missing dataset is downloaded and prepared on first use (a few minutes, needs internet). Before
+downloading, a short connection to the download host (or the proxy in `https_proxy`) tells
+whether it can be reached; if not, the error comes at once instead of after minutes of TFDS'
+retries. A failed download leaves none of TFDS' temporary files behind.
 ImageNet cannot be downloaded by TFDS: `data_dir` must hold either an already prepared
 `imagenet2012/<version>/` or the two archives of image-net.org in
 `<data_dir>/downloads/manual/`, from which the first use prepares it (hours, about 150 GB).
 """
 
 import os
+import socket
+import threading
+import urllib.parse
+import urllib.request
 
 import tensorflow as tf
 
@@ -28,6 +35,11 @@ _TFDS_SPLITS = {
 }
 # The archives TFDS' imagenet2012 builder reads from its manual download directory.
 _IMAGENET_ARCHIVES = ("ILSVRC2012_img_train.tar", "ILSVRC2012_img_val.tar")
+# Where TFDS' cifar10 and cifar100 builders download their archives from.
+_CIFAR_DOWNLOAD_URL = "https://www.cs.toronto.edu/~kriz/"
+# Seconds the download host (with its name lookup) has to accept a connection: a host that
+# answers at all does so well within this, and offline the error then comes at once.
+_PROBE_TIMEOUT = 3
 # What an ImageNet `data_dir` must hold, for error messages.
 IMAGENET_LAYOUT = (
     "a TFDS data directory holding either a prepared imagenet2012/5.1.0/ or, to prepare it "
@@ -118,14 +130,66 @@ def _prepared_builder(name, data_dir):
             download_config=tfds.download.DownloadConfig(manual_dir=manual_dir)
         )
         return builder
+    unreachable = _unreachable(_CIFAR_DOWNLOAD_URL, _PROBE_TIMEOUT)
+    if unreachable:
+        raise _not_prepared_error(builder, data_dir, unreachable)
+    # TFDS' temporary files from before this call (another process may be downloading).
+    earlier = set(_temporary_files(builder))
     try:
         builder.download_and_prepare()
     except Exception as error:
-        raise ValueError(
-            f"TFDS dataset {builder.info.full_name!r} is not prepared in "
-            f"data_dir={data_dir!r} (TFDS directory {builder.data_dir_root}) and could not "
-            f"be downloaded: {error}. Pass `data_dir` (--data_dir) pointing at a TFDS data "
-            f"directory that holds a prepared {builder.info.full_name}/ folder, e.g. one "
-            "made by `tfds build` on a machine with internet."
-        ) from error
+        for path in set(_temporary_files(builder)) - earlier:
+            if tf.io.gfile.isdir(path):
+                tf.io.gfile.rmtree(path)
+            else:
+                tf.io.gfile.remove(path)
+        raise _not_prepared_error(builder, data_dir, error) from error
     return builder
+
+
+def _not_prepared_error(builder, data_dir, reason):
+    return ValueError(
+        f"TFDS dataset {builder.info.full_name!r} is not prepared in "
+        f"data_dir={data_dir!r} (TFDS directory {builder.data_dir_root}) and could not "
+        f"be downloaded: {reason}. Pass `data_dir` (--data_dir) pointing at a TFDS data "
+        f"directory that holds a prepared {builder.info.full_name}/ folder, e.g. one "
+        "made by `tfds build` on a machine with internet."
+    )
+
+
+def _temporary_files(builder):
+    """TFDS' partial downloads, extractions and datasets under the builder's directory."""
+    root = str(builder.data_dir_root)
+    patterns = (
+        os.path.join(root, "downloads", builder.name, "*.tmp.*"),
+        os.path.join(root, "downloads", "extracted", "incomplete.*"),
+        os.path.join(root, builder.name, "incomplete.*"),
+    )
+    return [path for pattern in patterns for path in tf.io.gfile.glob(pattern)]
+
+
+def _unreachable(url, timeout):
+    """Why `url`'s host takes no connection within `timeout` seconds, or None if it does.
+
+    Connects where the download would: to the proxy of `https_proxy` (`http_proxy` for an
+    http URL) unless `no_proxy` exempts the host. The name lookup and connection run in a
+    daemon thread, so a lookup that hangs (no DNS server) is given up after `timeout` too.
+    """
+    parts = urllib.parse.urlsplit(url)
+    proxy = urllib.request.getproxies().get(parts.scheme)
+    if proxy and not urllib.request.proxy_bypass(parts.hostname):
+        parts = urllib.parse.urlsplit(proxy if "//" in proxy else f"http://{proxy}")
+    host, port = parts.hostname, parts.port or (443 if parts.scheme == "https" else 80)
+    outcome = {}
+
+    def connect():
+        try:
+            socket.create_connection((host, port), timeout=timeout).close()
+            outcome["error"] = None
+        except OSError as error:
+            outcome["error"] = f"cannot connect to {host}:{port} ({error})"
+
+    thread = threading.Thread(target=connect, daemon=True)
+    thread.start()
+    thread.join(timeout)
+    return outcome.get("error", f"{host}:{port} did not answer within {timeout} s")

@@ -1,25 +1,32 @@
-r"""Times SSCConv2D against the dense Conv2D of the same shape, in one process.
+r"""Times every execution form of every distinct SSC layer shape of configs/ against dense.
 
-For representative layers of the paper's networks with the supplement's (g, p) for the 10 % and
-2 % tickets (CIFAR-10 rows), it times the dense `keras.layers.Conv2D`, SSC `reference` (dense
-kernel times mask, the test oracle) and SSC `structured` (the product path):
+`SSCConv2D(implementation="auto")` runs the form measured fastest for its shape, batch regime
+and runtime (`ssc_tf.execution_plan`); this tool makes those measurements. For each distinct
+SSC layer shape of the given configs (default: every CIFAR and Tiny-ImageNet config) it times,
+in one process and interleaved, the dense `keras.layers.Conv2D` of the same shape and every
+candidate form:
 
-- TF forward at batch 1 and at the large batch (128), and forward+backward at the large batch;
-- TFLite forward at batch 1 with one thread in the LiteRT interpreter (dense and structured).
+- `small_batch`: forward at batch 1;
+- `large_batch`: forward at batch 128;
+- `train`: forward and backward (input and weight gradients) at batch 128;
+- with `--runtime=tflite` or `tflite_int8`: the layer converted to TFLite (float32, or int8
+  weights and activations), batch 1, one thread in LiteRT (`small_batch` only).
 
-It prints a table of milliseconds with each SSC time's speed-up over dense next to the ideal one
-(dense MACs / SSC MACs), and writes every number as JSON.
+Each time is the minimum over the repeats (the least disturbed by other work on the machine).
+It prints, per shape and regime, the dense time, the fastest form and the speed-up, then how
+many shapes stay below 0.95x, and writes every time as JSON. `--write_costs` also writes them
+into the runtime's section of the package's cost table, which the plan reads, keeping the
+other runtimes'.
 
 Usage:
-    python tools/benchmark_layer.py --output=results/benchmark_layer.json
-    python tools/benchmark_layer.py --quick   # fewer repeats, for a smoke run
+    python tools/benchmark_layer.py --write_costs                          # this CPU runtime
+    TF_ENABLE_ONEDNN_OPTS=1 python tools/benchmark_layer.py --write_costs  # the oneDNN one
+    python tools/benchmark_layer.py --runtime=tflite --configs=cifar10_resnet32_10pct
+    python tools/benchmark_layer.py --quick                                # a smoke run
 """
 
-import dataclasses
-import datetime
-import json
+import glob
 import os
-import platform
 import statistics
 import sys
 import tempfile
@@ -27,211 +34,258 @@ import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from absl import app, flags, logging  # noqa: E402
+from absl import app, flags  # noqa: E402
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
-from ssc_tf import SSCConv2D  # noqa: E402
+from ssc_tf import config as config_lib  # noqa: E402
+from ssc_tf import execution_plan  # noqa: E402
+from ssc_tf import layers as layers_lib  # noqa: E402
+from ssc_tf import model_dir as model_dir_lib  # noqa: E402
+from ssc_tf import models  # noqa: E402
+from ssc_tf import pattern as pattern_lib  # noqa: E402
+
+import benchmark_timing  # noqa: E402
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+DEFAULT_CONFIGS = sorted(
+    os.path.basename(path)[: -len(".cfg")]
+    for path in glob.glob(os.path.join(ROOT, "configs", "*.cfg"))
+    if os.path.basename(path).startswith(("cifar", "tinyimagenet"))
+)
+BASELINE = "conv2d"
 
 FLAGS = flags.FLAGS
+flags.DEFINE_list("configs", DEFAULT_CONFIGS, "Config names (configs/<name>.cfg) whose layers "
+                  "to measure.")
+flags.DEFINE_enum("runtime", None, [execution_plan.TFLITE, execution_plan.TFLITE_INT8],
+                  "Measure TFLite (float32, or int8 weights and activations) instead of this "
+                  "process's TensorFlow runtime (which TF_ENABLE_ONEDNN_OPTS selects).")
+flags.DEFINE_integer("repeats", 7, "Timed calls per form (the minimum is kept).", lower_bound=1)
+flags.DEFINE_integer("batch_size", 128, "The large batch.", lower_bound=2)
 flags.DEFINE_string("output", "results/benchmark_layer.json", "Where to write the JSON results.")
-flags.DEFINE_bool("quick", False, "Fewer repeats and layers: a smoke run of a minute or two.")
-flags.DEFINE_integer("batch_size", 128, "The large batch size (forward and forward+backward).")
-flags.DEFINE_integer("repeats", 30, "Timed calls per measurement (the median is reported).")
-flags.DEFINE_bool("tflite", True, "Also time the layers in TFLite (LiteRT, 1 thread, batch 1).")
+flags.DEFINE_bool("write_costs", False, "Also write the times into the package's cost table "
+                  f"({os.path.relpath(execution_plan.COSTS_FILE, ROOT)}), which the plan reads.")
+flags.DEFINE_bool("quick", False, "A smoke run: the quickstart config's shapes, 2 repeats, "
+                  "batch 8.")
 
 
-@dataclasses.dataclass(frozen=True)
-class Case:
-    name: str
-    ticket: str
-    channels: int
-    size: int
-    g: int
-    p: int
+def config_layer_shapes(names):
+    """The distinct `execution_plan.LayerShape`s of the SSC layers of the named configs."""
+    shapes = {}
+    for name in names:
+        config = config_lib.load_flagfile(os.path.join(ROOT, "configs", f"{name}.cfg"))
+        model = models.build(config.model, **config.model_kwargs())
+        for layer in model.layers:
+            if isinstance(layer, layers_lib.SSCConv2D):
+                shape = layer.plan_shape(layer.input.shape)
+                shapes.setdefault(shape.key, shape)
+        keras.backend.clear_session()
+    return list(shapes.values())
 
 
-# The supplement's CIFAR-10 (g, p) for each width (SPEC section 3).
-CASES = [
-    Case("vgg19 512ch 4x4", "10%", 512, 4, 16, 2),
-    Case("vgg19 512ch 4x4", "2%", 512, 4, 64, 25),
-    Case("vgg19 512ch 2x2", "10%", 512, 2, 16, 2),
-    Case("vgg19 512ch 2x2", "2%", 512, 2, 64, 25),
-    Case("vgg19 256ch 8x8", "10%", 256, 8, 4, 2),
-    Case("vgg19 256ch 8x8", "2%", 256, 8, 8, 8),
-    Case("resnet32 128ch 8x8", "10%", 128, 8, 15, 4),
-    Case("resnet32 128ch 8x8", "2%", 128, 8, 64, 64),
-]
-QUICK_CASES = [CASES[0], CASES[1], CASES[6]]
-VARIANTS = ("dense", "reference", "structured")
+def _layers(shape):
+    """The dense baseline and one SSC layer per candidate form, SSC weights shared."""
+    kwargs = dict(strides=shape.strides, padding="same")
+    built = {
+        BASELINE: keras.layers.Conv2D(shape.filters, shape.kernel_size, **kwargs),
+    }
+    for form in execution_plan.candidates(shape):
+        built[form] = layers_lib.SSCConv2D(
+            shape.filters, shape.kernel_size, g=shape.g, p=shape.p, implementation=form,
+            **kwargs,
+        )
+    input_shape = (None,) + tuple(shape.input_size) + (shape.in_channels,)
+    for layer in built.values():
+        layer.build(input_shape)
+    weights = built[execution_plan.DENSE].get_weights()
+    for name, layer in built.items():
+        if name != BASELINE:
+            layer.set_weights(weights)
+    return built
 
 
-def _to_tflite(layer, input_shape):
-    """Converts `layer` at a fixed input shape, its variables frozen into constants."""
-    inputs = keras.Input(input_shape[1:], batch_size=input_shape[0])
-    model = keras.Model(inputs, layer(inputs))
-    with tempfile.TemporaryDirectory() as saved_model_dir:
-        model.export(saved_model_dir, verbose=False)
-        return tf.lite.TFLiteConverter.from_saved_model(saved_model_dir).convert()
-
-
-def _make_layer(variant, case):
-    if variant == "dense":
-        return keras.layers.Conv2D(case.channels, 3, padding="same")
-    return SSCConv2D(
-        case.channels, 3, g=case.g, p=case.p, padding="same", implementation=variant
+def _trainable_on_eigen(form, shape):
+    """Without oneDNN, TF's CPU grouped convolution has no gradient, so `grouped` forms cannot
+    train there unless every block has one input (then they run as depthwise convolutions)."""
+    if not form.startswith("grouped+") or shape.g is None:
+        return True
+    pattern = pattern_lib.SSCPattern(
+        shape.in_channels, shape.filters, shape.kernel_size, shape.g, shape.p
     )
-
-
-def _interleaved_median_ms(fns, x, repeats):
-    """Median milliseconds of each function, timed in turns so that drift hits all alike."""
-    for fn in fns.values():
-        for _ in range(3):
-            fn(x)
-    times = {name: [] for name in fns}
-    for _ in range(repeats):
-        for name, fn in fns.items():
-            start = time.perf_counter()
-            fn(x)
-            times[name].append(time.perf_counter() - start)
-    return {name: 1e3 * statistics.median(t) for name, t in times.items()}
+    return all(run.in_block == 1 for run in pattern.runs)
 
 
 def _forward(layer):
     return tf.function(lambda x: layer(x))
 
 
-def _forward_backward(layer):
+def _train_step(layer):
     @tf.function
     def step(x):
         with tf.GradientTape() as tape:
             tape.watch(x)
-            y = layer(x)
-            loss = tf.reduce_sum(y * y)
+            loss = tf.reduce_sum(tf.square(layer(x, training=True)))
         return tape.gradient(loss, [x] + layer.trainable_variables)
 
     return step
 
 
-def _tflite_interpreter(layer, case, x):
-    from ai_edge_litert.interpreter import Interpreter
+def _min_ms(fns, x, repeats):
+    """Minimum milliseconds per call of each function, timed in turns."""
+    for fn in fns.values():
+        fn(x)
+        fn(x)
+    times = {name: float("inf") for name in fns}
+    for _ in range(repeats):
+        for name, fn in fns.items():
+            start = time.perf_counter()
+            fn(x)
+            times[name] = min(times[name], time.perf_counter() - start)
+    return {name: round(1e3 * t, 4) for name, t in times.items()}
 
-    flatbuffer = _to_tflite(layer, x.shape)
-    interpreter = Interpreter(model_content=flatbuffer, num_threads=1)
-    interpreter.allocate_tensors()
-    interpreter.set_tensor(interpreter.get_input_details()[0]["index"], x)
-    interpreter.invoke()
-    output = interpreter.get_tensor(interpreter.get_output_details()[0]["index"])
-    error = float(np.abs(output - layer(x).numpy()).max())
-    return interpreter, {"tflite_bytes": len(flatbuffer), "tflite_max_abs_err": error}
 
-
-def run_case(case, batch_size, repeats, tflite):
-    """All timings of one case; the dense twin runs in this process next to SSC."""
+def measure_tf(shape, runtime, batch_size, repeats):
+    """{regime: {form: ms}} of one shape in this process's TF runtime."""
+    built = _layers(shape)
     rng = np.random.default_rng(0)
-    shape = (case.size, case.size, case.channels)
-    x_one = rng.standard_normal((1,) + shape).astype("float32")
-    x_big = tf.constant(rng.standard_normal((batch_size,) + shape).astype("float32"))
-    record = dataclasses.asdict(case)
-    layers = {}
-    for variant in VARIANTS:
-        keras.utils.set_random_seed(0)
-        layers[variant] = _make_layer(variant, case)
-        layers[variant].build((None,) + shape)
-        record[variant] = {"params": int(layers[variant].count_params())}
-    ssc = layers["structured"]
-    record["density"] = ssc.live_params / ssc.dense_params
-    record["ideal_speedup"] = ssc.dense_macs(shape) / ssc.macs(shape)
-
-    forwards = {v: _forward(layer) for v, layer in layers.items()}
-    modes = {
-        "forward_b1_ms": (forwards, tf.constant(x_one)),
-        f"forward_b{batch_size}_ms": (forwards, x_big),
-        f"train_b{batch_size}_ms": (
-            {v: _forward_backward(layer) for v, layer in layers.items()}, x_big
+    size = tuple(shape.input_size) + (shape.in_channels,)
+    inputs = {
+        execution_plan.SMALL_BATCH: tf.constant(rng.standard_normal((1,) + size), tf.float32),
+        execution_plan.LARGE_BATCH: tf.constant(
+            rng.standard_normal((batch_size,) + size), tf.float32
         ),
     }
-    for mode, (fns, x) in modes.items():
-        for variant, ms in _interleaved_median_ms(fns, x, repeats).items():
-            record[variant][mode] = ms
-    if tflite:
-        # The reference path is a test oracle: it has no place on a device.
-        invokes = {}
-        for variant in ("dense", "structured"):
-            interpreter, info = _tflite_interpreter(layers[variant], case, x_one)
-            record[variant].update(info)
-            invokes[variant] = lambda _, it=interpreter: it.invoke()
-        for variant, ms in _interleaved_median_ms(invokes, None, repeats * 5).items():
-            record[variant]["tflite_b1_ms"] = ms
-    return record
+    inputs[execution_plan.TRAIN] = inputs[execution_plan.LARGE_BATCH]
+    result = {}
+    for regime, x in inputs.items():
+        make = _train_step if regime == execution_plan.TRAIN else _forward
+        fns = {
+            name: make(layer) for name, layer in built.items()
+            if not (
+                runtime == execution_plan.CPU_EIGEN and regime == execution_plan.TRAIN
+                and not _trainable_on_eigen(name, shape)
+            )
+        }
+        result[regime] = _min_ms(fns, x, repeats)
+    return result
 
 
-def _table(records, batch_size, tflite):
-    modes = ["forward_b1_ms", f"forward_b{batch_size}_ms", f"train_b{batch_size}_ms"]
-    if tflite:
-        modes.append("tflite_b1_ms")
-    lines = []
-    header = f"{'layer':<20} {'ticket':>6} {'g':>3} {'p':>3} {'density':>8} {'ideal':>6}"
-    for mode in modes:
-        label = mode[:-3]
-        header += f" | {label + ' dense':>18} {'ref':>13} {'structured':>15}"
-    lines.append(header)
-    lines.append("-" * len(header))
-    for r in records:
-        line = (
-            f"{r['name']:<20} {r['ticket']:>6} {r['g']:>3} {r['p']:>3} "
-            f"{100 * r['density']:>7.2f}% {r['ideal_speedup']:>5.1f}x"
-        )
-        for mode in modes:
-            dense = r["dense"][mode]
-            line += f" | {dense:>15.2f} ms"
-            for variant, width in (("reference", 13), ("structured", 15)):
-                if mode not in r[variant]:
-                    line += f" {'-':>{width}}"
-                    continue
-                ms = r[variant][mode]
-                line += f" {f'{ms:.2f} ({dense / ms:.1f}x)':>{width}}"
-        lines.append(line)
-    return "\n".join(lines)
+def _tflite_interpreter(layer, shape, runtime):
+    from ai_edge_litert.interpreter import Interpreter
+
+    size = tuple(shape.input_size) + (shape.in_channels,)
+    inputs = keras.Input(size, batch_size=1)
+    with execution_plan.target_runtime(runtime):
+        model = keras.Model(inputs, layer(inputs))
+        with tempfile.TemporaryDirectory() as saved_model_dir:
+            model.export(saved_model_dir, verbose=False)
+            converter = tf.lite.TFLiteConverter.from_saved_model(saved_model_dir)
+            if runtime == execution_plan.TFLITE_INT8:
+                rng = np.random.default_rng(0)
+                converter.optimizations = [tf.lite.Optimize.DEFAULT]
+                converter.representative_dataset = lambda: (
+                    [rng.standard_normal((1,) + size).astype(np.float32)] for _ in range(8)
+                )
+                converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+            flatbuffer = converter.convert()
+    interpreter = Interpreter(model_content=flatbuffer, num_threads=1)
+    interpreter.allocate_tensors()
+    detail = interpreter.get_input_details()[0]
+    interpreter.set_tensor(detail["index"], np.ones(detail["shape"], detail["dtype"]))
+    return interpreter
+
+
+def measure_tflite(shape, runtime, repeats):
+    """{small_batch: {form: ms}} of one shape converted to TFLite for `runtime`."""
+    interpreters = {}
+    for name, layer in _layers(shape).items():
+        try:
+            interpreters[name] = _tflite_interpreter(layer, shape, runtime)
+        except RuntimeError as error:
+            # LiteRT refuses some converted graphs (an int8 CONV_2D whose filter the converter
+            # did not fold into a constant gets a nonzero zero point): that form is not run.
+            print(f"  {shape.key} {name}: {str(error).splitlines()[0]}", flush=True)
+    fns = {name: (lambda _, it=it: it.invoke()) for name, it in interpreters.items()}
+    return {execution_plan.SMALL_BATCH: _min_ms(fns, None, repeats * 5)}
+
+
+def _best(forms):
+    """The fastest SSC form of one regime's times: what the plan picks from them."""
+    return min(sorted(f for f in forms if f != BASELINE), key=forms.get)
+
+
+def _line(shape, times):
+    line = f"{shape.key:<42}"
+    for regime, forms in times.items():
+        best = _best(forms)
+        line += (f" | {regime} dense {forms[BASELINE]:.2f} ms, {best} {forms[best]:.2f} ms "
+                 f"({forms[BASELINE] / forms[best]:.2f}x)")
+    return line
+
+
+def summary(records):
+    """Per regime: shapes measured, how many below 0.95x dense, median and worst speed-up."""
+    speedups = {}
+    for record in records:
+        for regime, forms in record["times"].items():
+            speedups.setdefault(regime, []).append(forms[BASELINE] / forms[_best(forms)])
+    return {
+        regime: {
+            "shapes": len(values),
+            "below_0.95x": sum(v < 0.95 for v in values),
+            "median_speedup": statistics.median(values),
+            "worst_speedup": min(values),
+        }
+        for regime, values in speedups.items()
+    }
+
+
+def _update_costs(runtime, records, environment):
+    table = execution_plan.load_costs() if os.path.exists(execution_plan.COSTS_FILE) else {}
+    table.setdefault("measured_on", {})[runtime] = environment
+    for record in records:
+        shape = record["shape"]
+        key = execution_plan.LayerShape(**{**shape, "input_size": tuple(shape["input_size"])}).key
+        table.setdefault("shapes", {})[key] = shape
+        for regime, forms in record["times"].items():
+            table.setdefault(runtime, {}).setdefault(regime, {})[key] = forms
+    model_dir_lib.write_json(execution_plan.COSTS_FILE, table)
 
 
 def main(argv):
     del argv
-    logging.set_verbosity(logging.ERROR)
-    tf.get_logger().setLevel("ERROR")
-    cases = QUICK_CASES if FLAGS.quick else CASES
-    repeats = max(3, FLAGS.repeats // 3) if FLAGS.quick else FLAGS.repeats
-    records = []
-    for i, case in enumerate(cases):
-        print(f"[{i + 1}/{len(cases)}] {case.name} ({case.ticket} ticket)...", flush=True)
-        records.append(run_case(case, FLAGS.batch_size, repeats, FLAGS.tflite))
-    print()
-    print(
-        "Median milliseconds per call; (Nx) = speed-up over dense Conv2D measured in this run; "
-        "ideal = dense MACs / SSC MACs."
-    )
-    print(_table(records, FLAGS.batch_size, FLAGS.tflite))
-    result = {
-        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "tensorflow": tf.__version__,
-        "keras": keras.__version__,
-        "python": sys.version.split()[0],
-        "machine": platform.machine(),
-        "cpu_count": os.cpu_count(),
-        "batch_size": FLAGS.batch_size,
-        "repeats": repeats,
-        "records": records,
-    }
-    output_dir = os.path.dirname(FLAGS.output)
-    if output_dir:
-        os.makedirs(output_dir, exist_ok=True)
-    with tempfile.NamedTemporaryFile(
-        "w", dir=output_dir or ".", suffix=".json", delete=False
-    ) as f:
-        json.dump(result, f, indent=2)
-    os.replace(f.name, FLAGS.output)
-    print(f"\nWrote {FLAGS.output}")
+    keras.utils.set_random_seed(0)
+    runtime = FLAGS.runtime or layers_lib.current_runtime()
+    if runtime == execution_plan.GPU:
+        sys.exit("A GPU is visible: measure the CPU runtimes with CUDA_VISIBLE_DEVICES=''.")
+    configs = ["quickstart"] if FLAGS.quick else FLAGS.configs
+    repeats, batch_size = (2, 8) if FLAGS.quick else (FLAGS.repeats, FLAGS.batch_size)
+    shapes = config_layer_shapes(configs)
+    print(f"{len(shapes)} distinct SSC layer shapes of {len(configs)} configs; runtime "
+          f"{runtime}; minimum milliseconds of {repeats} calls.", flush=True)
+    result = {**benchmark_timing.environment(), "runtime": runtime, "configs": configs,
+              "batch_size": batch_size, "repeats": repeats, "records": []}
+    for i, shape in enumerate(shapes):
+        if runtime in (execution_plan.TFLITE, execution_plan.TFLITE_INT8):
+            times = measure_tflite(shape, runtime, repeats)
+        else:
+            times = measure_tf(shape, runtime, batch_size, repeats)
+        result["records"].append({"shape": shape.as_dict(), "times": times})
+        result["summary"] = summary(result["records"])
+        # Written after every shape: an interrupted run keeps what it measured.
+        model_dir_lib.write_json(FLAGS.output, result)
+        print(f"[{i + 1}/{len(shapes)}] {_line(shape, times)}", flush=True)
+        keras.backend.clear_session()
+    print("\nThe fastest form against the dense Conv2D of the same shape, per regime:")
+    for regime, facts in result["summary"].items():
+        print(f"  {regime}: {facts['below_0.95x']} of {facts['shapes']} shapes below 0.95x; "
+              f"median {facts['median_speedup']:.2f}x, worst {facts['worst_speedup']:.2f}x")
+    print(f"Wrote {FLAGS.output}")
+    if FLAGS.write_costs:
+        _update_costs(runtime, result["records"], benchmark_timing.environment())
+        print(f"Wrote {execution_plan.COSTS_FILE}")
 
 
 if __name__ == "__main__":

@@ -1,0 +1,116 @@
+"""Tests of tools/benchmark_models.py, run once on the quickstart config at tiny settings: what
+it writes (JSON, Markdown, PNG) and the exact numbers in it, never how fast anything ran."""
+
+import dataclasses
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from ssc_tf import config as config_lib
+from ssc_tf import models
+from ssc_tf.models.report import model_stats
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TOOL = os.path.join(ROOT, "tools", "benchmark_models.py")
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+def _run(*args):
+    # oneDNN on, so that the training step runs on any CPU: without it, TF's CPU grouped
+    # convolutions have no gradient.
+    return subprocess.run(
+        [sys.executable, TOOL, *args], capture_output=True, text=True, cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": ROOT, "TF_ENABLE_ONEDNN_OPTS": "1"},
+    )
+
+
+@pytest.fixture(scope="module")
+def outputs(tmp_path_factory):
+    directory = tmp_path_factory.mktemp("benchmark_models")
+    paths = {name: str(directory / f"result.{name}") for name in ("json", "md", "png")}
+    result = _run("--configs=quickstart", "--batch_size=2", "--repeats=1", "--tflite=none",
+                  f"--output={paths['json']}", f"--markdown={paths['md']}",
+                  f"--plot={paths['png']}")
+    assert result.returncode == 0, result.stderr[-3000:]
+    with open(paths["json"]) as f:
+        report = json.load(f)
+    with open(paths["md"]) as f:
+        markdown = f.read()
+    with open(paths["png"], "rb") as f:
+        png = f.read()
+    return report, markdown, png, result.stdout
+
+
+def _stats(dense):
+    config = config_lib.load_flagfile(os.path.join(ROOT, "configs", "quickstart.cfg"))
+    if dense:
+        config = dataclasses.replace(config, dense=True, ticket=None)
+    return model_stats(models.build(config.model, **config.model_kwargs()))
+
+
+@pytest.mark.slow
+def test_json_holds_one_record_with_every_measurement(outputs):
+    report, _, _, _ = outputs
+    assert report["batch_size"] == 2 and report["repeats"] == 1
+    assert report["tflite"] == ["none"]
+    assert report["tf_enable_onednn_opts"] == "1"
+    (record,) = report["records"]
+    assert (record["config"], record["model"], record["dataset"], record["ticket"]) == (
+        "quickstart", "resnet32", "digits", 10)
+    assert set(record["timings"]) == {"tf_b1", "tf_b2", "train_b2", "tflite_none_b1"}
+    for timing in record["timings"].values():
+        assert timing["dense_ms"] > 0 and timing["ssc_ms"] > 0
+        assert timing["speedup"] == timing["dense_ms"] / timing["ssc_ms"]
+        assert timing["fraction_of_ideal"] == timing["speedup"] / record["mac_ideal"]
+
+
+@pytest.mark.slow
+def test_ideals_and_counts_equal_model_stats(outputs):
+    (record,) = outputs[0]["records"]
+    ssc, dense = _stats(dense=False), _stats(dense=True)
+    assert record["mac_ideal"] == ssc.dense_macs / ssc.macs
+    assert record["param_ideal"] == ssc.dense_params / ssc.live_params
+    assert record["kept_fraction"] == ssc.kept_fraction
+    for twin, stats in (("ssc", ssc), ("dense", dense)):
+        assert record["counts"][twin] == {
+            "live_params": stats.live_params, "dense_params": stats.dense_params,
+            "macs": stats.macs, "dense_macs": stats.dense_macs}
+    # The dense twin is the SSC model's dense counterpart, layer for layer.
+    assert (dense.macs, dense.live_params) == (ssc.dense_macs, ssc.dense_params)
+
+
+@pytest.mark.slow
+def test_ssc_tflite_file_is_smaller_than_the_dense_one(outputs):
+    (record,) = outputs[0]["records"]
+    sizes = record["tflite_bytes"]["none"]
+    assert 0 < sizes["ssc"] < sizes["dense"]
+
+
+@pytest.mark.slow
+def test_markdown_has_one_row_per_config_and_is_printed(outputs):
+    _, markdown, _, stdout = outputs
+    rows = [line for line in markdown.splitlines() if line.startswith("| ")]
+    header, *body = rows
+    assert header.startswith("| config | kept | MAC ideal | param ideal | TF b1 | TF b2 |")
+    assert len(body) == 1 and body[0].startswith("| quickstart | 15.03 % | ")
+    assert len(body[0].split(" | ")) == len(header.split(" | "))
+    assert markdown in stdout
+
+
+@pytest.mark.slow
+def test_plot_is_a_png_file(outputs):
+    assert outputs[2].startswith(PNG_SIGNATURE)
+
+
+@pytest.mark.parametrize("flag, message", [
+    ("--tflite=float64", "flag --tflite=['float64']: expected a comma-separated list of none"),
+    ("--configs=cifar10_vgg19_dense", "flag --configs: cifar10_vgg19_dense is a dense config"),
+])
+def test_a_bad_flag_fails_with_one_line_naming_it(flag, message):
+    result = _run(flag)
+    assert result.returncode != 0
+    assert sum(message in line for line in result.stderr.splitlines()) == 1
+    assert "Traceback" not in result.stderr

@@ -1,0 +1,352 @@
+r"""Times whole SSC models against their dense twins, in one process, in turns.
+
+    python tools/benchmark_models.py
+    python tools/benchmark_models.py --configs=cifar10_vgg19_10pct,quickstart --repeats=5
+    python tools/benchmark_models.py --quick   # a smoke run
+
+For each experiment config (`configs/<name>.cfg`, or a path to a flagfile), it builds the
+config's model and its dense twin (the same config with `dense`: every convolution standard),
+untrained (speed does not depend on the weights), and times both, alternating call by call so
+that drift hits both alike:
+
+- TF inference (`training=False`) at batch 1 and at `--batch_size`;
+- one training step at `--batch_size` with the training recipe (`CoupledL2SGD` on the
+  config's schedule, sparse softmax cross-entropy, the metrics `ssc_tf.train` compiles);
+- TFLite at batch 1 on one thread in the LiteRT interpreter, for each `--tflite` variant of
+  `ssc_tf.convert_tflite` (float32, float16, dynamic range, int8; builtin ops only) on the
+  graph it converts (raw pixels in, probabilities out). int8 calibrates on random pixels:
+  the point is speed, not accuracy.
+
+Each measurement is the median of `--repeats` timed calls. Next to every time it reports the
+speed-up over the dense twin and the fraction of the ideal one that it reaches (speed-up /
+MAC ideal); the MAC ideal (dense MACs / SSC MACs) and the parameter ideal (dense weights /
+live weights) come from the models' exact counts (`ssc_tf.models.report.model_stats`). It
+also records each TFLite file's size.
+
+Writes every number as JSON (`--output`), the table as Markdown for the README (`--markdown`,
+also printed), and one plot (`--plot`): speed-up against the kept fraction, one series per
+measurement, the ideal as a line.
+
+TensorFlow's CPU kernels are those `TF_ENABLE_ONEDNN_OPTS` selects (unset: oneDNN only on CPUs
+with AVX-512 VNNI, BF16 or AMX); the JSON records it.
+"""
+
+import dataclasses
+import io
+import os
+import sys
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+from absl import app  # noqa: E402
+from absl import flags  # noqa: E402
+from absl import logging  # noqa: E402
+from ai_edge_litert.interpreter import Interpreter  # noqa: E402
+import keras  # noqa: E402
+from matplotlib.figure import Figure  # noqa: E402
+import numpy as np  # noqa: E402
+import tensorflow as tf  # noqa: E402
+
+from ssc_tf import config as config_lib  # noqa: E402
+from ssc_tf import convert_tflite  # noqa: E402
+from ssc_tf import model_dir as model_dir_lib  # noqa: E402
+from ssc_tf import models  # noqa: E402
+from ssc_tf import optimization  # noqa: E402
+from ssc_tf.models import report  # noqa: E402
+
+import benchmark_timing  # noqa: E402
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+CONFIG_DIR = os.path.join(ROOT, "configs")
+DEFAULT_CONFIGS = (
+    "cifar10_vgg19_10pct", "cifar10_vgg19_2pct", "cifar10_resnet32_10pct",
+    "cifar10_resnet32_2pct",
+)
+TFLITE_LABELS = {"none": "float32", "float16": "float16", "dynamic": "dynamic", "int8": "int8"}
+# --quick's settings, where --repeats and --batch_size are not given.
+QUICK_REPEATS = 2
+QUICK_BATCH_SIZE = 8
+# Random pixel images that calibrate the int8 activation ranges.
+_CALIBRATION_IMAGES = 8
+
+
+@dataclasses.dataclass(frozen=True)
+class _Subject:
+    """One model under test, compiled for training, with its TFLite files (quantization ->
+    flatbuffer bytes)."""
+
+    model: keras.Model
+    stats: report.ModelStats
+    tflite: dict
+
+    def forward(self):
+        # One trace per batch size, as Keras' predict traces: the SSC layers run the form of
+        # the batch's regime.
+        infer = tf.function(lambda x: self.model(x, training=False))
+        # .numpy() waits for the result: on a GPU the ops only start asynchronously.
+        return lambda x: infer(x).numpy()
+
+
+def config_path(name):
+    """The flagfile of `--configs` entry `name`: a path ending in .cfg, else configs/NAME.cfg."""
+    return name if name.endswith(".cfg") else os.path.join(CONFIG_DIR, f"{name}.cfg")
+
+
+def _prepare(config, quantizations):
+    """Builds and compiles `config`'s model as `ssc_tf.train` does, and converts it to TFLite."""
+    keras.utils.set_random_seed(config.seed)
+    model = models.build(config.model, **config.model_kwargs())
+    metrics = [keras.metrics.SparseCategoricalAccuracy(name="accuracy")]
+    if config.num_classes > 10:
+        metrics.append(keras.metrics.SparseTopKCategoricalAccuracy(5, name="top5"))
+    # One step per epoch: the schedule's boundaries only change the rate, not the step's work.
+    model.compile(
+        optimizer=optimization.build_optimizer(config, steps_per_epoch=1),
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        metrics=metrics,
+        jit_compile=False,
+    )
+    rng = np.random.default_rng(config.seed)
+    calibration = [
+        rng.uniform(0, 255, (1, *config.input_shape)).astype(np.float32)
+        for _ in range(_CALIBRATION_IMAGES)
+    ]
+    tflite = {
+        q: convert_tflite.to_tflite(model, config.dataset, q, calibration=calibration)
+        for q in quantizations
+    }
+    return _Subject(model, report.model_stats(model), tflite)
+
+
+def _interpreter(flatbuffer, pixels):
+    """A one-thread LiteRT interpreter of `flatbuffer`, its input set to `pixels`."""
+    interpreter = Interpreter(model_content=flatbuffer, num_threads=1)
+    (inputs,) = interpreter.get_input_details()
+    interpreter.resize_tensor_input(inputs["index"], pixels.shape)
+    interpreter.allocate_tensors()
+    interpreter.set_tensor(inputs["index"], pixels)
+    return interpreter
+
+
+def _counts(stats):
+    return {
+        "live_params": stats.live_params, "dense_params": stats.dense_params,
+        "macs": stats.macs, "dense_macs": stats.dense_macs,
+    }
+
+
+def modes(batch_size, quantizations):
+    """(key, label) of every measurement, in the table's order."""
+    return [
+        ("tf_b1", "TF b1"),
+        (f"tf_b{batch_size}", f"TF b{batch_size}"),
+        (f"train_b{batch_size}", f"train b{batch_size}"),
+    ] + [(f"tflite_{q}_b1", f"LiteRT {TFLITE_LABELS[q]} b1") for q in quantizations]
+
+
+def benchmark(name, config, subjects, batch_size, repeats, quantizations):
+    """The record of one config: counts, ideals, every timing and the TFLite file sizes.
+
+    Args:
+        name: the `--configs` entry.
+        config: its `ExperimentConfig`.
+        subjects: {"dense": _Subject, "ssc": _Subject}.
+        batch_size, repeats, quantizations: as the flags.
+    """
+    stats = subjects["ssc"].stats
+    mac_ideal = stats.dense_macs / stats.macs
+    rng = np.random.default_rng(config.seed)
+    shape = config.input_shape
+    one = tf.constant(rng.standard_normal((1, *shape)), tf.float32)
+    batch = tf.constant(rng.standard_normal((batch_size, *shape)), tf.float32)
+    labels = tf.constant(rng.integers(0, config.num_classes, batch_size), tf.int32)
+    pixels = rng.uniform(0, 255, (1, *shape)).astype(np.float32)
+    forwards = {twin: subject.forward() for twin, subject in subjects.items()}
+    runs = {
+        "tf_b1": (forwards, (one,)),
+        f"tf_b{batch_size}": (forwards, (batch,)),
+        f"train_b{batch_size}": (
+            {twin: subject.model.train_on_batch for twin, subject in subjects.items()},
+            (batch, labels),
+        ),
+    }
+    for q in quantizations:
+        invokes = {
+            twin: _interpreter(subject.tflite[q], pixels).invoke
+            for twin, subject in subjects.items()
+        }
+        runs[f"tflite_{q}_b1"] = (invokes, ())
+    timings = {}
+    for mode, (fns, args) in runs.items():
+        ms = benchmark_timing.interleaved_median_ms(fns, repeats, *args)
+        speedup = ms["dense"] / ms["ssc"]
+        timings[mode] = {
+            "dense_ms": ms["dense"], "ssc_ms": ms["ssc"], "speedup": speedup,
+            "fraction_of_ideal": speedup / mac_ideal,
+        }
+    return {
+        "config": name,
+        "model": config.model,
+        "dataset": config.dataset,
+        "ticket": config.ticket,
+        "kept_fraction": stats.kept_fraction,
+        "mac_ideal": mac_ideal,
+        "param_ideal": stats.dense_params / stats.live_params,
+        "counts": {twin: _counts(subject.stats) for twin, subject in subjects.items()},
+        "timings": timings,
+        "tflite_bytes": {
+            q: {twin: len(subject.tflite[q]) for twin, subject in subjects.items()}
+            for q in quantizations
+        },
+    }
+
+
+def format_markdown(result):
+    """The records of `result` as a Markdown table, one row per config, with a caption."""
+    columns = modes(result["batch_size"], result["tflite"])
+    sizes = [f"{TFLITE_LABELS[q]} MB" for q in result["tflite"]]
+    header = (["config", "kept", "MAC ideal", "param ideal"] + [label for _, label in columns]
+              + sizes)
+    lines = [
+        f"Dense twin -> SSC, median ms of {result['repeats']} calls measured in turns in one "
+        f"run ({result['cpu_count']} CPUs, {result['machine']}, TF {result['tensorflow']}, "
+        f"{result['date'][:10]}): (**speed-up**, fraction of the MAC ideal). LiteRT: 1 thread; "
+        "MB: the TFLite file, dense -> SSC.",
+        "",
+        "| " + " | ".join(header) + " |",
+        "|" + "---|" * len(header),
+    ]
+    for r in result["records"]:
+        cells = [r["config"], f"{100 * r['kept_fraction']:.2f} %", f"{r['mac_ideal']:.1f}x",
+                 f"{r['param_ideal']:.1f}x"]
+        for mode, _ in columns:
+            t = r["timings"][mode]
+            cells.append(f"{t['dense_ms']:.2f} -> {t['ssc_ms']:.2f} ms "
+                         f"(**{t['speedup']:.2f}x**, {t['fraction_of_ideal']:.2f})")
+        for q in result["tflite"]:
+            size = r["tflite_bytes"][q]
+            cells.append(f"{size['dense'] / 1e6:.2f} -> {size['ssc'] / 1e6:.2f}")
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def plot_png(result):
+    """Speed-up against kept fraction, one series per measurement, the ideals drawn: PNG bytes."""
+    records = result["records"]
+    kept = np.array([r["kept_fraction"] for r in records])
+    figure = Figure(figsize=(7, 5), layout="constrained")
+    axes = figure.subplots()
+    line = np.geomspace(kept.min() / 1.5, 1.0)
+    axes.plot(line, 1 / line, "k-", label="ideal (parameters): 1 / kept fraction")
+    axes.scatter(kept, [r["mac_ideal"] for r in records], marker="_", s=300, c="k",
+                 label="ideal (MACs) of each config")
+    for marker, (mode, label) in zip("osD^vP*X", modes(result["batch_size"], result["tflite"])):
+        axes.scatter(kept, [r["timings"][mode]["speedup"] for r in records], marker=marker,
+                     label=label)
+    for r in records:
+        axes.annotate(r["config"], (r["kept_fraction"], r["mac_ideal"]), fontsize=7,
+                      textcoords="offset points", xytext=(4, 4))
+    axes.axhline(1, color="grey", linewidth=0.5)
+    axes.set(xscale="log", yscale="log", xlabel="kept fraction of the dense weights",
+             ylabel="speed-up over the dense twin",
+             title="SSC models against their dense twins")
+    axes.legend(fontsize=7)
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=120)
+    return buffer.getvalue()
+
+
+def main(argv):
+    if len(argv) > 1:
+        raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}")
+    FLAGS = flags.FLAGS
+    logging.set_verbosity(logging.ERROR)
+    tf.get_logger().setLevel("ERROR")
+    repeats, batch_size = FLAGS.repeats, FLAGS.batch_size
+    if FLAGS.quick:
+        repeats = repeats if FLAGS["repeats"].present else QUICK_REPEATS
+        batch_size = batch_size if FLAGS["batch_size"].present else QUICK_BATCH_SIZE
+    configs = {}
+    for name in FLAGS.configs:
+        try:
+            configs[name] = config_lib.load_flagfile(config_path(name))
+        except ValueError as e:
+            sys.exit(f"Error: invalid value for flag --configs: {e}")
+        if configs[name].dense:
+            sys.exit(f"Error: invalid value for flag --configs: {name} is a dense config; list "
+                     "SSC configs, each is timed against its dense twin.")
+    quantizations = list(dict.fromkeys(FLAGS.tflite))
+    records, dense_twins = [], {}
+    for i, (name, config) in enumerate(configs.items()):
+        print(f"[{i + 1}/{len(configs)}] {name}: building and converting...", flush=True)
+        dense = dataclasses.replace(config, dense=True, ticket=None)
+        # Configs of one network share a dense twin: built and converted once.
+        key = (dense.model, tuple(dense.model_kwargs().items()))
+        if key not in dense_twins:
+            dense_twins[key] = _prepare(dense, quantizations)
+        subjects = {"dense": dense_twins[key], "ssc": _prepare(config, quantizations)}
+        print(f"[{i + 1}/{len(configs)}] {name}: timing...", flush=True)
+        records.append(benchmark(name, config, subjects, batch_size, repeats, quantizations))
+    result = {
+        **benchmark_timing.environment(),
+        "batch_size": batch_size,
+        "repeats": repeats,
+        "tflite": quantizations,
+        "records": records,
+    }
+    markdown = format_markdown(result)
+    print()
+    print(markdown)
+    for path in (FLAGS.output, FLAGS.markdown, FLAGS.plot):
+        os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+    model_dir_lib.write_json(FLAGS.output, result)
+    model_dir_lib.write_atomically(FLAGS.markdown, markdown)
+    model_dir_lib.write_atomically(FLAGS.plot, plot_png(result))
+    print(f"Wrote {FLAGS.output}, {FLAGS.markdown}, {FLAGS.plot}")
+
+
+def _define_flags():
+    """The tool's flags, defined only when it runs, so importing it defines none."""
+    flags.DEFINE_list(
+        "configs", list(DEFAULT_CONFIGS),
+        "SSC experiment configs to time against their dense twins: names of configs/*.cfg "
+        "(without .cfg) or paths to flagfiles ending in .cfg, comma-separated.")
+    known = sorted(f[:-len(".cfg")] for f in os.listdir(CONFIG_DIR) if f.endswith(".cfg"))
+    flags.register_validator(
+        "configs",
+        lambda names: bool(names) and all(os.path.isfile(config_path(n)) for n in names),
+        message="expected one or more configs, each a name of configs/*.cfg "
+                f"({', '.join(known)}) or the path of a .cfg file that exists")
+    flags.DEFINE_integer(
+        "repeats", 10, "Timed calls per measurement and model; the median is reported.",
+        lower_bound=1)
+    flags.DEFINE_integer(
+        "batch_size", 128, "The large batch of TF inference and of the training step.",
+        lower_bound=1)
+    flags.DEFINE_list(
+        "tflite", list(convert_tflite.QUANTIZATIONS),
+        "TFLite variants to convert, size and time, comma-separated, each one of "
+        f"{', '.join(convert_tflite.QUANTIZATIONS)} (as convert_tflite's --quantization; "
+        "none is float32); empty for no TFLite.")
+    flags.register_validator(
+        "tflite", lambda values: set(values) <= set(convert_tflite.QUANTIZATIONS),
+        message=f"expected a comma-separated list of {', '.join(convert_tflite.QUANTIZATIONS)}")
+    flags.DEFINE_bool(
+        "quick", False,
+        f"A smoke run: {QUICK_REPEATS} repeats and batch size {QUICK_BATCH_SIZE}, where "
+        "--repeats and --batch_size are not given.")
+    flags.DEFINE_string("output", "results/benchmark_models.json", "The JSON results file.")
+    flags.DEFINE_string(
+        "markdown", "results/benchmark_models.md", "The Markdown table file (for the README).")
+    flags.DEFINE_string(
+        "plot", "results/benchmark_models.png",
+        "The PNG plot file: speed-up against kept fraction, the ideal as a line.")
+    for name, suffix in (("output", ".json"), ("markdown", ".md"), ("plot", ".png")):
+        flags.register_validator(
+            name, lambda path, suffix=suffix: path.endswith(suffix),
+            message=f"expected a file name ending in {suffix}")
+
+
+if __name__ == "__main__":
+    _define_flags()
+    app.run(main)

@@ -6,6 +6,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from ssc_tf import model_dir as model_dir_lib
 from ssc_tf.layers import SSCConv2D
 from ssc_tf.models import report
 
@@ -44,6 +45,9 @@ class StopOnNonFiniteLoss(keras.callbacks.Callback):
 class EpochCheckpoint(keras.callbacks.Callback):
     """Saves `manager`'s checkpoint after each epoch that ended with a finite loss.
 
+    The checkpoint of epoch n is `epoch-<n>` (`ssc_tf.model_dir.save_checkpoint`), so a
+    resumed run never saves over an earlier epoch's; a failed save raises `OSError`.
+
     Under `MultiWorkerMirroredStrategy` every worker must save, since saving reads the
     distributed variables with collectives, but only the chief keeps its checkpoints: the
     others pass `discard=True` and a manager of a scratch directory, which this callback
@@ -66,7 +70,7 @@ class EpochCheckpoint(keras.callbacks.Callback):
         if loss is not None and not math.isfinite(float(loss)):
             return
         self._epoch.assign(epoch + 1)
-        self._manager.save(checkpoint_number=epoch + 1)
+        model_dir_lib.save_checkpoint(self._manager, epoch + 1)
         if self._discard:
             tf.io.gfile.rmtree(self._manager.directory)
 

@@ -1,21 +1,34 @@
 """What training writes under `--model_dir`, and how evaluation and export read it back.
 
-    <model_dir>/run.json          the experiment config and data_dir of the run (written first)
+    <model_dir>/run.json          the experiment config and data_dir of the run
     <model_dir>/checkpoints/      tf.train checkpoints, one per finished epoch (the last two kept)
     <model_dir>/logs/             TensorBoard: train/, validation/, run/ (counts, SSC patterns)
+    <model_dir>/train.lock        while a trainer runs: its process id, host and start time
     <model_dir>/eval.json         `python -m ssc_tf.evaluate` results
 
 Each checkpoint holds the model's variables, the optimizer's (its step counter drives the
 learning-rate schedule) and the number of finished epochs, so a restarted run resumes the
-schedule where it stopped. A checkpoint becomes the latest only once completely written
-(`tf.train.CheckpointManager` updates its index last), so a run killed while saving resumes
-from the epoch before.
+schedule where it stopped. Checkpoint `epoch-<n>` is the one saved after epoch n, so a run
+that resumes never saves over an earlier epoch's. A checkpoint becomes the latest only once
+completely written (`tf.train.CheckpointManager` updates its index last, and deletes old
+checkpoints only after a save succeeded), so a run killed while saving, or stopped by a full
+disk, resumes from the epoch before. A checkpoint that does not read back (truncated, or
+deleted) is skipped for the next older one (`restore_newest`).
+
+run.json is written once the model, the data and the checkpoint have loaded, so a run that
+fails before it trains leaves none (or the previous one) behind.
 """
 
+import contextlib
 import dataclasses
+import datetime
+import fcntl
 import json
 import os
+import re
+import socket
 
+from absl import logging
 import tensorflow as tf
 
 from ssc_tf.config import ExperimentConfig
@@ -23,12 +36,21 @@ from ssc_tf.config import ExperimentConfig
 RUN_FILE = "run.json"
 CHECKPOINT_DIR = "checkpoints"
 LOG_DIR = "logs"
+LOCK_FILE = "train.lock"
 EVAL_FILE = "eval.json"
 
 # The config fields that define the network; a model_dir holds one network for good, while
 # the schedule may change between runs (e.g. more --epochs to train on).
 _MODEL_FIELDS = ("dataset", "model", "dense", "g", "p", "p_1x1")
 _CHECKPOINTS_KEPT = 2
+_CHECKPOINT_NAME = "epoch"
+# The files of checkpoint `epoch-<n>`; not the `<prefix>_temp` folder of a save that did not
+# finish.
+_CHECKPOINT_FILE = re.compile(rf"{_CHECKPOINT_NAME}-(\d+)\.(?:index|data-\d+-of-\d+)")
+_CHECKPOINT_PREFIX = re.compile(rf"{_CHECKPOINT_NAME}-(\d+)")
+_INDEX_FILE = "checkpoint"
+# TensorFlow's decoration of an op's error: `{{function_node ...}}` and `[Op:SaveV2]`.
+_OP_DECORATION = re.compile(r"\{\{[^}]*\}\}\s*|\s*\[Op:\w+\]")
 
 
 def write_atomically(path, contents, *, overwrite=True):
@@ -55,7 +77,7 @@ def write_json(path, value):
 
 
 def write_run(model_dir, config, data_dir):
-    """Records the run's config and data_dir in `<model_dir>/run.json`."""
+    """Records the run's config and data_dir in `<model_dir>/run.json`, atomically."""
     tf.io.gfile.makedirs(model_dir)
     write_json(
         os.path.join(model_dir, RUN_FILE),
@@ -71,6 +93,8 @@ def read_run(model_dir):
 
     Raises:
         FileNotFoundError: `model_dir` holds no run.json (no training run wrote it).
+        ValueError: its run.json is not one that training wrote (damaged, or another
+            program's); the message names it and what to do.
     """
     path = os.path.join(model_dir, RUN_FILE)
     if not tf.io.gfile.exists(path):
@@ -78,9 +102,17 @@ def read_run(model_dir):
             f"--model_dir={model_dir!r} holds no {RUN_FILE}: it is not a directory that "
             "`python -m ssc_tf.train --model_dir=...` wrote."
         )
-    with tf.io.gfile.GFile(path) as f:
-        run = json.load(f)
-    return ExperimentConfig(**run["config"]), run["data_dir"]
+    try:
+        with tf.io.gfile.GFile(path) as f:
+            run = json.load(f)
+        return ExperimentConfig(**run["config"]), run["data_dir"]
+    except (ValueError, KeyError, TypeError) as e:
+        raise ValueError(
+            f"{path} is not a run file that `python -m ssc_tf.train` wrote "
+            f"({type(e).__name__}: {_one_line(e)}). If it was damaged, delete it and run "
+            "`python -m ssc_tf.train` with the run's own flags and --model_dir: it writes the "
+            "file again once the checkpoint restores."
+        ) from None
 
 
 def model_differences(saved, config):
@@ -106,30 +138,218 @@ def check_same_model(model_dir, saved, config):
         )
 
 
+@contextlib.contextmanager
+def lock(model_dir):
+    """Holds `<model_dir>/train.lock` while the `with` block trains into `model_dir`.
+
+    One trainer at a time: the lock is an exclusive `fcntl.flock` on that file, which holds
+    this process' id, host and start time for the message a second trainer gets. The kernel
+    frees the lock when the process ends, even by `kill -9`, so a crashed run leaves only the
+    file, which the next trainer takes over (logging whose it was); a clean exit removes it.
+
+    A `model_dir` that cannot be locked (a bucket such as gs://..., or a file system without
+    locks) is used unlocked, with a warning.
+
+    Raises:
+        ValueError: another process holds the lock; the message names it.
+    """
+    tf.io.gfile.makedirs(model_dir)
+    path = os.path.join(model_dir, LOCK_FILE)
+    fd = _acquire(path, model_dir)
+    try:
+        yield
+    finally:
+        if fd is not None:
+            _release(path, fd)
+
+
+def _acquire(path, model_dir):
+    """Locks `path` and writes this process into it; returns its descriptor, or None."""
+    if "://" in path:
+        logging.warning(
+            "--model_dir=%s cannot be locked (not a local or network file system): make sure "
+            "no other trainer writes it.", model_dir)
+        return None
+    while True:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = _lock_holder(fd)
+            os.close(fd)
+            who = (f"process {holder['pid']} on {holder['host']} has trained into it since "
+                   f"{holder['started']}" if holder else "another process is starting there")
+            raise ValueError(
+                f"--model_dir={model_dir!r} is in use: {who} (it holds {path}). Wait for that "
+                "run to finish or stop it; one model_dir takes one trainer at a time."
+            ) from None
+        except OSError as e:
+            os.close(fd)
+            logging.warning(
+                "Cannot lock %s (%s): make sure no other trainer writes --model_dir=%s.",
+                path, e.strerror, model_dir)
+            return None
+        # The holder before may have removed the file between the open and the lock: this
+        # lock is then on a file nobody else sees, so start again.
+        with contextlib.suppress(FileNotFoundError):
+            if os.path.samestat(os.fstat(fd), os.stat(path)):
+                break
+        os.close(fd)
+    previous = _lock_holder(fd)
+    if previous:
+        logging.warning(
+            "Taking over %s from process %s on %s (started %s), which ended without "
+            "releasing it.", path, previous["pid"], previous["host"], previous["started"])
+    holder = {
+        "pid": os.getpid(),
+        "host": socket.gethostname(),
+        "started": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
+    }
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, json.dumps(holder).encode(), 0)
+    return fd
+
+
+def _lock_holder(fd):
+    """The `{pid, host, started}` a lock file holds, or None (empty, or being written)."""
+    try:
+        holder = json.loads(os.pread(fd, 4096, 0))
+        return holder if {"pid", "host", "started"} <= holder.keys() else None
+    except (ValueError, AttributeError):
+        return None
+
+
+def _release(path, fd):
+    """Removes the lock file (while still holding it, unless someone replaced it) and unlocks."""
+    try:
+        with contextlib.suppress(FileNotFoundError):
+            if os.path.samestat(os.fstat(fd), os.stat(path)):
+                os.remove(path)
+    finally:
+        os.close(fd)
+
+
 def checkpoint_manager(checkpoint, directory):
     """The manager that saves `checkpoint` under `directory`, keeping the last two."""
     return tf.train.CheckpointManager(
-        checkpoint, directory, max_to_keep=_CHECKPOINTS_KEPT, checkpoint_name="epoch"
+        checkpoint, directory, max_to_keep=_CHECKPOINTS_KEPT, checkpoint_name=_CHECKPOINT_NAME
     )
 
 
+def save_checkpoint(manager, epoch):
+    """Saves `manager`'s checkpoint as `epoch-<epoch>`, the one of that finished epoch.
+
+    Returns:
+        The path saved.
+
+    Raises:
+        OSError: the save failed (a full disk, ...); the message names the directory and what
+            to do. The checkpoints saved before are intact.
+    """
+    try:
+        return manager.save(checkpoint_number=epoch)
+    except tf.errors.OpError as e:
+        raise OSError(
+            f"Could not save the checkpoint of epoch {epoch} under {manager.directory} "
+            f"({_one_line(e)}). Free space there (or fix the cause) and rerun the same "
+            "command: it resumes from the last checkpoint saved."
+        ) from e
+
+
+def restore_newest(checkpoint, model_dir, *, partial=False):
+    """Restores `checkpoint` from the newest checkpoint of `model_dir` that reads back.
+
+    The checkpoints are tried from the newest epoch to the oldest, those the index names and
+    those whose files are there; one that does not read back (a file truncated by a full disk,
+    or deleted) is skipped with a warning that names its files.
+
+    Args:
+        checkpoint: `tf.train.Checkpoint` with every variable created.
+        model_dir: str, a directory written by `ssc_tf.train`.
+        partial: bool, restore only what `checkpoint` holds (e.g. the model without its
+            optimizer) rather than require every saved value to have its variable.
+
+    Returns:
+        The path of the checkpoint restored, or None where `model_dir` holds no checkpoint
+        file at all.
+
+    Raises:
+        ValueError: checkpoints/ holds checkpoint files but none of them restores, or the
+            newest that reads back does not fit `checkpoint`; the message says what is there
+            and what to do. A run that had checkpoints never starts over by itself.
+    """
+    directory = os.path.join(model_dir, CHECKPOINT_DIR)
+    files = sorted(tf.io.gfile.listdir(directory)) if tf.io.gfile.isdir(directory) else []
+    try:
+        state = tf.train.get_checkpoint_state(directory)
+    except ValueError:  # The index names no newest checkpoint, e.g. an empty file.
+        raise ValueError(
+            f"{os.path.join(directory, _INDEX_FILE)}, the index of the checkpoints, names none "
+            "(it is empty or damaged): delete it, and the next run finds the checkpoints by "
+            "their files."
+        ) from None
+    named = [os.path.basename(p) for p in state.all_model_checkpoint_paths] if state else []
+    epochs = {int(m[1]) for m in map(_CHECKPOINT_FILE.fullmatch, files) if m}
+    epochs |= {int(m[1]) for m in map(_CHECKPOINT_PREFIX.fullmatch, named) if m}
+    skipped = []
+    for epoch in sorted(epochs, reverse=True):
+        path = os.path.join(directory, f"{_CHECKPOINT_NAME}-{epoch}")
+        try:
+            status = checkpoint.restore(path)
+            if partial:
+                status.expect_partial().assert_existing_objects_matched()
+            else:
+                status.assert_consumed()
+        except (tf.errors.OpError, IndexError) as e:
+            own = [name for name in files if name.startswith(f"{_CHECKPOINT_NAME}-{epoch}.")]
+            skipped.append(f"{', '.join(own)}: {_one_line(e)}" if own else
+                           f"{_CHECKPOINT_NAME}-{epoch}: its files are gone")
+            logging.warning("Skipping checkpoint %s, which does not restore (%s).",
+                            path, skipped[-1])
+            continue
+        except (AssertionError, ValueError) as e:
+            raise ValueError(
+                f"{path} does not fit the model and optimizer that this run builds "
+                f"({_one_line(e)}). Use the run's own flags, or a new --model_dir."
+            ) from None
+        return path
+    if skipped or _INDEX_FILE in files:
+        found = "; ".join(skipped) or f"it holds only {', '.join(files)}"
+        raise ValueError(
+            f"--model_dir={model_dir!r} has held checkpoints, but none under {directory} "
+            f"restores ({found}), so this run does not start over from epoch 0 by itself. To "
+            f"do so, move {directory} away; or train into a new --model_dir."
+        )
+    return None
+
+
 def latest_checkpoint(model_dir):
-    """Path of the newest complete checkpoint in `model_dir`.
+    """Path of the checkpoint that the index of `model_dir`'s checkpoints names newest.
 
     Raises:
         FileNotFoundError: there is none; the message says what to run.
     """
     path = tf.train.latest_checkpoint(os.path.join(model_dir, CHECKPOINT_DIR))
     if path is None:
-        raise FileNotFoundError(
-            f"--model_dir={model_dir!r} holds no checkpoint under {CHECKPOINT_DIR}/: train "
-            "at least one epoch there first (python -m ssc_tf.train --model_dir=...)."
-        )
+        raise _no_checkpoint(model_dir)
     return path
 
 
+def _no_checkpoint(model_dir):
+    return FileNotFoundError(
+        f"--model_dir={model_dir!r} holds no checkpoint under {CHECKPOINT_DIR}/: train "
+        "at least one epoch there first (python -m ssc_tf.train --model_dir=...)."
+    )
+
+
+def _one_line(error):
+    """The first line of `error`'s message, without TensorFlow's op decoration."""
+    lines = str(error).strip().splitlines() or [type(error).__name__]
+    return _OP_DECORATION.sub("", lines[0])
+
+
 def load_model(model_dir):
-    """Rebuilds the trained model of `model_dir` with its newest weights.
+    """Rebuilds the trained model of `model_dir` with its newest weights that restore.
 
     Returns:
         `(model, config, data_dir, epoch)`: the Keras model (float32, not compiled), the run's
@@ -137,14 +357,15 @@ def load_model(model_dir):
 
     Raises:
         FileNotFoundError: no run.json or no checkpoint in `model_dir`.
+        ValueError: an unreadable run.json, or checkpoints of which none restores.
     """
     from ssc_tf import models
 
     config, data_dir = read_run(model_dir)
-    path = latest_checkpoint(model_dir)
     model = models.build(config.model, **config.model_kwargs())
     epoch = tf.Variable(0, dtype=tf.int64, trainable=False)
-    status = tf.train.Checkpoint(model=model, epoch=epoch).restore(path)
     # Every model variable must come from the checkpoint; its optimizer slots are not needed.
-    status.expect_partial().assert_existing_objects_matched()
+    checkpoint = tf.train.Checkpoint(model=model, epoch=epoch)
+    if restore_newest(checkpoint, model_dir, partial=True) is None:
+        raise _no_checkpoint(model_dir)
     return model, config, data_dir, int(epoch.numpy())

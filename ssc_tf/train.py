@@ -6,9 +6,11 @@ run live and how to run it: `--data_dir`, `--model_dir`, `--strategy`, `--mixed_
 `--jit_compile`, `--steps_per_epoch`.
 
 The run resumes by itself: started again with the same `--model_dir` (after a crash, a kill,
-or with a larger `--epochs`), it restores the newest epoch checkpoint, optimizer and
-learning-rate schedule included, and goes on from there. See `ssc_tf.model_dir` for what it
-writes. `python -m ssc_tf.train --helpfull` lists every flag.
+or with a larger `--epochs`), it restores the newest epoch checkpoint that reads back,
+optimizer and learning-rate schedule included, and goes on from there; it refuses to start
+over in a `--model_dir` whose checkpoints are all damaged. One trainer at a time: a second one
+on the same `--model_dir` is refused. See `ssc_tf.model_dir` for what it writes.
+`python -m ssc_tf.train --helpfull` lists every flag.
 
 `--strategy=multi_worker` trains on several machines: start the same command on each, with
 its own `TF_CONFIG` (see `ssc_tf.distribute`) and the same `--model_dir` on storage every
@@ -16,11 +18,13 @@ worker reads (a shared file system or a bucket). Keras 3.15's `fit` fails under
 `MultiWorkerMirroredStrategy` (keras-team/keras#20585), so that strategy trains with a loop
 of its own that runs the model's `train_step` and `test_step` and calls the same callbacks
 with the same logs; the steps, checkpoints and TensorBoard logs are those of `fit`. Only the
-chief (`ssc_tf.distribute.is_chief`) writes `--model_dir`; every worker resumes from it.
-`--jit_compile` is ignored there: XLA cannot compile the step's all-reduces (gradients,
-batch-norm statistics) on CPU, and XLA with multi-worker collectives on GPUs is untested.
+chief (`ssc_tf.distribute.is_chief`) writes and locks `--model_dir`; every worker resumes
+from it. `--jit_compile` is ignored there: XLA cannot compile the step's all-reduces
+(gradients, batch-norm statistics) on CPU, and XLA with multi-worker collectives on GPUs is
+untested.
 """
 
+import contextlib
 import logging as std_logging
 import os
 import sys
@@ -45,7 +49,7 @@ MIXED_PRECISION = {"none": "float32", "float16": "mixed_float16", "bfloat16": "m
 
 def train(config, *, model_dir, data_dir=None, strategy="default", mixed_precision="none",
           jit_compile=False, steps_per_epoch=None, verbose="auto"):
-    """Trains `config` into `model_dir`, resuming from its newest checkpoint if any.
+    """Trains `config` into `model_dir`, resuming from its newest checkpoint that restores.
 
     Validation runs after every epoch on the held-out `validation_split` of the training
     data, or on the test split when `config.validation_split` is 0 (the paper's runs).
@@ -67,8 +71,10 @@ def train(config, *, model_dir, data_dir=None, strategy="default", mixed_precisi
 
     Raises:
         ValueError: a bad setting (dataset without its data_dir, batch size not divisible by
-            the replicas, a model_dir that holds another model, multi_worker workers that
-            resume after different epochs, ...); the message names it.
+            the replicas, a model_dir that holds another model or a damaged run.json, whose
+            checkpoints all fail to restore, or that another trainer holds, multi_worker
+            workers that resume after different epochs, ...); the message names it.
+        OSError: a checkpoint could not be saved (a full disk); the message says what to do.
         NonFiniteLossError: the loss became NaN or infinite.
     """
     if mixed_precision not in MIXED_PRECISION:
@@ -92,18 +98,74 @@ def train(config, *, model_dir, data_dir=None, strategy="default", mixed_precisi
     keras.config.set_dtype_policy(MIXED_PRECISION[mixed_precision])
     tf_strategy = distribute.get_strategy(strategy)
     distribute.check_batch_size(config.batch_size, tf_strategy)
-    # Under multi_worker every worker runs this function; only the chief writes model_dir.
+    # Under multi_worker every worker runs this function; only the chief writes model_dir,
+    # so only the chief locks it.
     chief = distribute.is_chief(tf_strategy)
-    if chief:
-        model_dir_lib.write_run(model_dir, config, data_dir)
+    with model_dir_lib.lock(model_dir) if chief else contextlib.nullcontext():
+        train_data, eval_data = _datasets(config, data_dir, steps_per_epoch)
+        with tf_strategy.scope():
+            model = _compiled_model(config, int(train_data.cardinality()), jit_compile)
+            epoch = tf.Variable(0, dtype=tf.int64, trainable=False, name="epoch")
+            checkpoint = tf.train.Checkpoint(model=model, optimizer=model.optimizer, epoch=epoch)
+        restored = model_dir_lib.restore_newest(checkpoint, model_dir)
+        initial_epoch = int(epoch.numpy()) if restored else 0  # int(epoch) fails if distributed.
+        if restored:
+            logging.info("Resuming %s after epoch %d of %d.", restored, initial_epoch,
+                         config.epochs)
+        checkpoint_dir = os.path.join(model_dir, model_dir_lib.CHECKPOINT_DIR)
+        if strategy == "multi_worker":
+            distribute.check_workers_agree(tf_strategy, initial_epoch, checkpoint_dir)
+        # Written only now that the model, the data and the checkpoint loaded: a run that
+        # failed before would leave a run.json that refuses the corrected command.
+        if chief:
+            model_dir_lib.write_run(model_dir, config, data_dir)
+        if initial_epoch >= config.epochs:
+            logging.info("%s already finished its %d epochs.", model_dir, config.epochs)
+            return model
 
+        # Saving reads the distributed variables with collectives, so every worker saves;
+        # the others into a directory of their own, deleted after each save (see
+        # EpochCheckpoint).
+        scratch_dir = None if chief else tempfile.mkdtemp(prefix="ssc_tf_checkpoint_")
+        manager = model_dir_lib.checkpoint_manager(checkpoint, scratch_dir or checkpoint_dir)
+        stop_on_nan = callbacks_lib.StopOnNonFiniteLoss()
+        callbacks = [stop_on_nan, callbacks_lib.EpochCheckpoint(manager, epoch, discard=not chief)]
+        if chief:
+            log_dir = os.path.join(model_dir, model_dir_lib.LOG_DIR)
+            callbacks += [
+                keras.callbacks.TensorBoard(log_dir=log_dir),
+                callbacks_lib.RunSummaries(os.path.join(log_dir, "run"), initial_epoch),
+            ]
+        try:
+            if strategy == "multi_worker":
+                _fit_multi_worker(
+                    model, tf_strategy, train_data, eval_data, epochs=config.epochs,
+                    initial_epoch=initial_epoch, callbacks=callbacks, verbose=verbose)
+            else:
+                model.fit(
+                    train_data, validation_data=eval_data, epochs=config.epochs,
+                    initial_epoch=initial_epoch, callbacks=callbacks, verbose=verbose,
+                    shuffle=False)  # The training split shuffles itself, seeded.
+        finally:
+            if scratch_dir and tf.io.gfile.exists(scratch_dir):
+                tf.io.gfile.rmtree(scratch_dir)
+    if stop_on_nan.error is not None:
+        raise stop_on_nan.error
+    return model
+
+
+def _datasets(config, data_dir, steps_per_epoch):
+    """The training batches (at most `steps_per_epoch` of them) and the validation batches.
+
+    Raises:
+        ValueError: the training split holds less than one batch.
+    """
     train_data = data.load(
         config.dataset, "train", batch_size=config.batch_size, data_dir=data_dir,
         validation_split=config.validation_split, seed=config.seed)
     if steps_per_epoch is not None:
         train_data = train_data.take(steps_per_epoch)
-    steps = int(train_data.cardinality())
-    if steps < 1:
+    if int(train_data.cardinality()) < 1:
         raise ValueError(
             f"The training split of {config.dataset!r} holds fewer than --batch_size="
             f"{config.batch_size} examples, so an epoch has no step; lower --batch_size."
@@ -112,61 +174,28 @@ def train(config, *, model_dir, data_dir=None, strategy="default", mixed_precisi
     eval_data = data.load(
         config.dataset, eval_split, batch_size=config.batch_size, data_dir=data_dir,
         validation_split=config.validation_split, seed=config.seed)
+    return train_data, eval_data
 
-    with tf_strategy.scope():
-        model = models.build(config.model, **config.model_kwargs())
-        metrics = [keras.metrics.SparseCategoricalAccuracy(name="accuracy")]
-        if config.num_classes > 10:
-            metrics.append(keras.metrics.SparseTopKCategoricalAccuracy(5, name="top5"))
-        model.compile(
-            optimizer=optimization.build_optimizer(config, steps),
-            loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-            metrics=metrics,
-            jit_compile=jit_compile,
-        )
-        model.optimizer.build(model.trainable_variables)
-        epoch = tf.Variable(0, dtype=tf.int64, trainable=False, name="epoch")
-        checkpoint = tf.train.Checkpoint(model=model, optimizer=model.optimizer, epoch=epoch)
-    checkpoint_dir = os.path.join(model_dir, model_dir_lib.CHECKPOINT_DIR)
-    latest = tf.train.latest_checkpoint(checkpoint_dir)
-    initial_epoch = 0
-    if latest:
-        checkpoint.restore(latest).assert_consumed()
-        initial_epoch = int(epoch.numpy())  # int(epoch) fails on a distributed variable.
-        logging.info("Resuming %s after epoch %d of %d.", latest, initial_epoch, config.epochs)
-    if strategy == "multi_worker":
-        distribute.check_workers_agree(tf_strategy, initial_epoch, checkpoint_dir)
-    if initial_epoch >= config.epochs:
-        logging.info("%s already finished its %d epochs.", model_dir, config.epochs)
-        return model
 
-    # Saving reads the distributed variables with collectives, so every worker saves; the
-    # others into a directory of their own, deleted after each save (see EpochCheckpoint).
-    scratch_dir = None if chief else tempfile.mkdtemp(prefix="ssc_tf_checkpoint_")
-    manager = model_dir_lib.checkpoint_manager(checkpoint, scratch_dir or checkpoint_dir)
-    stop_on_nan = callbacks_lib.StopOnNonFiniteLoss()
-    callbacks = [stop_on_nan, callbacks_lib.EpochCheckpoint(manager, epoch, discard=not chief)]
-    if chief:
-        log_dir = os.path.join(model_dir, model_dir_lib.LOG_DIR)
-        callbacks += [
-            keras.callbacks.TensorBoard(log_dir=log_dir),
-            callbacks_lib.RunSummaries(os.path.join(log_dir, "run"), initial_epoch),
-        ]
-    try:
-        if strategy == "multi_worker":
-            _fit_multi_worker(
-                model, tf_strategy, train_data, eval_data, epochs=config.epochs,
-                initial_epoch=initial_epoch, callbacks=callbacks, verbose=verbose)
-        else:
-            model.fit(
-                train_data, validation_data=eval_data, epochs=config.epochs,
-                initial_epoch=initial_epoch, callbacks=callbacks, verbose=verbose,
-                shuffle=False)  # The training split shuffles itself, seeded.
-    finally:
-        if scratch_dir and tf.io.gfile.exists(scratch_dir):
-            tf.io.gfile.rmtree(scratch_dir)
-    if stop_on_nan.error is not None:
-        raise stop_on_nan.error
+def _compiled_model(config, steps, jit_compile):
+    """The model of `config`, compiled, its optimizer built (call under the strategy's scope).
+
+    Args:
+        config: the `ExperimentConfig`.
+        steps: int, training steps per epoch (the learning-rate schedule counts steps).
+        jit_compile: bool, XLA-compile the train and test steps.
+    """
+    model = models.build(config.model, **config.model_kwargs())
+    metrics = [keras.metrics.SparseCategoricalAccuracy(name="accuracy")]
+    if config.num_classes > 10:
+        metrics.append(keras.metrics.SparseTopKCategoricalAccuracy(5, name="top5"))
+    model.compile(
+        optimizer=optimization.build_optimizer(config, steps),
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        metrics=metrics,
+        jit_compile=jit_compile,
+    )
+    model.optimizer.build(model.trainable_variables)
     return model
 
 
@@ -258,7 +287,7 @@ def main(argv):
             config, model_dir=FLAGS.model_dir, data_dir=FLAGS.data_dir,
             strategy=FLAGS.strategy, mixed_precision=FLAGS.mixed_precision,
             jit_compile=FLAGS.jit_compile, steps_per_epoch=FLAGS.steps_per_epoch)
-    except (ValueError, FileNotFoundError, callbacks_lib.NonFiniteLossError) as e:
+    except (ValueError, OSError, callbacks_lib.NonFiniteLossError) as e:
         sys.exit(f"Error: {e}")
 
 
@@ -273,8 +302,9 @@ def _define_flags():
         "(required). Unused for digits.")
     flags.DEFINE_string(
         "model_dir", None,
-        "Directory of the run: run.json, checkpoints/, logs/ (TensorBoard). A run started again "
-        "with the same --model_dir resumes from its last finished epoch.")
+        "Directory of the run: run.json, checkpoints/, logs/ (TensorBoard), train.lock while "
+        "it trains. A run started again with the same --model_dir resumes from its last "
+        "finished epoch; a second trainer on it is refused.")
     flags.DEFINE_enum(
         "strategy", "default", list(distribute.STRATEGIES),
         "tf.distribute strategy: default (TF's default, one device), one_device (first GPU, "

@@ -1,6 +1,8 @@
 """Training end to end on the bundled digits: run files, TensorBoard, resume, distribution.
 
---strategy=multi_worker (two worker processes) is tested in test_multi_worker.py.
+--strategy=multi_worker (two worker processes) is tested in test_multi_worker.py, faults in a
+model_dir (damaged checkpoints, two trainers, a full disk, a bad run.json) in
+test_run_dir_faults.py.
 """
 
 import json
@@ -69,6 +71,7 @@ def test_run_writes_config_and_one_checkpoint_per_epoch(trained_run):
     assert reader.get_tensor("optimizer/_iterations/.ATTRIBUTES/VARIABLE_VALUE") == 6
     # After the boundary at epoch 1 the rate is 0.05 * 0.1.
     assert float(model.optimizer.learning_rate) == pytest.approx(0.005)
+    assert not os.path.exists(os.path.join(model_dir, model_dir_lib.LOCK_FILE))
 
 
 @pytest.mark.slow
@@ -204,6 +207,9 @@ def test_resumes_after_kill_9_mid_epoch(tmp_path):
     second = _run_cli(model_dir)
     output, _ = second.communicate(timeout=300)
     assert second.returncode == 0, output
+    # The killed run's lock died with it; the file it left is taken over, and removed at exit.
+    assert f"from process {first.pid}" in output
+    assert not (model_dir / model_dir_lib.LOCK_FILE).exists()
     assert "after epoch 1 of 3" in output
     reader = tf.train.load_checkpoint(model_dir_lib.latest_checkpoint(str(model_dir)))
     assert reader.get_tensor("epoch/.ATTRIBUTES/VARIABLE_VALUE") == 3

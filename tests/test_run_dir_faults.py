@@ -1,0 +1,267 @@
+"""Faults in a model_dir: damaged or deleted checkpoints, two trainers, a full disk, a bad run.json.
+
+The checkpoint and lock tests start from a copy of one finished run (2 epochs of one step
+each). Each checks that no fault loses a finished epoch's checkpoint, and that each error is one
+line that names the file and what to do.
+"""
+
+import dataclasses
+import filecmp
+import json
+import logging
+import os
+import pathlib
+import re
+import shlex
+import shutil
+import socket
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from ssc_tf import config as config_lib
+from ssc_tf import distribute
+from ssc_tf import evaluate
+from ssc_tf import model_dir as model_dir_lib
+from ssc_tf import models
+from ssc_tf import train
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+QUICKSTART = ROOT / "configs" / "quickstart.cfg"
+# The quickstart experiment, shortened; `_config` and `_train_command` both apply it.
+_SCHEDULE = {"epochs": 2, "batch_size": 16, "learning_rate": 0.05, "lr_boundaries": ()}
+_EPOCH = "epoch/.ATTRIBUTES/VARIABLE_VALUE"
+_ITERATIONS = "optimizer/_iterations/.ATTRIBUTES/VARIABLE_VALUE"
+
+
+def _config(**overrides):
+    return dataclasses.replace(
+        config_lib.load_flagfile(QUICKSTART), **{**_SCHEDULE, **overrides})
+
+
+def _train_command(model_dir, steps_per_epoch=1, **overrides):
+    """`python -m ssc_tf.train` with the settings of `_config(**overrides)`."""
+    settings = {**_SCHEDULE, **overrides, "steps_per_epoch": steps_per_epoch}
+    return [sys.executable, "-m", "ssc_tf.train", f"--flagfile={QUICKSTART}",
+            f"--model_dir={model_dir}"] + [
+        f"--{name}={','.join(map(str, value)) if isinstance(value, tuple) else value}"
+        for name, value in settings.items()]
+
+
+def _env():
+    return {**os.environ, "PYTHONPATH": str(ROOT), "TF_CPP_MIN_LOG_LEVEL": "2"}
+
+
+def _train(model_dir, **overrides):
+    return train.train(_config(**overrides), model_dir=str(model_dir), steps_per_epoch=1,
+                       verbose=0)
+
+
+def _stamps(model_dir, epoch):
+    """{file: (inode, mtime)} of checkpoint `epoch-<epoch>`: any rewrite changes them."""
+    return {path.name: (path.stat().st_ino, path.stat().st_mtime_ns)
+            for path in (model_dir / "checkpoints").glob(f"epoch-{epoch}.*")}
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory):
+    model_dir = tmp_path_factory.mktemp("finished") / "run"
+    _train(model_dir)
+    return model_dir
+
+
+@pytest.fixture
+def run_copy(finished_run, tmp_path):
+    copy = tmp_path / "run"
+    shutil.copytree(finished_run, copy)
+    return copy
+
+
+def _damage(paths, fault):
+    """Truncates the data files among `paths` to half ("truncated"), or deletes them all."""
+    for path in list(paths):
+        if fault != "truncated":
+            path.unlink()
+        elif ".data-" in path.name:
+            os.truncate(path, path.stat().st_size // 2)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("fault, warning", [
+    ("truncated", "epoch-2.data-00000-of-00001, epoch-2.index: Read less bytes than requested"),
+    ("deleted", "epoch-2: its files are gone"),  # The index still names it.
+    ("deleted_with_index", None),  # Nothing names it any more.
+], ids=["truncated", "deleted", "deleted_with_index"])
+def test_damaged_newest_checkpoint_falls_back_to_the_older_one(run_copy, fault, warning,
+                                                               caplog):
+    checkpoints = run_copy / "checkpoints"
+    _damage(checkpoints.glob("epoch-2.*"), fault)
+    if fault == "deleted_with_index":  # Only the older checkpoint is left to find.
+        (checkpoints / "checkpoint").unlink()
+    older = _stamps(run_copy, 1)
+    with caplog.at_level(logging.WARNING):
+        # Asked for 1 epoch, the run is finished once epoch 1 is restored and trains
+        # nothing; a run that started over would save over epoch 1.
+        model = _train(run_copy, epochs=1)
+    assert model.optimizer.iterations.numpy() == 1
+    config = _config()
+    saved = models.build(config.model, **config.model_kwargs())
+    tf.train.Checkpoint(model=saved).restore(str(checkpoints / "epoch-1")).expect_partial()
+    for restored, expected in zip(model.variables, saved.variables, strict=True):
+        np.testing.assert_array_equal(restored.numpy(), expected.numpy(), err_msg=restored.path)
+    assert (warning in caplog.text) if warning else "Skipping" not in caplog.text
+    assert _stamps(run_copy, 1) == older
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("fault", ["truncated", "deleted"])
+def test_refuses_to_start_over_when_no_checkpoint_restores(run_copy, fault):
+    checkpoints = run_copy / "checkpoints"
+    _damage(checkpoints.glob("epoch-*.*"), fault)
+    left = sorted(os.listdir(checkpoints))
+    run_json = (run_copy / "run.json").read_text()
+    with pytest.raises(ValueError, match="has held checkpoints, but none") as error:
+        _train(run_copy, epochs=3)
+    message = str(error.value)
+    if fault == "truncated":
+        assert ("epoch-2.data-00000-of-00001, epoch-2.index: Read less bytes than requested; "
+                "epoch-1.data-00000-of-00001, epoch-1.index: Read less bytes") in message
+    else:
+        assert "epoch-2: its files are gone; epoch-1: its files are gone" in message
+    assert f"move {checkpoints} away" in message and "\n" not in message
+    # Nothing written: no checkpoint, the run.json of the run that had them, no lock left.
+    assert sorted(os.listdir(checkpoints)) == left
+    assert (run_copy / "run.json").read_text() == run_json
+    assert not (run_copy / model_dir_lib.LOCK_FILE).exists()
+
+
+@pytest.mark.slow
+def test_empty_checkpoint_index_names_the_file_and_the_remedy(run_copy):
+    index = run_copy / "checkpoints" / "checkpoint"
+    index.write_text("")
+    with pytest.raises(ValueError, match=re.escape(
+            f"{index}, the index of the checkpoints, names none (it is empty or damaged): "
+            "delete it")):
+        _train(run_copy)
+    index.unlink()
+    assert _train(run_copy).optimizer.iterations.numpy() == 2  # Found by its files.
+
+
+@pytest.mark.slow
+def test_second_trainer_is_refused_and_a_killed_ones_lock_taken_over(run_copy, caplog):
+    lock = run_copy / model_dir_lib.LOCK_FILE
+    first = subprocess.Popen(_train_command(run_copy, epochs=3), env=_env(),
+                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    holder = None
+    while holder is None:
+        assert first.poll() is None, first.stderr.read()
+        assert time.monotonic() < deadline, "the first trainer took no lock"
+        time.sleep(0.05)
+        try:
+            holder = json.loads(lock.read_text())
+        except (FileNotFoundError, ValueError):
+            pass
+    assert holder["pid"] == first.pid and holder["host"] == socket.gethostname()
+    with pytest.raises(ValueError, match=re.escape(
+            f"is in use: process {first.pid} on {socket.gethostname()} has trained into it "
+            f"since {holder['started']} (it holds {lock})")):
+        _train(run_copy, epochs=3)
+    first.kill()
+    first.communicate()
+    assert lock.exists()  # Killed: the file stays, but the kernel freed its lock.
+    with caplog.at_level(logging.WARNING):
+        model = _train(run_copy)  # Finished with epoch 2.
+    assert f"from process {first.pid} on {socket.gethostname()}" in caplog.text
+    assert model.optimizer.iterations.numpy() == 2
+    assert not lock.exists()
+
+
+@pytest.mark.slow
+def test_under_multi_worker_only_the_chief_locks(run_copy, monkeypatch):
+    monkeypatch.setattr(distribute, "is_chief", lambda strategy: False)
+    with model_dir_lib.lock(str(run_copy)):  # As the chief does, training the same run.
+        model = _train(run_copy)
+        assert (run_copy / model_dir_lib.LOCK_FILE).exists()
+    assert model.optimizer.iterations.numpy() == 2
+    assert not (run_copy / model_dir_lib.LOCK_FILE).exists()
+
+
+@pytest.mark.parametrize("contents", [
+    "",
+    '{"config": {"dataset": "digits"',
+    '["not", "a", "run"]',
+    '{"config": {"dataset": "digits", "layers": 3}, "data_dir": null}',
+], ids=["empty", "truncated", "foreign", "unknown_field"])
+def test_unreadable_run_json_names_the_file_and_the_remedy(tmp_path, contents):
+    run_json = tmp_path / "run.json"
+    run_json.write_text(contents)
+    for call in (lambda: train.train(_config(), model_dir=str(tmp_path)),
+                 lambda: evaluate.evaluate(str(tmp_path))):
+        with pytest.raises(ValueError, match=(
+                rf"^{re.escape(str(run_json))} is not a run file that `python -m ssc_tf.train` "
+                r"wrote \(.+\)\. If it was damaged, delete it")) as error:
+            call()
+        assert "\n" not in str(error.value)
+    assert sorted(os.listdir(tmp_path)) == ["run.json"]
+
+
+def test_failed_start_leaves_no_run_json(tmp_path):
+    model_dir = tmp_path / "run"
+    with pytest.raises(ValueError, match="batch_size=4096"):
+        _train(model_dir, g=(1, 2, 4), batch_size=4096)
+    # Neither run.json, which would refuse the corrected command as another model, nor lock.
+    assert os.listdir(model_dir) == []
+
+
+def _unshare_mount(tmp_path):
+    """The `unshare` command line that may mount a tmpfs here, or None where none may."""
+    probe = tmp_path / "probe"
+    probe.mkdir()
+    for unshare in (["unshare", "--mount"], ["unshare", "--user", "--map-root-user", "--mount"]):
+        try:
+            mounted = subprocess.run(
+                [*unshare, "mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(probe)],
+                capture_output=True, timeout=30)
+        except FileNotFoundError:
+            return None
+        if mounted.returncode == 0:
+            return unshare
+    return None
+
+
+@pytest.mark.slow
+def test_full_disk_while_saving_is_one_line_and_keeps_the_saved_epoch(finished_run, tmp_path):
+    unshare = _unshare_mount(tmp_path)
+    if unshare is None:
+        pytest.skip("mounting a tmpfs is not permitted here (unshare --mount failed)")
+    model_dir = tmp_path / "run"
+    shutil.copytree(finished_run, model_dir, ignore=shutil.ignore_patterns("checkpoints"))
+    checkpoints = model_dir / "checkpoints"
+    checkpoints.mkdir()
+    saved = sorted((finished_run / "checkpoints").glob("epoch-1.*"))
+    after = tmp_path / "after"  # The tmpfs' files, copied before its namespace ends.
+    # Room for epoch 1's checkpoint and half of epoch 2's.
+    size = sum(path.stat().st_size for path in saved) * 3 // 2
+    script = " && ".join([
+        shlex.join(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(checkpoints)]),
+        shlex.join(["cp", *map(str, saved), str(checkpoints)]),
+        f"{{ {shlex.join(_train_command(model_dir))}; rc=$?; "
+        f"{shlex.join(['cp', '-r', str(checkpoints), str(after)])}; exit $rc; }}",
+    ])
+    result = subprocess.run([*unshare, "sh", "-c", script], env=_env(), capture_output=True,
+                            text=True, timeout=300)
+    assert result.returncode == 1, result.stderr[-3000:]
+    assert "Traceback" not in result.stderr
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith(f"Error: Could not save the checkpoint of epoch 2 under {checkpoints}")
+    assert "No space left on device" in last and "Free space there" in last
+    for path in saved:
+        assert filecmp.cmp(path, after / path.name, shallow=False), path.name
+    reader = tf.train.load_checkpoint(str(after / "epoch-1"))
+    assert reader.get_tensor(_EPOCH) == 1 and reader.get_tensor(_ITERATIONS) == 1
+    assert not (model_dir / model_dir_lib.LOCK_FILE).exists()

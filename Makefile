@@ -20,8 +20,13 @@ setup: $(VENV)/.installed
 test: setup
 	$(PY) -m pytest -q
 
+# Every form of every config layer shape (about 25 minutes on 2 cores), then whole models
+# against their dense twins (about 20 minutes). Neither rewrites the plan's table: see
+# docs/execution_plan.md for --write_costs.
 benchmark: setup
 	$(PY) tools/benchmark_layer.py --output=results/benchmark_layer.json
+	$(PY) tools/benchmark_models.py --output=results/benchmark_models.json \
+	    --markdown=results/benchmark_models.md --plot=results/benchmark_models.png
 
 # The README's main job: train SSC ResNet-32 on the bundled digits (configs/quickstart.cfg),
 # then evaluate it into $(QUICKSTART_DIR)/eval.json. Rerunning resumes, or skips a finished run.

@@ -37,6 +37,8 @@ import json
 import math
 import os
 
+from ssc_tf import pattern as pattern_lib
+
 KXK_FORMS = ("grouped", "depthwise", "split")
 POINTWISE_FORMS = ("bmm", "conv")
 DENSE = "dense"
@@ -65,8 +67,16 @@ REGIMES = (SMALL_BATCH, LARGE_BATCH, TRAIN)
 # Inference batches up to this size use the small-batch rule.
 SMALL_BATCH_MAX = 8
 
-# Forms measured only where they can pay: one convolution per block costs a call per block.
+# Forms measured only where they can pay: `split` costs a call per block, and `depthwise`
+# holds an intermediate of `in_block` times the output's size.
 SPLIT_MAX_BLOCKS = 16
+DEPTHWISE_MAX_IN_BLOCK = 8
+
+# A TFLite file stores every kernel a form runs, zeros included: forms that would store more
+# than this many times the layer's live weights are not planned there, so the file keeps
+# shrinking with the density (one dense 1 x 1 kernel of a 128-channel layer at p = 4 is
+# twice its live weights).
+TFLITE_MAX_STORED = 1.25
 
 # With no measurement of a runtime (no GPU has been lent to measure one), the plan keeps the
 # form that does the least work: cuDNN's grouped convolutions and batched matmuls.
@@ -159,8 +169,8 @@ class LayerShape:
 def candidates(shape):
     """The form names worth measuring for `shape` on a CPU or in TFLite.
 
-    `split` only for at most `SPLIT_MAX_BLOCKS` blocks; `depthwise` needs equal strides (it is
-    TF's depthwise convolution), which every square stride has.
+    `split` only for at most `SPLIT_MAX_BLOCKS` blocks, `depthwise` only for blocks of at most
+    `DEPTHWISE_MAX_IN_BLOCK` inputs.
     """
     names = [DENSE]
     for kxk in KXK_FORMS:
@@ -168,11 +178,34 @@ def candidates(shape):
             continue
         if kxk == "split" and (shape.g is None or shape.g > SPLIT_MAX_BLOCKS):
             continue
+        if kxk == "depthwise" and (shape.g is None or -(-shape.in_channels // shape.g) >
+                                   DEPTHWISE_MAX_IN_BLOCK):
+            continue
         for pointwise in POINTWISE_FORMS:
             if shape.p is None and pointwise != POINTWISE_FORMS[0]:
                 continue
             names.append(f"{kxk}+{pointwise}")
     return names
+
+
+def _pattern(shape):
+    return pattern_lib.SSCPattern(
+        shape.in_channels, shape.filters, shape.kernel_size, shape.g, shape.p
+    )
+
+
+def stored_weights(shape, name):
+    """Weights (zeros included) that form `name` holds in a graph whose kernels are constants,
+    as in a TFLite file: the dense kernel; or the K x K runs' kernels plus the 1 x 1 part's
+    (p, M/p, N/p) residue matrices (`bmm`) or masked (M, N) kernel (`conv`)."""
+    pattern = _pattern(shape)
+    if name == DENSE:
+        return pattern.dense_params
+    stored = pattern.num_kxk_kernels * shape.kernel_size**2
+    if pattern.num_pointwise_kernels:
+        stored += math.prod(pattern.residue_shape) if name.endswith("+bmm") else (
+            shape.in_channels * shape.filters)
+    return stored
 
 
 def load_costs(path=COSTS_FILE):
@@ -213,7 +246,8 @@ def choose(shape, runtime, regime, path=COSTS_FILE):
 
     Returns:
         The fastest measured form of `shape`, or of the nearest measured shape when the table
-        lacks `shape`; `UNMEASURED_FORM` for a runtime the table does not cover.
+        lacks `shape`; `UNMEASURED_FORM` for a runtime the table does not cover. For TFLite,
+        only forms that store at most `TFLITE_MAX_STORED` times the live weights.
     """
     if runtime not in RUNTIMES or regime not in REGIMES:
         raise ValueError(
@@ -225,7 +259,13 @@ def choose(shape, runtime, regime, path=COSTS_FILE):
         return parse(UNMEASURED_FORM)
     times = table.get(shape.key) or table[_nearest_key(shape, table, path)]
     allowed = candidates(shape)
+    if runtime in (TFLITE, TFLITE_INT8):
+        live = _pattern(shape).live_params
+        small = [n for n in allowed if stored_weights(shape, n) <= TFLITE_MAX_STORED * live]
+        allowed = small or [min(allowed, key=lambda name: stored_weights(shape, name))]
     forms = {name: ms for name, ms in times.items() if name in allowed}
+    if not forms:  # The nearest shape's measured forms are all too large for this one.
+        return parse(min(allowed, key=lambda name: stored_weights(shape, name)))
     return parse(min(sorted(forms), key=forms.get))
 
 

@@ -334,12 +334,17 @@ class SSCConv2D(keras.layers.Layer):
 
     def call(self, inputs, training=None):
         if self._form is not None:
-            outputs = self._run(inputs, self._form)
+            form = self._form
         elif training:
-            outputs = self._run(inputs, self._planned(inputs, execution_plan.TRAIN))
+            form = self._planned(inputs, execution_plan.TRAIN)
         else:
-            outputs = self._inference(inputs)
-        if self.use_bias:
+            form = self._inference_form(inputs)
+        outputs = self._run(inputs, form)
+        if self.use_bias and form.kxk == "grouped" and not self.pattern.num_pointwise_kernels:
+            # Grappler fuses a convolution and its BiasAdd into _FusedConv2D, which TF's CPU
+            # kernels without oneDNN cannot run for a grouped convolution; an Add is not fused.
+            outputs = outputs + self._cast(self.bias)
+        elif self.use_bias:
             outputs = tf.nn.bias_add(outputs, self._cast(self.bias))
         if self.activation is not None:
             outputs = self.activation(outputs)
@@ -369,17 +374,17 @@ class SSCConv2D(keras.layers.Layer):
     def _planned(self, inputs, regime):
         return self.planned_form(inputs.shape, regime)
 
-    def _inference(self, inputs):
-        """Inference: the small-batch form for a batch known to be small (TFLite files run at
-        batch 1), else the large-batch one. A graph traced for any batch (a serving signature)
+    def _inference_form(self, inputs):
+        """The inference form: the small-batch one for a batch known to be small (TFLite
+        files run at batch 1), else the large-batch one. A graph traced for any batch (a serving signature)
         takes the large-batch form: holding both forms behind a `tf.cond` on the batch size
         would store both forms' index constants in every SavedModel (0.3 MB more for
         ResNet-32, a quarter of its weights)."""
         batch = inputs.shape[0]
         small_batch = batch is not None and batch <= execution_plan.SMALL_BATCH_MAX
         if small_batch or current_runtime() in (execution_plan.TFLITE, execution_plan.TFLITE_INT8):
-            return self._run(inputs, self._planned(inputs, execution_plan.SMALL_BATCH))
-        return self._run(inputs, self._planned(inputs, execution_plan.LARGE_BATCH))
+            return self._planned(inputs, execution_plan.SMALL_BATCH)
+        return self._planned(inputs, execution_plan.LARGE_BATCH)
 
     def _run(self, inputs, form):
         if form.dense:

@@ -22,15 +22,18 @@ from layer_testing import (
 
 CONFIG_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs")
 SHAPE = execution_plan.LayerShape(64, 64, 3, 1, (16, 16), 4, 4)
+CPU_RUNTIMES = (execution_plan.CPU_EIGEN, execution_plan.CPU_ONEDNN)
 
 
-def _config_shapes():
-    """The distinct SSC layer shapes of every CIFAR and Tiny-ImageNet config (TF-free)."""
+def _config_shapes(names=None):
+    """The distinct SSC layer shapes of the named configs (default: every CIFAR and
+    Tiny-ImageNet config), TF-free."""
+    if names is None:
+        names = [n[: -len(".cfg")] for n in sorted(os.listdir(CONFIG_DIR))
+                 if n.startswith(("cifar", "tinyimagenet"))]
     shapes = {}
-    for name in sorted(os.listdir(CONFIG_DIR)):
-        if not name.startswith(("cifar", "tinyimagenet")):
-            continue
-        config = config_lib.load_flagfile(os.path.join(CONFIG_DIR, name))
+    for name in names:
+        config = config_lib.load_flagfile(os.path.join(CONFIG_DIR, f"{name}.cfg"))
         kwargs = config.model_kwargs()
         settings = architectures.settings_of(
             config.model, kwargs["g"], kwargs["p"], kwargs.get("p_1x1", ())
@@ -60,7 +63,12 @@ def test_parse_names_every_form():
 
 
 def test_candidates_follow_the_pattern():
+    # 16 inputs per block: too many for depthwise.
     assert execution_plan.candidates(SHAPE) == [
+        "dense", "grouped+bmm", "grouped+conv", "split+bmm", "split+conv",
+    ]
+    eight_per_block = execution_plan.LayerShape(64, 64, 3, 1, (16, 16), 8, 4)
+    assert execution_plan.candidates(eight_per_block) == [
         "dense", "grouped+bmm", "grouped+conv", "depthwise+bmm", "depthwise+conv",
         "split+bmm", "split+conv",
     ]
@@ -89,16 +97,42 @@ def test_choose_takes_the_fastest_measured_form(tmp_path):
 
 
 def test_choose_uses_the_nearest_measured_shape(tmp_path):
-    path = _table(tmp_path, {SHAPE.key: {"dense": 1.0, "depthwise+conv": 0.5}})
+    path = _table(tmp_path, {SHAPE.key: {"dense": 1.0, "split+conv": 0.5}})
     wider = execution_plan.LayerShape(72, 72, 3, 1, (16, 16), 4, 4)
     form = execution_plan.choose(wider, execution_plan.CPU_EIGEN, execution_plan.TRAIN, path)
-    assert form.name == "depthwise+conv"
+    assert form.name == "split+conv"
     # A form the nearest shape won but this shape does not have is never chosen.
     path = _table(tmp_path, {SHAPE.key: {"dense": 1.0, "split+conv": 0.5}})
     many_blocks = execution_plan.LayerShape(64, 64, 3, 1, (16, 16), 32, 4)
     form = execution_plan.choose(many_blocks, execution_plan.CPU_EIGEN, execution_plan.TRAIN,
                                  path)
     assert form.name == "dense"
+
+
+def test_stored_weights_count_what_each_form_holds():
+    # 8 -> 8, g = 2, p = 2: two 4 x 4 blocks of 3 x 3 kernels (288 weights) and 16 live
+    # 1 x 1 weights, which bmm holds in (2, 4, 4) residue matrices and conv in an 8 x 8 kernel.
+    shape = execution_plan.LayerShape(8, 8, 3, 1, (4, 4), 2, 2)
+    assert pattern_lib.SSCPattern(8, 8, 3, 2, 2).live_params == 288 + 16
+    stored = {name: execution_plan.stored_weights(shape, name)
+              for name in ("dense", "grouped+bmm", "split+conv")}
+    assert stored == {"dense": 576, "grouped+bmm": 288 + 32, "split+conv": 288 + 64}
+
+
+def test_tflite_plans_only_forms_that_keep_the_file_small(tmp_path):
+    # 128 -> 128, g = 15, p = 4: the masked 1 x 1 kernel (16,384 weights) would double the
+    # layer's 13,6xx live weights; the residue matrices hold 4,096.
+    shape = execution_plan.LayerShape(128, 128, 3, 1, (8, 8), 15, 4)
+    times = {"dense": 1.0, "grouped+conv": 0.2, "grouped+bmm": 0.3}
+    costs = {"shapes": {shape.key: shape.as_dict()},
+             execution_plan.TFLITE: {execution_plan.SMALL_BATCH: {shape.key: times}},
+             execution_plan.CPU_EIGEN: {execution_plan.SMALL_BATCH: {shape.key: times}}}
+    path = tmp_path / "costs.json"
+    path.write_text(json.dumps(costs))
+    assert execution_plan.choose(shape, execution_plan.TFLITE, execution_plan.SMALL_BATCH,
+                                 str(path)).name == "grouped+bmm"
+    assert execution_plan.choose(shape, execution_plan.CPU_EIGEN, execution_plan.SMALL_BATCH,
+                                 str(path)).name == "grouped+conv"
 
 
 def test_unmeasured_runtime_keeps_the_least_work_form(tmp_path):
@@ -117,14 +151,19 @@ def test_target_runtime_overrides_and_restores():
             pass
 
 
-def test_table_covers_every_config_shape_in_every_measured_runtime():
+def test_table_covers_every_layer_shape_of_the_configs_each_runtime_measured():
     costs = execution_plan.load_costs()
-    assert {s.key for s in CONFIG_SHAPES} <= set(costs["shapes"])
-    for runtime in (execution_plan.CPU_EIGEN, execution_plan.CPU_ONEDNN):
-        for regime in execution_plan.REGIMES:
-            measured = execution_plan.measured(runtime, regime)
-            missing = [s.key for s in CONFIG_SHAPES if s.key not in measured]
-            assert not missing, (runtime, regime, missing[:3])
+    assert set(costs["measured_on"]) >= {execution_plan.CPU_EIGEN, execution_plan.TFLITE}
+    for runtime, measured_on in costs["measured_on"].items():
+        keys = {s.key for s in _config_shapes(measured_on["configs"])}
+        regimes = execution_plan.REGIMES if runtime in CPU_RUNTIMES else (
+            execution_plan.SMALL_BATCH,)
+        for regime in regimes:
+            missing = keys - set(execution_plan.measured(runtime, regime))
+            assert not missing, (runtime, regime, sorted(missing)[:3])
+    # The CPU runtimes cover every CIFAR and Tiny-ImageNet config.
+    assert len(_config_shapes(costs["measured_on"][execution_plan.CPU_EIGEN]["configs"])) == len(
+        CONFIG_SHAPES)
 
 
 def test_eigen_training_never_plans_a_grouped_convolution_without_gradient():
@@ -185,6 +224,7 @@ def test_auto_layer_runs_the_planned_form_of_its_regime(monkeypatch):
     monkeypatch.setattr(execution_plan, "choose", choose)
     layer = SSCConv2D(64, 3, g=4, p=4, padding="same")
     layer(random_inputs((1, 16, 16, 64)))
+    layer(random_inputs((16, 16, 16, 64)))
     layer(random_inputs((16, 16, 16, 64)), training=True)
     with execution_plan.target_runtime(execution_plan.TFLITE):
         layer(random_inputs((1, 16, 16, 64)))

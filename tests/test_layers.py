@@ -95,6 +95,23 @@ def test_grouped_gradients_under_onednn():
     assert "skipped" not in result.stdout and f"{len(CHANNEL_CASES) * 4} passed" in result.stdout
 
 
+@pytest.mark.parametrize("form", execution_plan.FORMS)
+def test_every_form_runs_in_a_graph_with_a_bias_and_no_pointwise_part(form):
+    """Grappler fuses a convolution with its BiasAdd, and without oneDNN TF cannot run that
+    fusion for a grouped convolution: a pattern whose 1 x 1 part holds no live weight (p = M)
+    must still run in a tf.function."""
+    layer = SSCConv2D(64, 3, g=32, p=64, padding="same", bias_initializer="ones",
+                      implementation=form)
+    dense = SSCConv2D(64, 3, g=32, p=64, padding="same", bias_initializer="ones",
+                      implementation="dense")
+    x = random_inputs((2, 8, 8, 64))
+    layer.build(x.shape)
+    dense.build(x.shape)
+    dense.set_weights(layer.get_weights())
+    assert layer.pattern.num_pointwise_kernels == 0
+    np.testing.assert_allclose(tf.function(layer)(x), dense(x), atol=ATOL, rtol=1e-4)
+
+
 def test_depthwise_form_needs_equal_strides():
     with pytest.raises(ValueError, match="`implementation`.*equal strides"):
         SSCConv2D(8, 3, g=2, p=2, strides=(2, 1), implementation="depthwise+conv")

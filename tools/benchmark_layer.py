@@ -133,10 +133,15 @@ def _train_step(layer):
 
 
 def _min_ms(fns, x, repeats):
-    """Minimum milliseconds per call of each function, timed in turns."""
-    for fn in fns.values():
-        fn(x)
-        fn(x)
+    """Minimum milliseconds per call of each function, timed in turns. A function that fails
+    is reported and left out: the plan never picks a form that was not measured."""
+    for name, fn in list(fns.items()):
+        try:
+            fn(x)
+            fn(x)
+        except tf.errors.OpError as error:
+            print(f"  {name} failed: {str(error).splitlines()[0]}", flush=True)
+            del fns[name]
     times = {name: float("inf") for name in fns}
     for _ in range(repeats):
         for name, fn in fns.items():
@@ -242,10 +247,14 @@ def summary(records):
     }
 
 
-def _update_costs(runtime, records, environment):
+def _update_costs(result):
+    """Writes `result`'s times into the runtime's section of the package's cost table."""
+    runtime = result["runtime"]
     table = execution_plan.load_costs() if os.path.exists(execution_plan.COSTS_FILE) else {}
-    table.setdefault("measured_on", {})[runtime] = environment
-    for record in records:
+    table.setdefault("measured_on", {})[runtime] = {
+        k: v for k, v in result.items() if k not in ("records", "summary")
+    }
+    for record in result["records"]:
         shape = record["shape"]
         key = execution_plan.LayerShape(**{**shape, "input_size": tuple(shape["input_size"])}).key
         table.setdefault("shapes", {})[key] = shape
@@ -284,7 +293,7 @@ def main(argv):
               f"median {facts['median_speedup']:.2f}x, worst {facts['worst_speedup']:.2f}x")
     print(f"Wrote {FLAGS.output}")
     if FLAGS.write_costs:
-        _update_costs(runtime, result["records"], benchmark_timing.environment())
+        _update_costs(result)
         print(f"Wrote {execution_plan.COSTS_FILE}")
 
 

@@ -39,10 +39,12 @@ def pair(filters, in_shape, **kwargs):
 
 
 def outputs_and_gradients(layer, x, upstream):
+    """A training step's outputs and gradients (`training=True`: an `"auto"` layer runs its
+    training form, which never needs a gradient that the runtime lacks)."""
     x = tf.constant(x)
     with tf.GradientTape() as tape:
         tape.watch(x)
-        y = layer(x)
+        y = layer(x, training=True)
         loss = tf.reduce_sum(y * upstream)
     # Zeros for a variable that no op reads (a pattern without live 1 x 1 weights).
     grads = tape.gradient(

@@ -242,7 +242,8 @@ def to_tflite(model, dataset, quantization, integer_io=False, calibration=()):
     """The TFLite flatbuffer of `model`'s `ServingModel.save_for_tflite` graph.
 
     The SSC layers are traced for LiteRT (`execution_plan.target_runtime`): the forms the
-    execution plan measured fastest there, for float files or for files with int8 weights.
+    execution plan measured fastest there: the int8 table for int8 files, the float one for
+    the others.
 
     Args:
         model: a Keras model of `dataset`'s inputs.
@@ -251,9 +252,8 @@ def to_tflite(model, dataset, quantization, integer_io=False, calibration=()):
         integer_io: bool, uint8 inputs and outputs (int8 only).
         calibration: float32 pixel batches that calibrate int8's activation ranges.
     """
-    runtime = execution_plan.TFLITE
-    if quantization in ("dynamic", "int8"):
-        runtime = execution_plan.TFLITE_INT8
+    # Dynamic range keeps float activations (hybrid kernels, unmeasured): the float plan.
+    runtime = execution_plan.TFLITE_INT8 if quantization == "int8" else execution_plan.TFLITE
     with tempfile.TemporaryDirectory() as saved_model_dir:
         with execution_plan.target_runtime(runtime):
             serving.ServingModel(model, dataset).save_for_tflite(saved_model_dir)

@@ -52,8 +52,8 @@ IMPLEMENTATIONS = (AUTO,) + FORMS
 CPU_ONEDNN = "cpu_onednn"
 CPU_EIGEN = "cpu_eigen"
 GPU = "gpu"
-# LiteRT on one thread at batch 1: float32 (and float16) files, and files with int8 weights
-# (int8 and dynamic-range), whose kernels differ.
+# LiteRT on one thread at batch 1: float32 files (float16 and dynamic-range files, whose
+# activations stay float, use their rule), and int8 files, whose kernels differ.
 TFLITE = "tflite"
 TFLITE_INT8 = "tflite_int8"
 RUNTIMES = (CPU_ONEDNN, CPU_EIGEN, GPU, TFLITE, TFLITE_INT8)

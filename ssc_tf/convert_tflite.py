@@ -44,6 +44,7 @@ import tensorflow as tf
 
 from ssc_tf import data
 from ssc_tf import execution_plan
+from ssc_tf import flagfile
 from ssc_tf import model_dir as model_dir_lib
 from ssc_tf import serving
 
@@ -353,6 +354,11 @@ def _define_flags():
     flags.DEFINE_bool("overwrite", False, "Replace --output if it exists.")
 
 
-if __name__ == "__main__":
+def run():
+    """The `python -m ssc_tf.convert_tflite` and `ssc-convert-tflite` command line."""
     _define_flags()
-    app.run(main)
+    flagfile.run_app(main)
+
+
+if __name__ == "__main__":
+    run()

@@ -1,8 +1,8 @@
 r"""Density report: per-layer live / dense weights and MACs of an experiment's model.
 
-    python tools/density.py --flagfile=configs/cifar100_resnet32_5pct.cfg
-    python tools/density.py --flagfile=configs/cifar100_resnet32_5pct.cfg --json
-    python tools/density.py --all            # markdown table over every config
+    python -m ssc_tf.density --flagfile=cifar100_resnet32_5pct
+    ssc-density --flagfile=cifar100_resnet32_5pct --json
+    ssc-density --all            # markdown table over every packaged config
 
 Counts are exact, from each layer's pattern: weights only (no bias, no batch norm); totals cover
 every convolution and the classifier. The kept fraction is printed as measured next to the
@@ -13,18 +13,12 @@ import glob
 import json
 import os
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+from absl import flags
 
-from absl import app, flags  # noqa: E402
-
-from ssc_tf import config as config_lib  # noqa: E402
+from ssc_tf import experiment_flags
+from ssc_tf import flagfile
 
 FLAGS = flags.FLAGS
-config_lib.define_flags(FLAGS)
-flags.DEFINE_bool("json", False, "Print one JSON object instead of the table.")
-flags.DEFINE_bool("all", False, "Print a markdown table over every config in --configs_dir.")
-flags.DEFINE_string("configs_dir", os.path.join(os.path.dirname(__file__), "..", "configs"),
-                    "Where --all looks for *.cfg flagfiles.")
 
 
 def _stats(config):
@@ -99,7 +93,7 @@ def all_table(paths):
         "|---|---|---|---|---|---|---|---|",
     ]
     for path in paths:
-        config = config_lib.load_flagfile(path)
+        config = flagfile.load(path)
         stats = _stats(config)
         g = "dense" if config.dense else ", ".join(_gp(v) for v in config.g)
         p = "dense" if config.dense else ", ".join(_gp(v) for v in config.p)
@@ -118,7 +112,7 @@ def main(argv):
         _run(argv)
     except (ValueError, FileNotFoundError) as error:
         # One line on stderr and exit status 1, not a traceback or absl's usage dump.
-        raise SystemExit(f"density.py: error: {error}") from None
+        raise SystemExit(f"Error: {error}") from None
 
 
 def _run(argv):
@@ -132,8 +126,8 @@ def _run(argv):
         print(all_table(paths))
         return
     if FLAGS.dataset is None and FLAGS.model is None:
-        raise ValueError("Pass --flagfile=configs/<experiment>.cfg (or flags), or --all.")
-    config = config_lib.ExperimentConfig.from_flags(FLAGS)
+        raise ValueError("Pass --flagfile=<config name or file> (or flags), or --all.")
+    config = experiment_flags.config_from_flags(FLAGS)
     stats = _stats(config)
     if FLAGS.json:
         print(json.dumps(report_json(config, stats), indent=2))
@@ -141,5 +135,21 @@ def _run(argv):
         print(layer_table(config, stats))
 
 
+def _define_flags():
+    """The CLI's flags, defined only when it runs, so importing this module defines none."""
+    experiment_flags.define_flags()
+    flags.DEFINE_bool("json", False, "Print one JSON object instead of the table.")
+    flags.DEFINE_bool("all", False, "Print a markdown table over every config in --configs_dir.")
+    flags.DEFINE_string("configs_dir", flagfile.CONFIGS_DIR,
+                        "Where --all looks for *.cfg flagfiles; default: the packaged configs.")
+
+
+def run():
+    """The `python -m ssc_tf.density` and `ssc-density` command line."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    _define_flags()
+    flagfile.run_app(main)
+
+
 if __name__ == "__main__":
-    app.run(main)
+    run()

@@ -15,6 +15,7 @@ import keras
 import tensorflow as tf
 
 from ssc_tf import data
+from ssc_tf import flagfile
 from ssc_tf import model_dir as model_dir_lib
 from ssc_tf.models import report
 
@@ -113,6 +114,11 @@ def _define_flags():
         "batch_size", None, "Evaluation batch size; default: the run's --batch_size.", lower_bound=1)
 
 
-if __name__ == "__main__":
+def run():
+    """The `python -m ssc_tf.evaluate` and `ssc-evaluate` command line."""
     _define_flags()
-    app.run(main)
+    flagfile.run_app(main)
+
+
+if __name__ == "__main__":
+    run()

@@ -33,6 +33,7 @@ from absl import app
 from absl import flags
 import tensorflow as tf
 
+from ssc_tf import flagfile
 from ssc_tf import model_dir as model_dir_lib
 from ssc_tf import serving
 from ssc_tf.config import ExperimentConfig
@@ -257,6 +258,11 @@ def _define_flags():
         "for the base paths in models.config.")
 
 
-if __name__ == "__main__":
+def run():
+    """The `python -m ssc_tf.export` and `ssc-export` command line."""
     _define_flags()
-    app.run(main)
+    flagfile.run_app(main)
+
+
+if __name__ == "__main__":
+    run()

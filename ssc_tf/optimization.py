@@ -1,6 +1,6 @@
 """The paper's optimizer: SGD with momentum, coupled L2 weight decay, step decay by epoch.
 
-The paper trains with PyTorch's `SGD(momentum=0.9, weight_decay=1e-4)` (SPEC section 4), whose
+The paper trains with PyTorch's `SGD(momentum=0.9, weight_decay=1e-4)` (docs/training.md), whose
 weight decay is *coupled*: `weight_decay * w` is added to each gradient before the momentum
 update, for every trainable variable (kernels, biases, batch-norm scales and offsets). Keras'
 own `SGD(weight_decay=...)` is decoupled (it shrinks the weights outside the momentum), so it

@@ -1,7 +1,7 @@
 """The SSC sparsity pattern in numpy: which kernels exist, how they run, what they cost.
 
 A convolution with M input channels, N filters and a kh x kw window holds M kernels per filter.
-In a structured sparse convolution (SSC) each kernel is one of three kinds (SPEC section 1):
+In a structured sparse convolution (SSC) each kernel is one of three kinds (docs/pattern.md):
 
 - a full kh x kw kernel where input m and filter n fall in the same of g contiguous, balanced
   channel blocks: `block(m; M, g) == block(n; N, g)`;

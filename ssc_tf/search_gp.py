@@ -1,25 +1,27 @@
 r"""(g, p) search: per-width settings of a model that keep a target fraction of its weights.
 
-    python tools/search_gp.py --model=resnet32 --dataset=cifar100 --target=0.08
-    python tools/search_gp.py --model=vgg19 --target=0.05 --dense_stages=2 --top=5 --json
-    python tools/search_gp.py --model=resnet32 --target=0.05 --write_flagfile=/tmp/r32.cfg
+    python -m ssc_tf.search_gp --model=resnet32 --dataset=cifar100 --target=0.08
+    ssc-search-gp --model=vgg19 --target=0.05 --dense_stages=2 --top=5 --json
+    ssc-search-gp --model=resnet32 --target=0.05 --write_flagfile=/tmp/r32.cfg
 
-The paper picks one (g, p) per width by hand from eq. (10) and observes that early layers are
-the ones to prune least (SPEC sections 1 and 3). This tool does that search exhaustively over a
-grid: it lists the settings whose exact kept fraction (live / dense weights over every
-convolution and the classifier, as tools/density.py reports it) lies within --tolerance of
---target, with exact weight counts and MACs. Counting uses `SSCPattern` on the layer table of
-`ssc_tf.architectures` (no model is built), so a search takes seconds.
+The paper (Verma et al., WACV 2023) picks one (g, p) per width by hand from eq. (10) and
+observes that early layers are the ones to prune least. This tool does that search exhaustively
+over a grid: it lists the settings whose exact kept fraction (live / dense weights over every
+convolution and the classifier, as ssc_tf.density reports it) lies within --tolerance of
+--target, with exact weight counts and MACs. Counting uses `SSCPattern` on the walk of the spec
+table in `ssc_tf.architectures` (no model is built), so a search takes seconds. Each width's
+layers are counted as the model builds them: its 1 x 1 convolutions (ResNet-32's projection
+shortcuts) take p only, and are dense where the width's g is 1.
 
 Search space: for every width, g and p take the values of a grid (powers of two and every value
-of the SPEC's tables: 1, 2, 3, 4, 5, 6, 8, 9, 10, 11, 12, 15, 16, 19, 25, 30, 32, 35, 40, 64,
-128, ...) inside --g_range and --p_range, plus the two ends of each range; values above the
-width are skipped, as are settings that leave a filter without a kernel. g = 1 is a dense width
-and is written with the smallest p of --p_range (p has no effect there). p = none (no 1 x 1 part)
-is not searched. ResNet-50's 1 x 1 widths (--p_1x1) take p from --p_range, 1 being dense. With
---monotone (the default) g and p never decrease as the width grows (separately for ResNet-50's
-3 x 3 and 1 x 1 widths, so a dense resnet50 1x1:256 makes 1x1:128 dense too). --dense_stages=N
-keeps the first N widths of the ranking order dense.
+of the paper's supplementary tables: 1, 2, 3, 4, 5, 6, 8, 9, 10, 11, 12, 15, 16, 19,
+25, 30, 32, 35, 40, 64, 128, ...) inside --g_range and --p_range, plus the two ends of each
+range; values above the width are skipped, as are settings that leave a filter without a kernel.
+g = 1 is a dense width and is written with the smallest p of --p_range (p has no effect there).
+p = none (no 1 x 1 part) is not searched. ResNet-50's 1 x 1 widths (--p_1x1) take p from
+--p_range, 1 being dense. With --monotone (the default) g and p never decrease as the width
+grows (separately for ResNet-50's 3 x 3 and 1 x 1 widths, so a dense resnet50 1x1:256 makes
+1x1:128 dense too). --dense_stages=N keeps the first N widths of the ranking order dense.
 
 Ranking rule (prune early layers least): widths are taken in the order the network first uses
 them (vgg19 64, 128, 256, 512; resnet32 32, 64, 128; resnet50 1x1:64, 3x3:64, 1x1:256,
@@ -40,17 +42,21 @@ import math
 import os
 
 import numpy as np
-from absl import app, flags, logging
+from absl import flags, logging
 
 from ssc_tf import architectures
 from ssc_tf import config as config_lib
+from ssc_tf import flagfile
+from ssc_tf.data import datasets
 
 FLAGS = flags.FLAGS
 
-# Powers of two and the values of the SPEC's (g, p) tables.
+# Powers of two and the values of the paper's supplementary (g, p) tables.
 GRID = tuple(sorted({2**k for k in range(12)} | {3, 5, 6, 9, 10, 11, 12, 15, 19, 25, 30, 35, 40}))
 DEFAULT_RANGE = (1, 64)
 DEFAULT_DATASETS = {"vgg19": "cifar10", "resnet32": "cifar10", "resnet50": "imagenet2012"}
+# Writes a (g, p) list as the flags spell it.
+_format = config_lib.format_list
 # Per-width kept fractions are compared at this many decimals by the ranking rule.
 RANK_DECIMALS = 3
 # Fields of a base config that a written flagfile copies: the training schedule.
@@ -76,7 +82,7 @@ class Candidate(architectures.Counts):
 
     Attributes:
         model: the model's name.
-        g: one g per width of `config.WIDTHS[model]`, the --g list.
+        g: one g per width of `architectures.widths(model)`, the --g list.
         p: one p per width, the --p list.
         p_1x1: ResNet-50's --p_1x1 list (empty for the other models).
         widths: labels of the widths in ranking order.
@@ -150,7 +156,7 @@ def _check_range(name, value_range):
 
 def _label(model, setting):
     kind, width = setting
-    if model != "resnet50":
+    if not architectures.widths_1x1(model):
         return str(width)
     return f"{'3x3' if kind == architectures.GP else '1x1'}:{width}"
 
@@ -163,7 +169,7 @@ def _options(layers, pairs):
         try:
             for layer in layers:
                 n = architectures.live_params(
-                    layer.in_channels, layer.filters, layer.kernel_size, g, p
+                    layer.in_channels, layer.filters, layer.kernel_size, *layer.resolve(g, p)
                 )
                 live, macs = live + n, macs + n * layer.pixels
         except ValueError:
@@ -257,20 +263,17 @@ class _Space:
     def candidate(self, chosen):
         """The `Candidate` of one option index per level."""
         picks = {lv.setting: (lv, k) for lv, k in zip(self.levels, chosen)}
-        widths = config_lib.WIDTHS[self.model]
+        widths = architectures.widths(self.model)
 
         def values(kind, field, widths):
             return tuple(int(getattr(lv, field)[k]) for lv, k in
                          (picks[(kind, w)] for w in widths))
 
-        p_1x1 = ()
-        if self.model == "resnet50":
-            p_1x1 = values(architectures.P_1X1, "p", config_lib.RESNET50_1X1_WIDTHS)
         return Candidate(
             model=self.model,
             g=values(architectures.GP, "g", widths),
             p=values(architectures.GP, "p", widths),
-            p_1x1=p_1x1,
+            p_1x1=values(architectures.P_1X1, "p", architectures.widths_1x1(self.model)),
             widths=tuple(lv.label for lv in self.levels),
             kept_per_width=tuple(int(lv.live[k]) / lv.dense_params
                                  for lv, k in zip(self.levels, chosen)),
@@ -370,9 +373,9 @@ def search(model, target, tolerance=0.005, dataset=None, g_range=DEFAULT_RANGE,
         raise ValueError(f"Invalid value for flag --model: expected one of "
                          f"{architectures.MODELS}. Received: model={model!r}")
     dataset = DEFAULT_DATASETS[model] if dataset is None else dataset
-    if dataset not in config_lib.DATASETS:
+    if dataset not in datasets.DATASETS:
         raise ValueError(f"Invalid value for flag --dataset: expected one of "
-                         f"{config_lib.DATASETS}. Received: dataset={dataset!r}")
+                         f"{datasets.NAMES}. Received: dataset={dataset!r}")
     _check_fraction("target", target, lambda v: 0 < v <= 1, "(0, 1] (0.05 keeps 5 %)")
     _check_fraction("tolerance", tolerance, lambda v: 0 <= v < 1, "[0, 1)")
     _check_range("g_range", g_range)
@@ -380,7 +383,8 @@ def search(model, target, tolerance=0.005, dataset=None, g_range=DEFAULT_RANGE,
     if isinstance(top, bool) or not isinstance(top, int) or top < 1:
         raise ValueError(f"Invalid value for flag --top: expected an integer >= 1. "
                          f"Received: top={top!r}")
-    space = _Space(model, config_lib.NUM_CLASSES[dataset], config_lib.INPUT_SHAPES[dataset],
+    record = datasets.get(dataset)
+    space = _Space(model, record.num_classes, record.input_shape,
                    grid_values(g_range), grid_values(p_range), dense_stages)
     candidates, stopped = [], False
     try:
@@ -406,10 +410,6 @@ def search(model, target, tolerance=0.005, dataset=None, g_range=DEFAULT_RANGE,
                         "best, more may exist. Widen --tolerance to see them.",
                         MAX_STEPS, len(candidates))
     return candidates
-
-
-def _format(values):
-    return ",".join(str(v) for v in values)
 
 
 def _p_1x1_text(candidate):
@@ -462,14 +462,14 @@ def schedule_source(dataset, model, base_flagfile, configs_dir):
     `configs_dir` for the dataset and model, else the first for the dataset.
     """
     if base_flagfile:
-        base = config_lib.load_flagfile(base_flagfile)
+        base = flagfile.load(base_flagfile)
         if base.dataset != dataset:
             raise ValueError(
                 f"Invalid value for flag --base_flagfile: its --dataset={base.dataset} differs "
                 f"from the search's --dataset={dataset} (the schedule depends on the dataset)."
             )
         return base_flagfile, base
-    loaded = [(path, config_lib.load_flagfile(path))
+    loaded = [(path, flagfile.load(path))
               for path in sorted(glob.glob(os.path.join(configs_dir, "*.cfg")))]
     for wanted in (lambda c: c.model == model, lambda c: True):
         for path, config in loaded:
@@ -488,7 +488,7 @@ def flagfile_text(candidate, dataset, target, tolerance, rank, source, base):
         p_1x1=candidate.p_1x1, dense=False, ticket=round(100 * target, 6),
     )
     lines = [
-        f"# Written by tools/search_gp.py: rank {rank} for --model={candidate.model} "
+        f"# Written by ssc_tf.search_gp: rank {rank} for --model={candidate.model} "
         f"--dataset={dataset} --target={target:g} --tolerance={tolerance:g}.",
         f"# Exact kept fraction {candidate.kept_fraction:.6g} ({candidate.live_params:,} of "
         f"{candidate.dense_params:,} weights); --ticket is the target in percent.",
@@ -509,7 +509,7 @@ def flagfile_text(candidate, dataset, target, tolerance, rank, source, base):
 
 def _define_flags():
     flags.DEFINE_enum("model", None, list(architectures.MODELS), "The model to search.")
-    flags.DEFINE_enum("dataset", None, list(config_lib.DATASETS),
+    flags.DEFINE_enum("dataset", None, list(datasets.NAMES),
                       "Sets the classes and input size; default cifar10 for vgg19 and "
                       "resnet32, imagenet2012 for resnet50.")
     flags.DEFINE_float("target", None,
@@ -533,9 +533,9 @@ def _define_flags():
     flags.DEFINE_string("base_flagfile", None,
                         "Flagfile whose schedule (epochs, learning rate, ...) the written "
                         "flagfile copies; default: a config of --configs_dir for the dataset.")
-    flags.DEFINE_string("configs_dir",
-                        os.path.normpath(os.path.join(os.path.dirname(__file__), "..", "configs")),
-                        "Where the schedule is looked up without --base_flagfile.")
+    flags.DEFINE_string("configs_dir", flagfile.CONFIGS_DIR,
+                        "Where the schedule is looked up without --base_flagfile; default: the "
+                        "packaged configs.")
     flags.mark_flags_as_required(["model", "target"])
 
 
@@ -552,7 +552,7 @@ def main(argv):
         _run(argv)
     except (ValueError, FileNotFoundError) as error:
         # One line on stderr and exit status 1, not absl's usage dump.
-        raise SystemExit(f"search_gp.py: error: {error}") from None
+        raise SystemExit(f"Error: {error}") from None
 
 
 def _write_flagfile(candidates, dataset):
@@ -605,6 +605,11 @@ def _run(argv):
               f"{written['kept_fraction']:.6g}, schedule from {written['schedule_from']}")
 
 
-if __name__ == "__main__":
+def run():
+    """The `python -m ssc_tf.search_gp` and `ssc-search-gp` command line."""
     _define_flags()
-    app.run(main)
+    flagfile.run_app(main)
+
+
+if __name__ == "__main__":
+    run()

@@ -36,8 +36,7 @@ Example:
 
 import tensorflow as tf
 
-from ssc_tf import config as config_lib
-from ssc_tf.data import augment
+from ssc_tf.data import augment, datasets
 
 SERVING_DEFAULT = "serving_default"
 PREDICT_IMAGE_BYTES = "predict_image_bytes"
@@ -52,7 +51,7 @@ class ServingModel:
 
     Args:
         model: the Keras model, built for `dataset`'s input shape; its outputs are logits.
-        dataset: str, one of `ssc_tf.config.DATASETS`: the preprocessing and input size.
+        dataset: str, one of `ssc_tf.data.datasets.NAMES`: the preprocessing and input size.
         top_k: int in [1, num_classes], how many classes `classes` lists. Defaults to 5.
 
     Attributes:
@@ -61,14 +60,14 @@ class ServingModel:
     """
 
     def __init__(self, model, dataset, top_k=5):
-        augment.check_dataset(dataset)
-        num_classes = config_lib.NUM_CLASSES[dataset]
+        record = datasets.get(dataset)
+        num_classes = record.num_classes
         if isinstance(top_k, bool) or not isinstance(top_k, int) or not 0 < top_k <= num_classes:
             raise ValueError(
                 f"Invalid value for argument `top_k`: expected an integer in [1, {num_classes}] "
                 f"(the number of classes of {dataset!r}). Received: top_k={top_k!r}"
             )
-        height, width = config_lib.INPUT_SHAPES[dataset][:2]
+        height, width = record.input_shape[:2]
         images_spec = (height, width, 3)
 
         @tf.function(input_signature=[tf.TensorSpec((None,) + images_spec, tf.float32)])
@@ -103,7 +102,7 @@ class ServingModel:
 
         def decode(encoded):
             image = tf.io.decode_image(encoded, channels=3, expand_animations=False)
-            if dataset == "imagenet2012":
+            if record.eval_shorter_side is not None:
                 image = augment.eval_resize(image, dataset)
             else:
                 image = tf.cond(

@@ -1,10 +1,9 @@
 r"""Client for an exported model served by TF-Serving, over REST or gRPC.
 
-    python tools/serving_client.py --model_name=ssc --images=cat.png,dog.jpg --image_size=32x32
-    python tools/serving_client.py --model_name=ssc --images=cat.png --protocol=grpc \
+    python -m ssc_tf.serving_client --model_name=ssc --images=cat.png,dog.jpg --image_size=32x32
+    ssc-serving-client --model_name=ssc --images=cat.png --protocol=grpc \
         --signature=predict_image_bytes
-    python tools/serving_client.py --model_name=ssc --images=cat.png \
-        --saved_model=exports/ssc/1 --dry_run
+    ssc-serving-client --model_name=ssc --images=cat.png --saved_model=exports/ssc/1 --dry_run
 
 The served SavedModel has two signatures (see README.md for the docker line that serves it):
 
@@ -493,7 +492,7 @@ def format_grpc_request(request, address):
             f"{_DRY_RUN_BYTES} bytes.\n" + text_format.MessageToString(shown))
 
 
-def run(model_name, paths, *, protocol="rest", signature="serving_default", server="localhost",
+def predict(model_name, paths, *, protocol="rest", signature="serving_default", server="localhost",
         rest_port=8501, grpc_port=8500, model_version=None, image_size=None, saved_model=None,
         timeout=10.0, dry_run=False):
     """Reads the images, builds the request, and sends it or (dry run) prints it.
@@ -562,7 +561,7 @@ def main(argv):
         sys.exit(f"Error: unexpected arguments: {' '.join(argv[1:])}")
     FLAGS = flags.FLAGS
     try:
-        run(FLAGS.model_name, FLAGS.images, protocol=FLAGS.protocol, signature=FLAGS.signature,
+        predict(FLAGS.model_name, FLAGS.images, protocol=FLAGS.protocol, signature=FLAGS.signature,
             server=FLAGS.server, rest_port=FLAGS.rest_port, grpc_port=FLAGS.grpc_port,
             model_version=FLAGS.model_version,
             image_size=parse_image_size(FLAGS.image_size) if FLAGS.image_size else None,
@@ -608,6 +607,11 @@ def _define_flags():
                       "contents cut.")
 
 
-if __name__ == "__main__":
+def run():
+    """The `python -m ssc_tf.serving_client` and `ssc-serving-client` command line."""
     _define_flags()
     app.run(main)
+
+
+if __name__ == "__main__":
+    run()

@@ -40,6 +40,8 @@ from ssc_tf import callbacks as callbacks_lib
 from ssc_tf import config as config_lib
 from ssc_tf import data
 from ssc_tf import distribute
+from ssc_tf import experiment_flags
+from ssc_tf import flagfile
 from ssc_tf import model_dir as model_dir_lib
 from ssc_tf import models
 from ssc_tf import optimization
@@ -282,7 +284,7 @@ def main(argv):
     if not FLAGS.model_dir:
         raise app.UsageError("Flag --model_dir is required: the directory of the run.")
     try:
-        config = config_lib.ExperimentConfig.from_flags(FLAGS)
+        config = experiment_flags.config_from_flags(FLAGS)
         train(
             config, model_dir=FLAGS.model_dir, data_dir=FLAGS.data_dir,
             strategy=FLAGS.strategy, mixed_precision=FLAGS.mixed_precision,
@@ -293,7 +295,7 @@ def main(argv):
 
 def _define_flags():
     """The CLI's flags, defined only when it runs, so importing this module defines none."""
-    config_lib.define_flags()
+    experiment_flags.define_flags()
     flags.DEFINE_string(
         "data_dir", None,
         "Where the dataset lives: the TFDS data directory for cifar10/cifar100 (optional, TFDS' "
@@ -324,6 +326,11 @@ def _define_flags():
         "training split.", lower_bound=1)
 
 
-if __name__ == "__main__":
+def run():
+    """The `python -m ssc_tf.train` and `ssc-train` command line."""
     _define_flags()
-    app.run(main)
+    flagfile.run_app(main)
+
+
+if __name__ == "__main__":
+    run()

@@ -1,17 +1,18 @@
-"""The SPEC's kernel definition written out one kernel at a time: the independent oracle that
-pattern and model counts are checked against (SPEC section 1)."""
+"""The pattern's definition (docs/pattern.md) written out one kernel at a time: the independent
+oracle that pattern and model counts are checked against."""
 
 import numpy as np
 
 
 def spec_block(c, channels, g):
-    """SPEC section 1's closed form of block(c; C, g)."""
+    """The closed form of block(c; C, g) in docs/pattern.md."""
     q, r = divmod(channels, g)
     return c // (q + 1) if c < r * (q + 1) else r + (c - r * (q + 1)) // q
 
 
 def spec_kernel_kinds(m_total, n_total, g, p):
-    """Each kernel's kind by the SPEC's definition: 'k' (K x K), '1' (1 x 1) or '' (empty)."""
+    """Each kernel's kind by the definition in docs/pattern.md: 'k' (K x K), '1' (1 x 1) or ''
+    (empty)."""
     kinds = np.full((m_total, n_total), "", dtype=object)
     for m in range(m_total):
         for n in range(n_total):

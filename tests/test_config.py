@@ -1,5 +1,7 @@
-"""Tests of ssc_tf.config: the flags, ExperimentConfig's checks, and every configs/*.cfg."""
+"""Tests of the experiment config: ExperimentConfig's checks, the flags generated from it, the
+flagfile parser, and every packaged config."""
 
+import dataclasses
 import pathlib
 import re
 
@@ -7,10 +9,13 @@ import pytest
 from absl import flags
 
 from ssc_tf import config
+from ssc_tf import experiment_flags
+from ssc_tf import flagfile
 
-CONFIGS = pathlib.Path(__file__).resolve().parent.parent / "configs"
+CONFIGS = pathlib.Path(flagfile.CONFIGS_DIR)
 
-# SPEC section 3, transcribed independently of the flagfiles: file stem -> (g, p[, p_1x1]).
+# The supplement's tables (docs/supplement.md), transcribed independently of the flagfiles:
+# file stem -> (g, p[, p_1x1]).
 SSC_ROWS = {
     "cifar10_vgg19_10pct": ((1, 2, 4, 16), (1, 2, 2, 2)),
     "cifar10_vgg19_5pct": ((1, 1, 4, 16), (1, 2, 4, 16)),
@@ -44,7 +49,7 @@ DENSE = {
     "cifar100_resnet32_dense", "tinyimagenet_vgg19_dense", "tinyimagenet_resnet32_dense",
     "imagenet_resnet50_dense",
 }
-# SPEC section 4, by dataset flag value: (epochs, lr_boundaries).
+# The paper's schedules (docs/training.md), by dataset flag value: (epochs, lr_boundaries).
 SCHEDULES = {
     "cifar10": (250, (100, 150, 200)),
     "cifar100": (250, (100, 150, 200)),
@@ -86,7 +91,7 @@ def test_one_flagfile_per_experiment():
 
 @pytest.mark.parametrize("path", CFG_FILES, ids=lambda p: p.stem)
 def test_flagfile_loads_with_spec_values(path):
-    cfg = config.load_flagfile(path)
+    cfg = flagfile.load(path)
     dataset, model = path.stem.split("_")[:2]
     assert cfg.dataset == {"imagenet": "imagenet2012"}.get(dataset, dataset)
     assert cfg.model == model
@@ -123,44 +128,44 @@ def test_flagfile_header_carries_paper_top1():
 
 
 def test_quickstart_is_the_cifar10_resnet32_10pct_pattern_on_bundled_digits():
-    quick = config.load_flagfile(CONFIGS / "quickstart.cfg")
-    paper = config.load_flagfile(CONFIGS / "cifar10_resnet32_10pct.cfg")
+    quick = flagfile.load(CONFIGS / "quickstart.cfg")
+    paper = flagfile.load(CONFIGS / "cifar10_resnet32_10pct.cfg")
     assert quick.dataset == "digits"
     assert quick.model_kwargs() == paper.model_kwargs()  # digits: 10 classes, 32x32x3 too.
     assert quick.epochs <= 20 and quick.lr_boundaries
 
 
 def test_model_kwargs_sparse_and_dense():
-    kwargs = config.load_flagfile(CONFIGS / "tinyimagenet_vgg19_2pct.cfg").model_kwargs()
+    kwargs = flagfile.load(CONFIGS / "tinyimagenet_vgg19_2pct.cfg").model_kwargs()
     assert kwargs == {
         "num_classes": 200, "input_shape": (64, 64, 3),
         "g": (1, 4, 8, 64), "p": (1, 4, 12, 40),
     }
-    kwargs = config.load_flagfile(CONFIGS / "imagenet_resnet50_20pct.cfg").model_kwargs()
+    kwargs = flagfile.load(CONFIGS / "imagenet_resnet50_20pct.cfg").model_kwargs()
     assert kwargs["p_1x1"] == (1, 1, 4, 4, 8, 8)
     assert (kwargs["num_classes"], kwargs["input_shape"]) == (1000, (224, 224, 3))
-    kwargs = config.load_flagfile(CONFIGS / "cifar10_resnet32_dense.cfg").model_kwargs()
+    kwargs = flagfile.load(CONFIGS / "cifar10_resnet32_dense.cfg").model_kwargs()
     assert kwargs == {
         "num_classes": 10, "input_shape": (32, 32, 3), "g": (1, 1, 1), "p": (None,) * 3,
     }
-    kwargs = config.load_flagfile(CONFIGS / "imagenet_resnet50_dense.cfg").model_kwargs()
+    kwargs = flagfile.load(CONFIGS / "imagenet_resnet50_dense.cfg").model_kwargs()
     assert (kwargs["g"], kwargs["p"], kwargs["p_1x1"]) == ((1,) * 4, (None,) * 4, (1,) * 6)
 
 
 def test_dense_ignores_given_g_and_p(tmp_path):
-    cfg = config.load_flagfile(_write(tmp_path, *_cifar100_resnet32(ticket=None), "--dense"))
+    cfg = flagfile.load(_write(tmp_path, *_cifar100_resnet32(ticket=None), "--dense"))
     assert cfg.g == (2, 6, 64)
     assert cfg.model_kwargs()["g"] == (1, 1, 1)
     assert cfg.model_kwargs()["p"] == (None, None, None)
 
 
 def test_none_parses_to_none(tmp_path):
-    cfg = config.load_flagfile(_write(tmp_path, *_cifar100_resnet32(g="none,2,NONE", p="2,none,3")))
+    cfg = flagfile.load(_write(tmp_path, *_cifar100_resnet32(g="none,2,NONE", p="2,none,3")))
     assert (cfg.g, cfg.p) == ((None, 2, None), (2, None, 3))
 
 
 def test_defaults_fill_unset_flags(tmp_path):
-    cfg = config.load_flagfile(_write(tmp_path, *_cifar100_resnet32(lr_boundaries=None)))
+    cfg = flagfile.load(_write(tmp_path, *_cifar100_resnet32(lr_boundaries=None)))
     assert (cfg.batch_size, cfg.learning_rate, cfg.momentum, cfg.weight_decay) == (
         128, 0.1, 0.9, 1e-4)
     assert (cfg.lr_boundaries, cfg.validation_split, cfg.seed, cfg.p_1x1) == ((), 0.0, 0, ())
@@ -169,7 +174,7 @@ def test_defaults_fill_unset_flags(tmp_path):
 def test_misspelled_key_is_named_with_file_and_suggestion(tmp_path):
     path = _write(tmp_path, *_cifar100_resnet32(), "--weight_decy=1e-4")
     with pytest.raises(ValueError, match="unknown flag --weight_decy") as info:
-        config.load_flagfile(path)
+        flagfile.load(path)
     message = str(info.value)
     assert f"{path}:8" in message
     assert "Did you mean --weight_decay?" in message
@@ -178,7 +183,7 @@ def test_misspelled_key_is_named_with_file_and_suggestion(tmp_path):
 
 def test_missing_file_is_named(tmp_path):
     with pytest.raises(FileNotFoundError, match="nope.cfg"):
-        config.load_flagfile(tmp_path / "nope.cfg")
+        flagfile.load(tmp_path / "nope.cfg")
 
 
 @pytest.mark.parametrize(
@@ -194,7 +199,7 @@ def test_missing_file_is_named(tmp_path):
 def test_bad_lines_raise_naming_flag_and_file(tmp_path, lines, pattern):
     path = _write(tmp_path, *lines)
     with pytest.raises(ValueError, match=pattern) as info:
-        config.load_flagfile(path)
+        flagfile.load(path)
     assert str(path) in str(info.value)
 
 
@@ -225,7 +230,7 @@ def test_bad_lines_raise_naming_flag_and_file(tmp_path, lines, pattern):
 def test_invalid_values_raise_naming_flag(tmp_path, overrides, pattern):
     path = _write(tmp_path, *_cifar100_resnet32(**overrides))
     with pytest.raises(ValueError, match=pattern):
-        config.load_flagfile(path)
+        flagfile.load(path)
 
 
 @pytest.mark.parametrize(
@@ -242,18 +247,22 @@ def test_resnet50_p_1x1_checks(tmp_path, p_1x1, pattern):
     if p_1x1 is not None:
         lines.append(f"--p_1x1={p_1x1}")
     with pytest.raises(ValueError, match=pattern):
-        config.load_flagfile(_write(tmp_path, *lines))
+        flagfile.load(_write(tmp_path, *lines))
 
 
 def test_dense_rejects_a_ticket(tmp_path):
     path = _write(tmp_path, *_cifar100_resnet32(), "--dense")
     with pytest.raises(ValueError, match=r"--ticket labels an SSC run.*ticket=5.0"):
-        config.load_flagfile(path)
+        flagfile.load(path)
 
 
 def test_direct_construction_validates():
-    with pytest.raises(ValueError, match=r"--model: expected one of .*model='resnet18'"):
+    # A library call names arguments, as Keras does; the flag readers name flags.
+    with pytest.raises(ValueError, match=r"argument `model`: expected one of .*model='resnet18'"):
         config.ExperimentConfig(dataset="cifar10", model="resnet18", epochs=1, dense=True)
+    with pytest.raises(ValueError, match=r"^Argument `ticket` is required unless `dense`"):
+        config.ExperimentConfig(dataset="cifar10", model="vgg19", epochs=1, g=[1, 2, 4, 16],
+                                p=[1, 2, 2, 2])
     cfg = config.ExperimentConfig(dataset="digits", model="vgg19", epochs=2, g=[1, 2, 4, 16],
                                   p=[1, 2, 2, 2], ticket=10)
     assert cfg.g == (1, 2, 4, 16)  # Lists become tuples: the config stays hashable.
@@ -262,8 +271,8 @@ def test_direct_construction_validates():
 
 
 def test_define_flags_once_and_from_flags_with_overrides():
-    fv = config.define_flags(flags.FlagValues())
-    assert config.define_flags(fv) is fv
+    fv = experiment_flags.define_flags(flags.FlagValues())
+    assert experiment_flags.define_flags(fv) is fv
     assert sorted(fv) == sorted(
         ["dataset", "model", "g", "p", "p_1x1", "dense", "ticket", "epochs", "batch_size",
          "learning_rate", "lr_boundaries", "lr_decay", "momentum", "weight_decay",
@@ -273,12 +282,47 @@ def test_define_flags_once_and_from_flags_with_overrides():
     # The CLI path: absl reads --flagfile itself; later flags override the file.
     fv(["train", f"--flagfile={CONFIGS / 'cifar10_vgg19_10pct.cfg'}", "--epochs=3",
         "--lr_boundaries=1,2", "--batch_size=8"])
-    cfg = config.ExperimentConfig.from_flags(fv)
+    cfg = experiment_flags.config_from_flags(fv)
     assert (cfg.epochs, cfg.lr_boundaries, cfg.batch_size) == (3, (1, 2), 8)
     assert (cfg.g, cfg.p, cfg.ticket) == ((1, 2, 4, 16), (1, 2, 2, 2), 10.0)
 
 
 def test_load_flagfile_leaves_global_flags_alone():
     before = set(flags.FLAGS)
-    config.load_flagfile(CONFIGS / "cifar10_vgg19_10pct.cfg")
+    flagfile.load(CONFIGS / "cifar10_vgg19_10pct.cfg")
     assert set(flags.FLAGS) == before
+
+
+def test_flags_are_generated_from_the_config_fields():
+    fv = experiment_flags.define_flags(flags.FlagValues())
+    fields = {f.name: f for f in dataclasses.fields(config.ExperimentConfig)}
+    assert sorted(fv) == sorted(fields)
+    for name, field in fields.items():
+        assert fv[name].help.endswith(field.metadata["help"])  # enums prefix their choices
+    assert fv["model"].parser.enum_values == list(config.MODELS)
+    assert fv["batch_size"].default == 128 and fv["g"].default == []
+
+
+def test_a_config_name_stands_for_its_packaged_flagfile(tmp_path, monkeypatch):
+    assert "cifar100_resnet32_5pct" in flagfile.names() and len(flagfile.names()) == 34
+    by_name = flagfile.load("cifar100_resnet32_5pct")
+    assert by_name == flagfile.load(CONFIGS / "cifar100_resnet32_5pct.cfg")
+    assert flagfile.load("cifar100_resnet32_5pct.cfg") == by_name
+    # A file in the working directory wins over a packaged config of the same name.
+    monkeypatch.chdir(tmp_path)
+    _write(tmp_path, *_cifar100_resnet32(seed="7"), name="cifar100_resnet32_5pct.cfg")
+    assert flagfile.load("cifar100_resnet32_5pct.cfg").seed == 7
+    with pytest.raises(FileNotFoundError, match=r"'cifar100_resnet32_5pc' is neither a file nor "
+                       r"the name of a packaged config\. Did you mean 'cifar100_resnet32_5pct'"):
+        flagfile.load("cifar100_resnet32_5pc")
+
+
+def test_command_lines_take_a_config_name_as_flagfile():
+    fv = experiment_flags.define_flags(flags.FlagValues())
+    flagfile.parse_flags(["train", "--flagfile=quickstart", "--epochs=1", "--lr_boundaries="],
+                         flag_values=fv)
+    cfg = experiment_flags.config_from_flags(fv)
+    assert (cfg.dataset, cfg.epochs) == ("digits", 1)
+    fv = experiment_flags.define_flags(flags.FlagValues())
+    with pytest.raises(flags.IllegalFlagValueError, match="'nope' is neither a file"):
+        flagfile.parse_flags(["train", "--flagfile=nope"], flag_values=fv)

@@ -8,6 +8,7 @@ which example it came from even after the crop (whose center keeps the original 
 Tiny-ImageNet runs on a miniature folder of real JPEG files; digits on the real bundle.
 """
 
+import dataclasses
 import os
 import re
 import socket
@@ -19,9 +20,8 @@ import pytest
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
-from ssc_tf import config
 from ssc_tf import data
-from ssc_tf.data import augment
+from ssc_tf.data import augment, datasets
 
 # Split sizes of the mock TFDS datasets ("validation" is ImageNet's evaluation set).
 _TFDS_SIZES = {
@@ -95,8 +95,8 @@ def mock_tfds(tfds_metadata_dir):
 
 def _denormalize(images, dataset):
     """The 0..255 pixels that `normalize` mapped to `images`."""
-    mean = np.array(augment.MEAN_RGB[dataset]) * 255
-    stddev = np.array(augment.STDDEV_RGB[dataset]) * 255
+    mean = np.array(datasets.get(dataset).mean_rgb) * 255
+    stddev = np.array(datasets.get(dataset).stddev_rgb) * 255
     return np.asarray(images, np.float64) * stddev + mean
 
 
@@ -118,7 +118,7 @@ def _epoch(dataset):
 def test_tfds_train_yields_full_batches_with_known_cardinality(mock_tfds, tmp_path, name):
     data_dir = str(tmp_path) if data.needs_data_dir(name) else None
     train = data.load(name, "train", batch_size=8, data_dir=data_dir)
-    height, width, _ = config.INPUT_SHAPES[name]
+    height, width, _ = datasets.get(name).input_shape
     steps = _TFDS_SIZES[name]["train"] // 8
     assert int(train.cardinality()) == steps
     assert train.element_spec[0].shape == (8, height, width, 3)
@@ -128,7 +128,7 @@ def test_tfds_train_yields_full_batches_with_known_cardinality(mock_tfds, tmp_pa
         assert batch_images.shape == (8, height, width, 3)
         assert batch_images.dtype == np.float32
         assert batch_labels.shape == (8,) and batch_labels.dtype == np.int32
-        assert 0 <= batch_labels.min() and batch_labels.max() < config.NUM_CLASSES[name]
+        assert 0 <= batch_labels.min() and batch_labels.max() < datasets.get(name).num_classes
     assert np.isfinite(np.concatenate(images)).all()
 
 
@@ -400,6 +400,16 @@ def test_digits_counts_shapes_labels_and_normalization():
     train = data.load("digits", "train", batch_size=128, **kwargs)
     assert int(train.cardinality()) == 1293 // 128
     assert train.element_spec[0].shape == (128, 32, 32, 3)
+
+
+def test_a_registry_entry_is_all_a_dataset_needs(monkeypatch):
+    # A new dataset from an existing reader: one record, nothing else.
+    small = dataclasses.replace(datasets.get("digits"), name="digits16", input_shape=(16, 16, 3))
+    monkeypatch.setitem(datasets.DATASETS, "digits16", small)
+    images, labels = next(iter(data.load("digits16", "test", batch_size=4)))
+    assert images.shape == (4, 16, 16, 3) and labels.shape == (4,)
+    assert data.num_examples("digits16", "test") == 360
+    assert not data.needs_data_dir("digits16")
 
 
 def test_needs_data_dir():

@@ -1,5 +1,5 @@
 """Tests of the execution plan: form names, the table lookup, and the plan's choice at every layer
-shape of configs/ computing the same function as the dense oracle."""
+shape of the packaged configs computing the same function as the dense oracle."""
 
 import dataclasses
 import json
@@ -11,8 +11,8 @@ import pytest
 
 from ssc_tf import SSCConv2D
 from ssc_tf import architectures
-from ssc_tf import config as config_lib
 from ssc_tf import execution_plan
+from ssc_tf import flagfile
 from ssc_tf import pattern as pattern_lib
 from ssc_tf.models import blocks
 
@@ -20,7 +20,6 @@ from layer_testing import (
     ATOL, GROUPED_GRADIENTS, outputs_and_gradients, random_inputs, same_weights,
 )
 
-CONFIG_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs")
 SHAPE = execution_plan.LayerShape(64, 64, 3, 1, (16, 16), 4, 4)
 CPU_RUNTIMES = (execution_plan.CPU_EIGEN, execution_plan.CPU_ONEDNN)
 
@@ -29,11 +28,10 @@ def _config_shapes(names=None):
     """The distinct SSC layer shapes of the named configs (default: every CIFAR and
     Tiny-ImageNet config), TF-free."""
     if names is None:
-        names = [n[: -len(".cfg")] for n in sorted(os.listdir(CONFIG_DIR))
-                 if n.startswith(("cifar", "tinyimagenet"))]
+        names = [n for n in flagfile.names() if n.startswith(("cifar", "tinyimagenet"))]
     shapes = {}
     for name in names:
-        config = config_lib.load_flagfile(os.path.join(CONFIG_DIR, f"{name}.cfg"))
+        config = flagfile.load(name)
         kwargs = config.model_kwargs()
         settings = architectures.settings_of(
             config.model, kwargs["g"], kwargs["p"], kwargs.get("p_1x1", ())

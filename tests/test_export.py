@@ -1,7 +1,6 @@
 """SavedModel export for TF-Serving: signatures, versions, models.config, TF's own tools."""
 
 import base64
-import importlib.util
 import json
 import os
 import pathlib
@@ -20,13 +19,10 @@ from ssc_tf import export
 from ssc_tf import model_dir as model_dir_lib
 from ssc_tf import models
 from ssc_tf import serving
+from ssc_tf import serving_client
 from ssc_tf import train
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
-_spec = importlib.util.spec_from_file_location(
-    "serving_client", ROOT / "tools" / "serving_client.py")
-serving_client = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(serving_client)
 _SSC = dict(dataset="digits", model="resnet32", ticket=10, g=(2, 4, 15), p=(2, 4, 4),
             epochs=1, batch_size=16, seed=0)
 

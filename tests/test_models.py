@@ -4,7 +4,7 @@ import keras
 import numpy as np
 import pytest
 
-from ssc_tf import SSCConv2D
+from ssc_tf import SSCConv2D, SSCPattern
 from ssc_tf import models
 
 
@@ -81,8 +81,51 @@ def test_same_gp_for_every_layer_of_a_width():
                          g=(2, 6, 64), p=(2, 16, 32))
     expected = {32: (2, 2), 64: (6, 16), 128: (64, 32)}
     for layer in model.layers:
-        if isinstance(layer, SSCConv2D):
+        if isinstance(layer, SSCConv2D) and layer.kernel_size == (3, 3):
             assert (layer.g, layer.p) == expected[layer.filters]
+
+
+def _shortcuts(model):
+    return {l.name: l for l in model.layers if l.name.endswith("_shortcut_conv")}
+
+
+def test_resnet32_shortcuts_take_their_widths_p_only():
+    model = models.build("resnet32", num_classes=10, input_shape=(32, 32, 3),
+                         g=(2, 6, 64), p=(2, 16, 32))
+    shortcuts = _shortcuts(model)
+    assert sorted(shortcuts) == ["stage2_block1_shortcut_conv", "stage3_block1_shortcut_conv"]
+    for name, p in (("stage2_block1_shortcut_conv", 16), ("stage3_block1_shortcut_conv", 32)):
+        layer = shortcuts[name]
+        assert isinstance(layer, SSCConv2D) and layer.kernel_size == (1, 1)
+        assert (layer.g, layer.p) == (None, p)
+        assert layer.live_params == SSCPattern(layer.filters // 2, layer.filters, 1, None,
+                                               p).live_params
+
+
+def test_a_dense_widths_shortcut_is_a_plain_conv2d():
+    model = models.build("resnet32", num_classes=10, input_shape=(32, 32, 3),
+                         g=(2, 1, 64), p=(2, None, 32))
+    shortcuts = _shortcuts(model)
+    assert type(shortcuts["stage2_block1_shortcut_conv"]) is keras.layers.Conv2D
+    assert (shortcuts["stage3_block1_shortcut_conv"].g,
+            shortcuts["stage3_block1_shortcut_conv"].p) == (None, 32)
+    dense = models.build("resnet32", num_classes=10, input_shape=(32, 32, 3),
+                         g=(1, 1, 1), p=(None,) * 3)
+    assert all(type(l) is keras.layers.Conv2D for l in _shortcuts(dense).values())
+
+
+def test_a_shortcut_width_without_p_raises_naming_p():
+    with pytest.raises(ValueError, match=(
+        r"^Invalid value for argument `p` of model 'resnet32': width 64 has a 1 x 1 "
+        r"convolution \(stage2_block1_shortcut_conv\), which takes p only; None leaves it no "
+        r"kernel\. Received: p=\(2, None, 32\)$"
+    )):
+        models.build("resnet32", num_classes=10, input_shape=(32, 32, 3),
+                     g=(2, 6, 64), p=(2, None, 32))
+    # Width 32 has no 1 x 1 convolution: p = None leaves its 3 x 3 layers the K x K part.
+    model = models.build("resnet32", num_classes=10, input_shape=(32, 32, 3),
+                         g=(2, 6, 64), p=(None, 16, 32))
+    assert model.get_layer("stage1_block1_1_conv").p is None
 
 
 def test_resnet50_1x1_layers_use_p_by_filter_count():
@@ -102,3 +145,30 @@ def test_unknown_model_and_wrong_gp_length_raise_clear_errors():
     with pytest.raises(ValueError, match=r"`p`.*Received: p=0"):
         models.build("vgg19", num_classes=10, input_shape=(32, 32, 3),
                      g=(1, 2, 4, 16), p=(1, 0, 2, 2))
+    with pytest.raises(ValueError, match=r"`p_1x1` of model 'resnet32'.*Received: p_1x1=\(1,\)"):
+        models.build("resnet32", num_classes=10, input_shape=(32, 32, 3), g=(2, 4, 4),
+                     p=(2, 4, 4), p_1x1=(1,))
+    with pytest.raises(ValueError, match=r"`p_1x1` of model 'resnet50'.*\(64, 128, 256, 512, "
+                                         r"1024, 2048\) \(6 values\)"):
+        models.build("resnet50", num_classes=10, input_shape=(64, 64, 3), g=(1,) * 4,
+                     p=(None,) * 4)
+
+
+def test_layer_and_weight_order_of_a_projection_block_stay_the_checkpoints():
+    model = models.build("resnet32", num_classes=10, input_shape=(32, 32, 3),
+                         g=(1, 1, 1), p=(None,) * 3)
+    names = [l.name for l in model.layers]
+    assert names[:4] == ["images", "stem_conv", "stem_bn", "stem_relu"]
+    assert names[-3:] == ["stage3_block5_out", "pool", "logits"]
+    i = names.index("stage2_block1_1_conv")
+    assert names[i:i + 9] == [
+        "stage2_block1_1_conv", "stage2_block1_1_bn", "stage2_block1_1_relu",
+        "stage2_block1_shortcut_conv", "stage2_block1_2_conv", "stage2_block1_shortcut_bn",
+        "stage2_block1_2_bn", "stage2_block1_add", "stage2_block1_out",
+    ]
+    paths = [w.path for w in model.weights]
+    i = paths.index("stage2_block1_shortcut_conv/kernel")
+    assert paths[i - 1:i + 3] == [
+        "stage2_block1_1_bn/moving_variance", "stage2_block1_shortcut_conv/kernel",
+        "stage2_block1_2_conv/kernel", "stage2_block1_shortcut_bn/gamma",
+    ]

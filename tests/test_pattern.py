@@ -1,4 +1,5 @@
-"""Tests of ssc_tf.pattern: the pattern against the SPEC's definition, counts, plans, errors."""
+"""Tests of ssc_tf.pattern: the pattern against its definition (docs/pattern.md), counts, plans,
+errors."""
 
 import numpy as np
 import pytest
@@ -7,7 +8,7 @@ from ssc_tf import pattern as pattern_lib
 from ssc_tf.pattern import SSCPattern
 from spec_oracle import spec_block, spec_kernel_kinds
 
-# Every (channels, g, p) of the supplement's tables (SPEC section 3), as 3x3 layers with as
+# Every (channels, g, p) of the supplement's tables (docs/supplement.md), as 3x3 layers with as
 # many inputs as filters (the first layer of a stage sees the previous width: added below).
 VGG_WIDTHS = (64, 128, 256, 512)
 RESNET32_WIDTHS = (32, 64, 128)

@@ -23,15 +23,15 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from ssc_tf import config as config_lib
 from ssc_tf import distribute
 from ssc_tf import evaluate
+from ssc_tf import flagfile
 from ssc_tf import model_dir as model_dir_lib
 from ssc_tf import models
 from ssc_tf import train
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
-QUICKSTART = ROOT / "configs" / "quickstart.cfg"
+QUICKSTART = "quickstart"  # a packaged config, by name
 # The quickstart experiment, shortened; `_config` and `_train_command` both apply it.
 _SCHEDULE = {"epochs": 2, "batch_size": 16, "learning_rate": 0.05, "lr_boundaries": ()}
 _EPOCH = "epoch/.ATTRIBUTES/VARIABLE_VALUE"
@@ -40,7 +40,7 @@ _ITERATIONS = "optimizer/_iterations/.ATTRIBUTES/VARIABLE_VALUE"
 
 def _config(**overrides):
     return dataclasses.replace(
-        config_lib.load_flagfile(QUICKSTART), **{**_SCHEDULE, **overrides})
+        flagfile.load("quickstart"), **{**_SCHEDULE, **overrides})
 
 
 def _train_command(model_dir, steps_per_epoch=1, **overrides):

@@ -1,8 +1,7 @@
-"""Tests of ssc_tf/architectures.py and tools/search_gp.py: counts without Keras equal the built
+"""Tests of ssc_tf/architectures.py and ssc_tf.search_gp: counts without Keras equal the built
 models', and every candidate the search lists hits its target, in the stated order."""
 
 import dataclasses
-import importlib.util
 import itertools
 import json
 import os
@@ -11,34 +10,33 @@ import sys
 
 import pytest
 
+from ssc_tf import SSCPattern
 from ssc_tf import architectures
-from ssc_tf import config as config_lib
+from ssc_tf import flagfile
 from ssc_tf import models
+from ssc_tf import search_gp
+from ssc_tf.data import datasets
 from ssc_tf.models.report import model_stats
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-TOOL = os.path.join(ROOT, "tools", "search_gp.py")
 
-# Importing defines no flags: the tool defines them only when run as a script.
-_spec = importlib.util.spec_from_file_location("search_gp", TOOL)
-search_gp = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(search_gp)
+# Importing defines no flags: the module defines them only when run as a command.
 
 
 def _config(name):
-    return config_lib.load_flagfile(os.path.join(ROOT, "configs", name))
+    return flagfile.load(name)
 
 
 def _run(*args):
     return subprocess.run(
-        [sys.executable, TOOL, *args], capture_output=True, text=True, cwd=ROOT,
+        [sys.executable, "-m", "ssc_tf.search_gp", *args], capture_output=True, text=True, cwd=ROOT,
         env={**os.environ, "PYTHONPATH": ROOT},
     )
 
 
 def _kwargs(candidate, dataset):
-    return dict(num_classes=config_lib.NUM_CLASSES[dataset],
-                input_shape=config_lib.INPUT_SHAPES[dataset], g=candidate.g, p=candidate.p,
+    return dict(num_classes=datasets.get(dataset).num_classes,
+                input_shape=datasets.get(dataset).input_shape, g=candidate.g, p=candidate.p,
                 **({"p_1x1": candidate.p_1x1} if candidate.p_1x1 else {}))
 
 
@@ -53,27 +51,75 @@ def _rule_key(candidate, target):
             candidate.g, candidate.p, candidate.p_1x1)
 
 
-@pytest.mark.parametrize("name", [
-    "cifar100_resnet32_5pct.cfg",
-    "cifar100_resnet32_dense.cfg",
-    "cifar100_vgg19_5pct.cfg",
-    "tinyimagenet_vgg19_2pct.cfg",
-    pytest.param("imagenet_resnet50_20pct.cfg", marks=pytest.mark.slow),
-])
-def test_fast_counts_equal_the_built_models_layer_by_layer(name):
-    config = _config(name)
-    stats = model_stats(models.build(config.model, **config.model_kwargs()))
-    fast = architectures.count(config.model, **config.model_kwargs())
-    assert _totals(fast) == _totals(stats)
-    table = {layer.name: layer for layer in
-             architectures.conv_layers(config.model, config.input_shape)}
-    assert sorted(table) == sorted(layer.name for layer in stats.layers)
-    for built in stats.layers:
-        layer = table[built.name]
-        assert (layer.in_channels, layer.filters, (layer.kernel_size,) * 2,
-                (layer.strides,) * 2, layer.output_size, layer.dense_params) == (
-            built.in_channels, built.out_channels, built.kernel_size, built.strides,
-            built.output_size, built.dense_params)
+def test_spec_tables_give_the_width_lists():
+    assert architectures.MODELS == ("vgg19", "resnet32", "resnet50")
+    assert architectures.widths("vgg19") == (64, 128, 256, 512)
+    assert architectures.widths("resnet32") == (32, 64, 128)
+    assert architectures.widths("resnet50") == (64, 128, 256, 512)
+    assert architectures.widths_1x1("resnet50") == (64, 128, 256, 512, 1024, 2048)
+    assert architectures.widths_1x1("vgg19") == architectures.widths_1x1("resnet32") == ()
+    with pytest.raises(ValueError, match=r"`model`.*Received: model='resnet18'"):
+        architectures.widths("resnet18")
+
+
+def test_walks_give_the_networks_nodes():
+    vgg = architectures.network("vgg19", (32, 32, 3))
+    pools = [n for n in vgg.nodes if isinstance(n, architectures.Pool)]
+    assert [(n.name, n.output_size) for n in pools] == [
+        ("block1_pool", (16, 16)), ("block2_pool", (8, 8)), ("block3_pool", (4, 4)),
+        ("block4_pool", (2, 2))]
+    assert vgg.nodes[0].conv.setting is None and vgg.nodes[1].conv.setting == (
+        architectures.GP, 64)
+    assert (vgg.classifier.name, vgg.classifier.pool_name, vgg.classifier.in_features) == (
+        "logits", "pool", 512)
+
+    resnet32 = architectures.network("resnet32", (32, 32, 3))
+    blocks_ = [n for n in resnet32.nodes if isinstance(n, architectures.ResidualBlock)]
+    assert len(blocks_) == 15 and {b.kind for b in blocks_} == {architectures.BASIC}
+    assert [b.name for b in blocks_ if b.shortcut] == ["stage2_block1", "stage3_block1"]
+    shortcut = blocks_[5].shortcut
+    assert (shortcut.conv.name, shortcut.relu, shortcut.conv.kernel_size, shortcut.conv.strides,
+            shortcut.conv.in_channels, shortcut.conv.filters, shortcut.conv.output_size,
+            shortcut.conv.setting) == ("stage2_block1_shortcut_conv", False, 1, 2, 32, 64,
+                                       (16, 16), (architectures.GP, 64))
+    assert (blocks_[5].add_name, blocks_[5].out_name) == ("stage2_block1_add",
+                                                          "stage2_block1_out")
+
+    resnet50 = architectures.network("resnet50", (224, 224, 3))
+    stem, stem_pool, first = resnet50.nodes[:3]
+    assert (stem.conv.name, stem.conv.kernel_size, stem.conv.strides, stem.conv.output_size,
+            stem.conv.setting) == ("stem_conv", 7, 2, (112, 112), None)
+    assert (stem_pool.name, stem_pool.output_size) == ("stem_pool", (56, 56))
+    assert [(n.conv.name, n.conv.kernel_size, n.conv.setting) for n in first.layers] == [
+        ("stage1_block1_1_conv", 1, (architectures.P_1X1, 64)),
+        ("stage1_block1_2_conv", 3, (architectures.GP, 64)),
+        ("stage1_block1_3_conv", 1, (architectures.P_1X1, 256))]
+    assert first.kind == architectures.BOTTLENECK and first.shortcut.conv.setting == (
+        architectures.P_1X1, 256)
+    assert resnet50.classifier.in_features == 2048
+    assert resnet50.conv_layers[-1].output_size == (7, 7)
+
+
+def test_a_1x1_convolution_takes_p_only():
+    layers = {l.name: l for l in architectures.conv_layers("resnet32", (32, 32, 3))}
+    settings = architectures.settings_of("resnet32", (2, 1, 64), (2, None, 32))
+    assert architectures.layer_gp(layers["stage3_block1_shortcut_conv"], settings) == (None, 32)
+    assert architectures.layer_gp(layers["stage3_block1_1_conv"], settings) == (64, 32)
+    # A dense width's shortcut is dense; the stem always is.
+    assert architectures.layer_gp(layers["stage2_block1_shortcut_conv"], settings) == (1, None)
+    assert architectures.layer_gp(layers["stem_conv"], settings) == (1, None)
+    with pytest.raises(ValueError, match=r"`p` of model 'resnet32': width 128 has a 1 x 1 "
+                                         r"convolution \(stage3_block1_shortcut_conv\)"):
+        architectures.count("resnet32", 10, (32, 32, 3), (2, 1, 64), (2, None, None))
+
+
+def test_architectures_config_and_flagfiles_start_no_tensorflow_nor_read_a_widths_module():
+    code = ("import sys; import ssc_tf.architectures, ssc_tf.config, ssc_tf.flagfile; "
+            "print(sorted({'tensorflow', 'keras', 'ssc_tf.widths'} & set(sys.modules)))")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            cwd=ROOT, env={**os.environ, "PYTHONPATH": ROOT})
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "[]"
 
 
 def test_every_candidate_is_within_tolerance_and_counted_exactly():
@@ -84,6 +130,16 @@ def test_every_candidate_is_within_tolerance_and_counted_exactly():
         assert abs(c.kept_fraction - target) <= tolerance
         fast = architectures.count("resnet32", **_kwargs(c, "cifar100"))
         assert (c.live_params, c.dense_params, c.macs, c.dense_macs) == _totals(fast)
+
+
+def test_search_counts_the_shortcuts_as_p_only():
+    candidate = search_gp.search("resnet32", 0.08, dataset="cifar100", g_range=(2, 64), top=1)[0]
+    g, p = candidate.g[1], candidate.p[1]
+    # Width 64: nine 3 x 3 convolutions 64 -> 64, one 32 -> 64 (stride 2), the 1 x 1 shortcut.
+    live = (9 * SSCPattern(64, 64, 3, g, p).live_params + SSCPattern(32, 64, 3, g, p).live_params
+            + SSCPattern(32, 64, 1, None, p).live_params)
+    dense = 9 * 9 * 64 * 64 + 9 * 32 * 64 + 32 * 64
+    assert candidate.kept_per_width[1] == live / dense
 
 
 @pytest.mark.slow
@@ -112,10 +168,10 @@ def _brute_force(target, tolerance, monotone, values):
             settings = architectures.settings_of("resnet32", g, p)
             kept = tuple(
                 sum(architectures.live_params(l.in_channels, l.filters, l.kernel_size,
-                                              *settings[l.setting])
+                                              *architectures.layer_gp(l, settings))
                     for l in layers if l.setting == (architectures.GP, w))
                 / sum(l.dense_params for l in layers if l.setting == (architectures.GP, w))
-                for w in config_lib.WIDTHS["resnet32"]
+                for w in architectures.widths("resnet32")
             )
             found.append(search_gp.Candidate(
                 model="resnet32", g=g, p=p, p_1x1=(), widths=("32", "64", "128"),
@@ -173,7 +229,7 @@ def test_ranges_are_respected():
 def test_known_paper_setting_is_found():
     config = _config("cifar100_resnet32_5pct.cfg")
     exact = architectures.count(config.model, **config.model_kwargs()).kept_fraction
-    assert round(exact, 4) == 0.0798
+    assert round(exact, 4) == 0.0796
     candidates = search_gp.search("resnet32", exact, 0.0, dataset="cifar100", g_range=(2, 64),
                                   p_range=(2, 64), top=100)
     assert all(c.kept_fraction == exact for c in candidates)
@@ -188,7 +244,7 @@ def test_written_flagfile_round_trips_with_the_predicted_fraction(tmp_path):
     report = json.loads(result.stdout)
     chosen = report["candidates"][1]
     assert report["written_flagfile"]["rank"] == 2
-    config = config_lib.load_flagfile(path)
+    config = flagfile.load(path)
     assert (list(config.g), list(config.p)) == (chosen["g"], chosen["p"])
     assert config.ticket == 5 and not config.dense
     stats = model_stats(models.build(config.model, **config.model_kwargs()))
@@ -201,12 +257,12 @@ def test_written_flagfile_round_trips_with_the_predicted_fraction(tmp_path):
 
 def test_written_resnet50_flagfile_keeps_the_predicted_fraction(tmp_path):
     path = tmp_path / "r50.cfg"
-    base = os.path.join(ROOT, "configs", "imagenet_resnet50_20pct.cfg")
+    base = os.path.join(flagfile.CONFIGS_DIR, "imagenet_resnet50_20pct.cfg")
     result = _run("--model=resnet50", "--target=0.3", f"--base_flagfile={base}",
                   f"--write_flagfile={path}", "--json")
     assert result.returncode == 0, result.stderr
     chosen = json.loads(result.stdout)["candidates"][0]
-    config = config_lib.load_flagfile(path)
+    config = flagfile.load(path)
     assert list(config.p_1x1) == chosen["p_1x1"] and config.ticket == 30
     assert config.epochs == 150
     counts = architectures.count(config.model, **config.model_kwargs())
@@ -236,8 +292,8 @@ _SMALL_SEARCH = ["--model=resnet32", "--target=0.3", "--tolerance=0.03", "--g_ra
     (["--model=vgg19", "--target=0.05", "--p_range=x"], "--p_range"),
     (["--model=vgg19", "--target=0.05", "--dense_stages=5"], "--dense_stages"),
     (["--model=resnet32", "--target=0.001", "--tolerance=0.0001"],
-     "the nearest found keeps 0.0186"),
-    (_SMALL_SEARCH + ["--write_flagfile=x.cfg", "--rank=99"], "--rank: only 50 candidates"),
+     "the nearest found keeps 0.01857"),
+    (_SMALL_SEARCH + ["--write_flagfile=x.cfg", "--rank=99"], "--rank: only 52 candidates"),
     (_SMALL_SEARCH + ["--write_flagfile=TMP"], "--write_flagfile: cannot write '{tmp}' (Is a "
                                                "directory). Pass a file path"),
     (_SMALL_SEARCH + ["--write_flagfile=TMP/missing/x.cfg"],

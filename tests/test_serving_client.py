@@ -1,11 +1,10 @@
-"""Tests of tools/serving_client.py against a small SavedModel of the serving contract: the
+"""Tests of ssc_tf.serving_client against a small SavedModel of the serving contract: the
 requests it builds, fed to that SavedModel, give what the original images give; answers parse;
 the CLI prints requests, and fails with one clear line on bad input or no server."""
 
 import base64
 import concurrent.futures
 import http.server
-import importlib.util
 import json
 import os
 import re
@@ -20,12 +19,10 @@ import pytest
 import tensorflow as tf
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-TOOL = os.path.join(ROOT, "tools", "serving_client.py")
 
-# Importing defines no flags: the tool defines them only when run as a script.
-_spec = importlib.util.spec_from_file_location("serving_client", TOOL)
-serving_client = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(serving_client)
+from ssc_tf import serving_client
+
+# Importing defines no flags: the module defines them only when run as a command.
 
 H, W, NUM_CLASSES, K = 8, 8, 10, 3
 
@@ -331,7 +328,7 @@ def rest_server(signatures):
 def test_run_over_rest_prints_what_the_model_answers(images, signatures, rest_server,
                                                      signature_name, capsys):
     paths = [images["red.png"][0], images["wide.png"][0]]
-    predictions = serving_client.run(
+    predictions = serving_client.predict(
         "ssc", paths, signature=signature_name, server="127.0.0.1",
         rest_port=rest_server.server_port, model_version=1, image_size=(H, W))
     assert rest_server.requests[0][0] == "/v1/models/ssc/versions/1:predict"
@@ -347,7 +344,7 @@ def test_run_over_rest_prints_what_the_model_answers(images, signatures, rest_se
 
 def test_run_over_rest_reports_the_servers_error(images, rest_server):
     with pytest.raises(ValueError, match="HTTP 404: Servable not found"):
-        serving_client.run("other", [images["red.png"][0]], server="127.0.0.1",
+        serving_client.predict("other", [images["red.png"][0]], server="127.0.0.1",
                            rest_port=rest_server.server_port, image_size=(H, W))
 
 
@@ -373,7 +370,7 @@ def test_run_over_grpc_prints_what_the_model_answers(images, signatures, capsys)
     server.start()
     try:
         paths = [images["blue.png"][0], images["green.jpg"][0]]
-        predictions = serving_client.run("ssc", paths, protocol="grpc",
+        predictions = serving_client.predict("ssc", paths, protocol="grpc",
                                          signature="predict_image_bytes", server="127.0.0.1",
                                          grpc_port=port)
     finally:
@@ -412,7 +409,8 @@ def cli(export_dir, images):
                         "--server=127.0.0.1", f"--rest_port={_closed_port()}", "--timeout=2"],
     }
     env = {**os.environ, "PYTHONPATH": ROOT, "TF_CPP_MIN_LOG_LEVEL": "2"}
-    processes = {case: subprocess.Popen([sys.executable, TOOL, *args], cwd=ROOT, env=env,
+    command = [sys.executable, "-m", "ssc_tf.serving_client"]
+    processes = {case: subprocess.Popen([*command, *args], cwd=ROOT, env=env,
                                         stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                         text=True)
                  for case, args in cases.items()}

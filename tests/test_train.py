@@ -26,7 +26,7 @@ from ssc_tf import train
 from ssc_tf.models import report
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
-QUICKSTART = ROOT / "configs" / "quickstart.cfg"
+QUICKSTART = "quickstart"  # a packaged config, by name
 
 
 def _config(**overrides):

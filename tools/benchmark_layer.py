@@ -1,4 +1,4 @@
-r"""Times every execution form of every distinct SSC layer shape of configs/ against dense.
+r"""Times every execution form of every distinct SSC layer shape of the configs against dense.
 
 `SSCConv2D(implementation="auto")` runs the form measured fastest for its shape, batch regime
 and runtime (`ssc_tf.execution_plan`); this tool makes those measurements. For each distinct
@@ -16,16 +16,17 @@ Each time is the minimum over the repeats (the least disturbed by other work on 
 It prints, per shape and regime, the dense time, the fastest form and the speed-up, then how
 many shapes stay below 0.95x, and writes every time as JSON. `--write_costs` also writes them
 into the runtime's section of the package's cost table, which the plan reads, keeping the
-other runtimes'.
+other runtimes'. `--only_missing` measures just the shapes that section lacks (after a config
+or an architecture rule changed) and adds them, keeping what it holds.
 
 Usage:
     python tools/benchmark_layer.py --write_costs                          # this CPU runtime
     TF_ENABLE_ONEDNN_OPTS=1 python tools/benchmark_layer.py --write_costs  # the oneDNN one
     python tools/benchmark_layer.py --runtime=tflite --configs=cifar10_resnet32_10pct
+    python tools/benchmark_layer.py --only_missing --write_costs           # new shapes only
     python tools/benchmark_layer.py --quick                                # a smoke run
 """
 
-import glob
 import os
 import statistics
 import sys
@@ -39,8 +40,8 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
-from ssc_tf import config as config_lib  # noqa: E402
 from ssc_tf import execution_plan  # noqa: E402
+from ssc_tf import flagfile  # noqa: E402
 from ssc_tf import layers as layers_lib  # noqa: E402
 from ssc_tf import model_dir as model_dir_lib  # noqa: E402
 from ssc_tf import models  # noqa: E402
@@ -49,15 +50,11 @@ from ssc_tf import pattern as pattern_lib  # noqa: E402
 import benchmark_timing  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-DEFAULT_CONFIGS = sorted(
-    os.path.basename(path)[: -len(".cfg")]
-    for path in glob.glob(os.path.join(ROOT, "configs", "*.cfg"))
-    if os.path.basename(path).startswith(("cifar", "tinyimagenet"))
-)
+DEFAULT_CONFIGS = [n for n in flagfile.names() if n.startswith(("cifar", "tinyimagenet"))]
 BASELINE = "conv2d"
 
 FLAGS = flags.FLAGS
-flags.DEFINE_list("configs", DEFAULT_CONFIGS, "Config names (configs/<name>.cfg) whose layers "
+flags.DEFINE_list("configs", DEFAULT_CONFIGS, "Names of packaged configs whose layers "
                   "to measure.")
 flags.DEFINE_enum("runtime", None, [execution_plan.TFLITE, execution_plan.TFLITE_INT8],
                   "Measure TFLite (float32, or int8 weights and activations) instead of this "
@@ -67,6 +64,8 @@ flags.DEFINE_integer("batch_size", 128, "The large batch.", lower_bound=2)
 flags.DEFINE_string("output", "results/benchmark_layer.json", "Where to write the JSON results.")
 flags.DEFINE_bool("write_costs", False, "Also write the times into the package's cost table "
                   f"({os.path.relpath(execution_plan.COSTS_FILE, ROOT)}), which the plan reads.")
+flags.DEFINE_bool("only_missing", False, "Measure only the shapes the cost table lacks for "
+                  "this runtime; with --write_costs, add them to what it holds.")
 flags.DEFINE_bool("quick", False, "A smoke run: the quickstart config's shapes, 2 repeats, "
                   "batch 8.")
 
@@ -75,7 +74,7 @@ def config_layer_shapes(names):
     """The distinct `execution_plan.LayerShape`s of the SSC layers of the named configs."""
     shapes = {}
     for name in names:
-        config = config_lib.load_flagfile(os.path.join(ROOT, "configs", f"{name}.cfg"))
+        config = flagfile.load(name)
         model = models.build(config.model, **config.model_kwargs())
         for layer in model.layers:
             if isinstance(layer, layers_lib.SSCConv2D):
@@ -251,9 +250,15 @@ def _update_costs(result):
     """Writes `result`'s times into the runtime's section of the package's cost table."""
     runtime = result["runtime"]
     table = execution_plan.load_costs() if os.path.exists(execution_plan.COSTS_FILE) else {}
-    table.setdefault("measured_on", {})[runtime] = {
-        k: v for k, v in result.items() if k not in ("records", "summary")
-    }
+    measured_on = {k: v for k, v in result.items() if k not in ("records", "summary")}
+    previous = table.setdefault("measured_on", {}).get(runtime)
+    if FLAGS.only_missing and previous:
+        # The section keeps its measurement record; these shapes were added to it later.
+        configs = sorted(set(previous["configs"]) | set(measured_on["configs"]))
+        added = [*previous.get("added", []),
+                 {**measured_on, "shapes": len(result["records"])}]
+        measured_on = {**previous, "configs": configs, "added": added}
+    table["measured_on"][runtime] = measured_on
     for record in result["records"]:
         shape = record["shape"]
         key = execution_plan.LayerShape(**{**shape, "input_size": tuple(shape["input_size"])}).key
@@ -272,6 +277,9 @@ def main(argv):
     configs = ["quickstart"] if FLAGS.quick else FLAGS.configs
     repeats, batch_size = (2, 8) if FLAGS.quick else (FLAGS.repeats, FLAGS.batch_size)
     shapes = config_layer_shapes(configs)
+    if FLAGS.only_missing:
+        known = execution_plan.measured(runtime, execution_plan.SMALL_BATCH)
+        shapes = [shape for shape in shapes if shape.key not in known]
     print(f"{len(shapes)} distinct SSC layer shapes of {len(configs)} configs; runtime "
           f"{runtime}; minimum milliseconds of {repeats} calls.", flush=True)
     result = {**benchmark_timing.environment(), "runtime": runtime, "configs": configs,

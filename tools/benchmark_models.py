@@ -4,7 +4,7 @@ r"""Times whole SSC models against their dense twins, in one process, in turns.
     python tools/benchmark_models.py --configs=cifar10_vgg19_10pct,quickstart --repeats=5
     python tools/benchmark_models.py --quick   # a smoke run
 
-For each experiment config (`configs/<name>.cfg`, or a path to a flagfile), it builds the
+For each experiment config (a packaged config's name, or a path to a flagfile), it builds the
 config's model and its dense twin (the same config with `dense`: every convolution standard),
 untrained (speed does not depend on the weights), and times both, alternating call by call so
 that drift hits both alike:
@@ -47,8 +47,8 @@ from matplotlib.figure import Figure  # noqa: E402
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
-from ssc_tf import config as config_lib  # noqa: E402
 from ssc_tf import convert_tflite  # noqa: E402
+from ssc_tf import flagfile  # noqa: E402
 from ssc_tf import model_dir as model_dir_lib  # noqa: E402
 from ssc_tf import models  # noqa: E402
 from ssc_tf import optimization  # noqa: E402
@@ -57,7 +57,6 @@ from ssc_tf.models import report  # noqa: E402
 import benchmark_timing  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-CONFIG_DIR = os.path.join(ROOT, "configs")
 DEFAULT_CONFIGS = (
     "cifar10_vgg19_10pct", "cifar10_vgg19_2pct", "cifar10_resnet32_10pct",
     "cifar10_resnet32_2pct",
@@ -87,9 +86,12 @@ class _Subject:
         return lambda x: infer(x).numpy()
 
 
-def config_path(name):
-    """The flagfile of `--configs` entry `name`: a path ending in .cfg, else configs/NAME.cfg."""
-    return name if name.endswith(".cfg") else os.path.join(CONFIG_DIR, f"{name}.cfg")
+def _is_config(name):
+    """Whether `--configs` entry `name` is a packaged config's name or a flagfile's path."""
+    try:
+        return bool(flagfile.resolve(name))
+    except FileNotFoundError:
+        return False
 
 
 def _prepare(config, quantizations):
@@ -269,7 +271,7 @@ def main(argv):
     configs = {}
     for name in FLAGS.configs:
         try:
-            configs[name] = config_lib.load_flagfile(config_path(name))
+            configs[name] = flagfile.load(name)
         except ValueError as e:
             sys.exit(f"Error: invalid value for flag --configs: {e}")
         if configs[name].dense:
@@ -309,14 +311,13 @@ def _define_flags():
     """The tool's flags, defined only when it runs, so importing it defines none."""
     flags.DEFINE_list(
         "configs", list(DEFAULT_CONFIGS),
-        "SSC experiment configs to time against their dense twins: names of configs/*.cfg "
-        "(without .cfg) or paths to flagfiles ending in .cfg, comma-separated.")
-    known = sorted(f[:-len(".cfg")] for f in os.listdir(CONFIG_DIR) if f.endswith(".cfg"))
+        "SSC experiment configs to time against their dense twins: names of the packaged "
+        "configs or paths to flagfiles, comma-separated.")
     flags.register_validator(
         "configs",
-        lambda names: bool(names) and all(os.path.isfile(config_path(n)) for n in names),
-        message="expected one or more configs, each a name of configs/*.cfg "
-                f"({', '.join(known)}) or the path of a .cfg file that exists")
+        lambda names: bool(names) and all(_is_config(n) for n in names),
+        message="expected one or more configs, each the name of a packaged config "
+                f"({', '.join(flagfile.names())}) or the path of a flagfile that exists")
     flags.DEFINE_integer(
         "repeats", 10, "Timed calls per measurement and model; the median is reported.",
         lower_bound=1)

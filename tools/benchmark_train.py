@@ -1,6 +1,6 @@
 """Training-step throughput, dense twin against SSC, measured side by side in one process.
 
-    python tools/benchmark_train.py --config=configs/cifar10_resnet32_10pct.cfg
+    python tools/benchmark_train.py --config=cifar10_resnet32_10pct
 
 Builds the config's model and its dense twin with the training recipe's optimizer and loss,
 then times full training steps (forward, backward, CoupledL2SGD update) on one fixed random
@@ -22,13 +22,14 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from ssc_tf import config as config_lib  # noqa: E402
+from ssc_tf import flagfile  # noqa: E402
 from ssc_tf import models  # noqa: E402
 from ssc_tf import optimization  # noqa: E402
 from ssc_tf.models import report  # noqa: E402
 
-flags.DEFINE_string("config", "configs/cifar10_resnet32_10pct.cfg",
-                    "Experiment flagfile whose model (and dense twin) to time.")
+flags.DEFINE_string("config", "cifar10_resnet32_10pct",
+                    "Experiment config (a packaged config's name or a flagfile) whose model "
+                    "and dense twin to time.")
 flags.DEFINE_integer("batch_size", 128, "Images per training step.", lower_bound=1)
 flags.DEFINE_integer("steps", 10, "Timed steps per model (after warm-up).", lower_bound=1)
 flags.DEFINE_integer("warmup", 3, "Untimed steps per model first (tracing).", lower_bound=1)
@@ -47,7 +48,7 @@ def _compiled(config):
 def main(argv):
     del argv
     FLAGS = flags.FLAGS
-    ssc = config_lib.load_flagfile(FLAGS.config)
+    ssc = flagfile.load(FLAGS.config)
     dense = dataclasses.replace(ssc, dense=True, ticket=None)
     rng = np.random.default_rng(0)
     images = rng.normal(size=(FLAGS.batch_size, *ssc.input_shape)).astype(np.float32)

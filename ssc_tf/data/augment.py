@@ -1,7 +1,8 @@
 """Per-image preprocessing shared by every source: training augmentation, evaluation resize
 and normalization.
 
-The training recipe is SPEC section 4 ("standard augmentation"): CIFAR-10/100 pad 4 pixels
+The training recipe is the paper's "standard augmentation" (docs/training.md), as each
+dataset's record in `ssc_tf.data.datasets` selects it: CIFAR-10/100 pad 4 pixels
 with zeros, take a random 32x32 crop and flip left-right with probability 1/2; Tiny-ImageNet
 the same at 64x64 (its usual recipe, torchvision's `RandomCrop(64, padding=4)` + flip);
 ImageNet an Inception-style random resized crop (area 8 %-100 % of the image, aspect ratio
@@ -20,65 +21,24 @@ graph can call them on raw uint8 images and match training exactly.
 
 import tensorflow as tf
 
-from ssc_tf import config
-
-# Per-channel (R, G, B) mean and standard deviation of the training images, on the 0..1
-# scale. CIFAR and digits: over every pixel of the training set (digits: the 1,437 training
-# images after the resize; gray, so the channels agree). CIFAR-10's pixel std is 0.2470,
-# not the often-copied 0.2023/0.1994/0.2010; either is a constant scale that the first
-# batch norm absorbs. Tiny-ImageNet: the per-pixel values usually quoted for its training
-# set. ImageNet: the torchvision / Model Garden constants.
-MEAN_RGB = {
-    "cifar10": (0.4914, 0.4822, 0.4465),
-    "cifar100": (0.5071, 0.4865, 0.4409),
-    "tinyimagenet": (0.4802, 0.4481, 0.3975),
-    "imagenet2012": (0.485, 0.456, 0.406),
-    "digits": (0.3054, 0.3054, 0.3054),
-}
-STDDEV_RGB = {
-    "cifar10": (0.2470, 0.2435, 0.2616),
-    "cifar100": (0.2673, 0.2564, 0.2762),
-    "tinyimagenet": (0.2770, 0.2691, 0.2821),
-    "imagenet2012": (0.229, 0.224, 0.225),
-    "digits": (0.3237, 0.3237, 0.3237),
-}
+from ssc_tf.data import datasets
 
 # Zero padding of the pad-and-random-crop recipe, in pixels.
 CROP_PADDING = 4
-# ImageNet evaluation: resize the shorter side to this, then center-crop the input size.
-EVAL_RESIZE_SHORTER_SIDE = 256
 # ImageNet's random resized crop: the fraction of the image's area it covers.
 _CROP_AREA_RANGE = (0.08, 1.0)
-# The datasets whose training images are also flipped left-right.
-_FLIPPED = ("cifar10", "cifar100", "tinyimagenet", "imagenet2012")
-
-
-def check_dataset(dataset):
-    """Raises `ValueError` unless `dataset` is one of `ssc_tf.config.DATASETS`.
-
-    Args:
-        dataset: the value to check.
-
-    Returns:
-        `dataset`.
-    """
-    if dataset not in config.DATASETS:
-        raise ValueError(
-            f"Invalid value for argument `dataset`: expected one of {config.DATASETS}. "
-            f"Received: dataset={dataset!r}"
-        )
-    return dataset
 
 
 def normalize(images, dataset):
     """Scales 0..255 pixels to zero mean and unit variance per channel.
 
-    Computes `(images / 255 - MEAN_RGB[dataset]) / STDDEV_RGB[dataset]` over the last axis.
+    Computes `(images / 255 - mean_rgb) / stddev_rgb` over the last axis, with the
+    statistics of the dataset's record.
 
     Args:
         images: uint8 or float tensor with values in 0..255 and 3 channels last, any rank
             (one image `(H, W, 3)` or a batch `(B, H, W, 3)`).
-        dataset: str, one of `ssc_tf.config.DATASETS`: whose statistics to use.
+        dataset: str, one of `ssc_tf.data.datasets.NAMES`: whose statistics to use.
 
     Returns:
         A float32 tensor of the shape of `images`.
@@ -88,37 +48,37 @@ def normalize(images, dataset):
     >>> normalize(tf.constant([[[0, 128, 255]]], tf.uint8), "imagenet2012").numpy().round(4)
     array([[[-2.1179,  0.2052,  2.64  ]]], dtype=float32)
     """
-    check_dataset(dataset)
+    record = datasets.get(dataset)
     images = tf.cast(images, tf.float32)
-    mean = tf.constant(MEAN_RGB[dataset], tf.float32) * 255.0
-    stddev = tf.constant(STDDEV_RGB[dataset], tf.float32) * 255.0
+    mean = tf.constant(record.mean_rgb, tf.float32) * 255.0
+    stddev = tf.constant(record.stddev_rgb, tf.float32) * 255.0
     return (images - mean) / stddev
 
 
 def eval_resize(images, dataset):
     """Brings evaluation images to the model's input size (no randomness).
 
-    For `imagenet2012`: resizes (bilinear, antialiased) so that the shorter side is
-    `EVAL_RESIZE_SHORTER_SIDE` = 256, keeping the aspect ratio, then crops the central
-    224x224. Every other dataset is evaluated at its native size: the images come back
-    unchanged.
+    For a dataset whose record has an `eval_shorter_side` (`imagenet2012`: 256): resizes
+    (bilinear, antialiased) so that the shorter side is that, keeping the aspect ratio, then
+    crops the center at the input size (224x224). Every other dataset is evaluated at its
+    native size: the images come back unchanged.
 
     Args:
         images: one image `(H, W, 3)` or a batch `(B, H, W, 3)` of equal-sized images,
             uint8 or float with values in 0..255.
-        dataset: str, one of `ssc_tf.config.DATASETS`.
+        dataset: str, one of `ssc_tf.data.datasets.NAMES`.
 
     Returns:
         For `imagenet2012` a float32 tensor `(..., 224, 224, 3)` with values in 0..255;
         otherwise `images` as a tensor, as given.
     """
-    check_dataset(dataset)
+    record = datasets.get(dataset)
     images = tf.convert_to_tensor(images)
-    if dataset != "imagenet2012":
+    if record.eval_shorter_side is None:
         return images
-    height, width = config.INPUT_SHAPES[dataset][:2]
+    height, width = record.input_shape[:2]
     size = tf.cast(tf.shape(images)[-3:-1], tf.float32)
-    scale = EVAL_RESIZE_SHORTER_SIDE / tf.reduce_min(size)
+    scale = record.eval_shorter_side / tf.reduce_min(size)
     resized = tf.image.resize(
         images, tf.cast(tf.round(size * scale), tf.int32), method="bilinear", antialias=True
     )
@@ -133,19 +93,19 @@ def train_augment(image, seed, dataset):
             (the crop is decoded directly, without decoding the whole image); otherwise a
             uint8 tensor `(H, W, 3)` at the dataset's input size.
         seed: int tensor of shape `(2,)`, the stateless seed of this image's augmentation.
-        dataset: str, one of `ssc_tf.config.DATASETS`.
+        dataset: str, one of `ssc_tf.data.datasets.NAMES`.
 
     Returns:
-        The augmented image `(H, W, 3)` of `ssc_tf.config.INPUT_SHAPES[dataset]`: float32
-        in 0..255 for `imagenet2012`, uint8 otherwise.
+        The augmented image `(H, W, 3)` of the dataset's `input_shape`: float32 in 0..255
+        for `imagenet2012`, uint8 otherwise.
     """
-    check_dataset(dataset)
+    record = datasets.get(dataset)
     crop_seed, flip_seed = tf.unstack(tf.random.experimental.stateless_split(seed, num=2))
-    if dataset == "imagenet2012":
-        image = _random_resized_crop_jpeg(image, crop_seed, config.INPUT_SHAPES[dataset][:2])
+    if record.crop == datasets.RESIZED_CROP:
+        image = _random_resized_crop_jpeg(image, crop_seed, record.input_shape[:2])
     else:
         image = _pad_and_random_crop(image, crop_seed, CROP_PADDING)
-    if dataset in _FLIPPED:
+    if record.flip:
         image = tf.image.stateless_random_flip_left_right(image, flip_seed)
     return image
 

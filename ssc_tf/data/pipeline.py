@@ -1,19 +1,17 @@
-"""Input pipelines: every dataset of the paper as batched, normalized `tf.data.Dataset`s.
+"""The input pipeline: a split of any registered dataset as batched, normalized images.
 
-One module per source reads examples in a fixed order: `tfds_datasets` (CIFAR-10, CIFAR-100
-and ImageNet through TFDS), `tiny_imagenet` (the unpacked Tiny-ImageNet folder) and `digits`
-(scikit-learn's bundled 8x8 digits, no download). This module holds what they share: the
-split policy and the one pipeline (cache, shuffle, augment, batch, normalize, prefetch);
-`augment` holds the per-image transforms.
+Each reader module (`ssc_tf.data.datasets` names it per dataset) reads examples in a fixed
+order. This module holds what they share: the split policy and the one pipeline (cache,
+shuffle, augment, batch, normalize, prefetch); `augment` holds the per-image transforms.
 
 Splits:
 
 - "train" and "validation" partition the source's training set: its last
   `round(validation_split * size)` examples, in the source's fixed order, are the
-  "validation" hold-out (SPEC section 4 chose g and p on 10 %) and the rest is "train". The
-  fixed order is TFDS' stored order (shuffled when TFDS prepared it), Tiny-ImageNet's sorted
-  files under a fixed permutation, and the shuffled order of the digits split; so the
-  hold-out is the same in every run, whatever `seed`.
+  "validation" hold-out (the paper chose g and p on 10 %: docs/training.md) and the rest
+  is "train". The fixed order is TFDS' stored order (shuffled when TFDS prepared it),
+  Tiny-ImageNet's sorted files under a fixed permutation, and the shuffled order of the
+  digits split; so the hold-out is the same in every run, whatever `seed`.
 - "test" is the evaluation set: CIFAR's `test`; ImageNet's TFDS `validation` (the 50,000
   ILSVRC 2012 validation images); Tiny-ImageNet's `val/` (its `test/` has no labels); a
   fixed stratified 20 % of digits (see `digits`).
@@ -35,27 +33,15 @@ Example:
 (TensorShape([64, 32, 32, 3]), tf.float32, tf.int32)
 """
 
-import numbers
+import importlib
 
 import tensorflow as tf
 
-from ssc_tf import config
-from ssc_tf.data import augment, digits, tfds_datasets, tiny_imagenet
-from ssc_tf.data.augment import eval_resize, normalize
+from ssc_tf import arguments
+from ssc_tf.data import augment, datasets
 
-__all__ = ["DATASETS", "SPLITS", "eval_resize", "load", "needs_data_dir", "normalize",
-           "num_examples"]
-
-DATASETS = config.DATASETS
 SPLITS = ("train", "validation", "test")
 
-# What `data_dir` must hold for the datasets that cannot be downloaded for the user.
-_DATA_DIR_LAYOUT = {
-    "tinyimagenet": tiny_imagenet.LAYOUT,
-    "imagenet2012": tfds_datasets.IMAGENET_LAYOUT,
-}
-# Too large to cache in memory: read from disk every epoch.
-_STREAMED = ("imagenet2012",)
 # Shuffle buffer of a streamed training set (ImageNet's JPEG strings: about 1 GB), whose
 # shard order TFDS shuffles as well; cached training sets are shuffled whole.
 _STREAM_SHUFFLE_BUFFER = 10_000
@@ -71,8 +57,7 @@ def needs_data_dir(dataset):
         True for `tinyimagenet` and `imagenet2012`, whose files the user must download;
         False for CIFAR (TFDS downloads it into its default directory) and digits (bundled).
     """
-    augment.check_dataset(dataset)
-    return dataset in _DATA_DIR_LAYOUT
+    return datasets.get(dataset).data_dir is not None
 
 
 def num_examples(dataset, split, *, data_dir=None, validation_split=0.0):
@@ -94,8 +79,8 @@ def num_examples(dataset, split, *, data_dir=None, validation_split=0.0):
         ValueError: an argument is not allowed or `data_dir` lacks the dataset's files; the
             message names the argument or the missing file.
     """
-    _check_arguments(dataset, split, data_dir, validation_split)
-    _, start, stop = _slice(dataset, split, data_dir, validation_split)
+    record = _check_arguments(dataset, split, data_dir, validation_split)
+    _, start, stop = _slice(record, split, data_dir, validation_split)
     return stop - start
 
 
@@ -124,7 +109,7 @@ def load(dataset, split, *, batch_size, data_dir=None, validation_split=0.0, see
     Returns:
         A finite `tf.data.Dataset` of `(images, labels)`: images float32
         `(batch, height, width, 3)` with the height and width of
-        `ssc_tf.config.INPUT_SHAPES[dataset]`, normalized by `normalize` unless
+        the dataset's `input_shape` (`ssc_tf.data.datasets`), normalized by `normalize` unless
         `normalized=False`; labels int32
         `(batch,)` in `[0, NUM_CLASSES[dataset])`. Its `cardinality()` is known.
 
@@ -132,10 +117,10 @@ def load(dataset, split, *, batch_size, data_dir=None, validation_split=0.0, see
         ValueError: an argument is not allowed or `data_dir` lacks the dataset's files; the
             message names the argument or the missing file.
     """
-    _check_arguments(dataset, split, data_dir, validation_split)
-    _check_int("batch_size", batch_size, minimum=1)
-    _check_int("seed", seed, minimum=0)
-    part, start, stop = _slice(dataset, split, data_dir, validation_split)
+    record = _check_arguments(dataset, split, data_dir, validation_split)
+    arguments.check_int("batch_size", batch_size, minimum=1)
+    arguments.check_int("seed", seed, minimum=0)
+    part, start, stop = _slice(record, split, data_dir, validation_split)
     training = split == "train"
     if training and stop - start < batch_size:
         raise ValueError(
@@ -143,11 +128,13 @@ def load(dataset, split, *, batch_size, data_dir=None, validation_split=0.0, see
             f"training examples (validation_split={validation_split}), fewer than one full "
             f"batch. Received: batch_size={batch_size}"
         )
-    examples = _read(dataset, part, start, stop, data_dir, training, seed)
-    if dataset not in _STREAMED:
+    examples = _reader(record).read(
+        record, part, start, stop, data_dir=data_dir, training=training, seed=seed
+    )
+    if not record.streamed:
         examples = examples.cache()
     if training:
-        buffer = _STREAM_SHUFFLE_BUFFER if dataset in _STREAMED else stop - start
+        buffer = _STREAM_SHUFFLE_BUFFER if record.streamed else stop - start
         examples = examples.shuffle(buffer, seed=seed, reshuffle_each_iteration=True)
         # One stateless seed per image, drawn anew each epoch and reproducible from `seed`.
         seeds = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).batch(2)
@@ -160,13 +147,13 @@ def load(dataset, split, *, batch_size, data_dir=None, validation_split=0.0, see
         )
     else:
         examples = examples.map(
-            lambda image, label: (eval_resize(image, dataset), label),
+            lambda image, label: (augment.eval_resize(image, dataset), label),
             num_parallel_calls=tf.data.AUTOTUNE,
         )
     batches = examples.batch(
         batch_size, drop_remainder=training, num_parallel_calls=tf.data.AUTOTUNE
     )
-    scale = normalize if normalized else lambda images, _: tf.cast(images, tf.float32)
+    scale = augment.normalize if normalized else lambda images, _: tf.cast(images, tf.float32)
     batches = batches.map(
         lambda images, labels: (scale(images, dataset), labels),
         num_parallel_calls=tf.data.AUTOTUNE,
@@ -174,16 +161,22 @@ def load(dataset, split, *, batch_size, data_dir=None, validation_split=0.0, see
     return batches.prefetch(tf.data.AUTOTUNE)
 
 
-def _slice(dataset, split, data_dir, validation_split):
+def _reader(record):
+    """The module of `ssc_tf.data` that reads `record`'s examples."""
+    return importlib.import_module(f"ssc_tf.data.{record.reader}")
+
+
+def _slice(record, split, data_dir, validation_split):
     """(part, start, stop): the split as a range of the source's "train" or "test" part."""
+    reader = _reader(record)
     if split == "test":
-        return "test", 0, _size(dataset, "test", data_dir)
-    total = _size(dataset, "train", data_dir)
+        return "test", 0, reader.size(record, "test", data_dir)
+    total = reader.size(record, "train", data_dir)
     held_out = round(total * validation_split)
     if validation_split and not 0 < held_out < total:
         raise ValueError(
             f"Invalid value for argument `validation_split`: holding out "
-            f"{validation_split} of the {total} training examples of {dataset!r} leaves "
+            f"{validation_split} of the {total} training examples of {record.name!r} leaves "
             f"{held_out} for validation and {total - held_out} for training; both need at "
             f"least one. Received: validation_split={validation_split}"
         )
@@ -192,60 +185,20 @@ def _slice(dataset, split, data_dir, validation_split):
     return "train", total - held_out, total
 
 
-def _size(dataset, part, data_dir):
-    if dataset == "tinyimagenet":
-        return tiny_imagenet.size(part, data_dir)
-    if dataset == "digits":
-        return digits.size(part)
-    return tfds_datasets.size(dataset, part, data_dir)
-
-
-def _read(dataset, part, start, stop, data_dir, training, seed):
-    if dataset == "tinyimagenet":
-        return tiny_imagenet.read(part, start, stop, data_dir)
-    if dataset == "digits":
-        return digits.read(part, start, stop)
-    return tfds_datasets.read(
-        dataset, part, start, stop, data_dir=data_dir, training=training, seed=seed
-    )
-
-
 def _check_arguments(dataset, split, data_dir, validation_split):
-    augment.check_dataset(dataset)
-    if split not in SPLITS:
-        raise ValueError(
-            f"Invalid value for argument `split`: expected one of {SPLITS}. "
-            f"Received: split={split!r}"
-        )
-    if (
-        not isinstance(validation_split, numbers.Real)
-        or isinstance(validation_split, bool)
-        or not 0 <= validation_split < 1
-    ):
-        raise ValueError(
-            "Invalid value for argument `validation_split`: expected a number in [0, 1). "
-            f"Received: validation_split={validation_split!r}"
-        )
+    """Checks the arguments every split takes; returns the dataset's record."""
+    record = datasets.get(dataset)
+    arguments.check_choice("split", split, SPLITS)
+    arguments.check_range("validation_split", validation_split, 0, 1, high_open=True)
     if split == "validation" and not validation_split:
         raise ValueError(
             "Invalid value for argument `validation_split`: split 'validation' is the "
             "fraction `validation_split` held out of the training set, so it needs a "
             f"number in (0, 1). Received: validation_split={validation_split!r}"
         )
-    if data_dir is None and dataset in _DATA_DIR_LAYOUT:
+    if data_dir is None and record.data_dir is not None:
         raise ValueError(
             f"Missing argument `data_dir`: dataset {dataset!r} is read from "
-            f"{_DATA_DIR_LAYOUT[dataset]}. Received: data_dir=None"
+            f"{record.data_dir}. Received: data_dir=None"
         )
-
-
-def _check_int(name, value, minimum):
-    if (
-        not isinstance(value, numbers.Integral)
-        or isinstance(value, bool)
-        or value < minimum
-    ):
-        raise ValueError(
-            f"Invalid value for argument `{name}`: expected an integer >= {minimum}. "
-            f"Received: {name}={value!r}"
-        )
+    return record

@@ -23,70 +23,52 @@ import urllib.request
 
 import tensorflow as tf
 
-NAMES = ("cifar10", "cifar100", "imagenet2012")
+from ssc_tf.data import datasets
 
-# The TFDS split behind each part: "train" is the training set, "test" the evaluation set
-# (for ImageNet the 50,000 ILSVRC 2012 validation images, since its test labels are not
-# public).
-_TFDS_SPLITS = {
-    "cifar10": {"train": "train", "test": "test"},
-    "cifar100": {"train": "train", "test": "test"},
-    "imagenet2012": {"train": "train", "test": "validation"},
-}
-# The archives TFDS' imagenet2012 builder reads from its manual download directory.
-_IMAGENET_ARCHIVES = ("ILSVRC2012_img_train.tar", "ILSVRC2012_img_val.tar")
-# Where TFDS' cifar10 and cifar100 builders download their archives from.
-_CIFAR_DOWNLOAD_URL = "https://www.cs.toronto.edu/~kriz/"
 # Seconds the download host (with its name lookup) has to accept a connection: a host that
 # answers at all does so well within this, and offline the error then comes at once.
 _PROBE_TIMEOUT = 3
-# What an ImageNet `data_dir` must hold, for error messages.
-IMAGENET_LAYOUT = (
-    "a TFDS data directory holding either a prepared imagenet2012/5.1.0/ or, to prepare it "
-    f"on first use, {' and '.join(_IMAGENET_ARCHIVES)} (from https://image-net.org) in "
-    "<data_dir>/downloads/manual/"
-)
 
 
-def size(name, part, data_dir):
+def size(dataset, part, data_dir):
     """The number of examples of a whole part.
 
     Args:
-        name: str, one of `NAMES`.
+        dataset: the `ssc_tf.data.datasets.Dataset` record of a TFDS dataset.
         part: `"train"` (the training set) or `"test"` (the evaluation set).
         data_dir: str or None, the TFDS data directory (None: TFDS' default).
 
     Returns:
         The example count TFDS recorded when it prepared the split.
     """
-    builder = _prepared_builder(name, data_dir)
-    return builder.info.splits[_TFDS_SPLITS[name][part]].num_examples
+    builder = _prepared_builder(dataset, data_dir)
+    return builder.info.splits[dataset.source_splits[part]].num_examples
 
 
-def read(name, part, start, stop, *, data_dir, training, seed):
+def read(dataset, part, start, stop, *, data_dir, training, seed):
     """The examples `[start, stop)` of a part, in TFDS' stored order.
 
     Args:
-        name: str, one of `NAMES`.
+        dataset: the record, as in `size`.
         part: `"train"` or `"test"`, as in `size`.
         start: int, the first example.
         stop: int, one past the last example.
         data_dir: str or None, the TFDS data directory.
-        training: bool. For ImageNet training the shards are read in a shuffled order
-            (seeded) and the images are left JPEG-encoded, for
-            `augment.train_augment` to decode only the crop.
-        seed: int, the shard shuffling seed (ImageNet training only).
+        training: bool. For the training set of a dataset with a random resized crop
+            (ImageNet) the shards are read in a shuffled order (seeded) and the images are
+            left JPEG-encoded, for `augment.train_augment` to decode only the crop.
+        seed: int, the shard shuffling seed (that case only).
 
     Returns:
         A `tf.data.Dataset` of `(image, label)`: image a uint8 `(H, W, 3)` tensor (a JPEG
         string for ImageNet training), label an int32 scalar; its cardinality is known.
     """
-    import tensorflow_datasets as tfds
+    tfds = _import_tfds()
 
-    builder = _prepared_builder(name, data_dir)
-    encoded = training and name == "imagenet2012"
+    builder = _prepared_builder(dataset, data_dir)
+    encoded = training and dataset.crop == datasets.RESIZED_CROP
     examples = builder.as_dataset(
-        split=f"{_TFDS_SPLITS[name][part]}[{start}:{stop}]",
+        split=f"{dataset.source_splits[part]}[{start}:{stop}]",
         as_supervised=True,
         shuffle_files=encoded,
         decoders={"image": tfds.decode.SkipDecoding()} if encoded else None,
@@ -98,39 +80,39 @@ def read(name, part, start, stop, *, data_dir, training, seed):
     )
 
 
-def _prepared_builder(name, data_dir):
-    """The TFDS builder of `name` in `data_dir`, preparing the data first if needed."""
-    import tensorflow_datasets as tfds
+def _prepared_builder(dataset, data_dir):
+    """The TFDS builder of `dataset` in `data_dir`, preparing the data first if needed."""
+    tfds = _import_tfds()
 
     if data_dir is not None and not tf.io.gfile.isdir(data_dir):
         raise ValueError(
             f"Invalid value for argument `data_dir`: {data_dir!r} is not a directory. "
-            f"Pass an existing TFDS data directory for {name!r}"
-            + (" or None for TFDS' default." if name != "imagenet2012" else ".")
+            f"Pass an existing TFDS data directory for {dataset.name!r}"
+            + (" or None for TFDS' default." if dataset.data_dir is None else ".")
         )
-    builder = tfds.builder(name, data_dir=data_dir)
+    builder = tfds.builder(dataset.name, data_dir=data_dir)
     if builder.is_prepared():
         return builder
-    if name == "imagenet2012":
+    if dataset.manual_downloads:
         manual_dir = os.path.join(data_dir, "downloads", "manual")
         missing = [
             os.path.join(manual_dir, archive)
-            for archive in _IMAGENET_ARCHIVES
+            for archive in dataset.manual_downloads
             if not tf.io.gfile.exists(os.path.join(manual_dir, archive))
         ]
         if missing:
             raise ValueError(
                 f"Invalid value for argument `data_dir`: {data_dir!r} holds neither a "
-                f"prepared TFDS {builder.info.full_name!r} nor the ImageNet archives to "
+                f"prepared TFDS {builder.info.full_name!r} nor the archives to "
                 f"prepare it from. Missing: {', '.join(missing)}. Download "
-                f"{' and '.join(_IMAGENET_ARCHIVES)} from https://image-net.org into "
-                f"{manual_dir}/ (TFDS' manual download directory)."
+                f"{' and '.join(dataset.manual_downloads)} from https://image-net.org "
+                f"into {manual_dir}/ (TFDS' manual download directory)."
             )
         builder.download_and_prepare(
             download_config=tfds.download.DownloadConfig(manual_dir=manual_dir)
         )
         return builder
-    unreachable = _unreachable(_CIFAR_DOWNLOAD_URL, _PROBE_TIMEOUT)
+    unreachable = _unreachable(dataset.download_url, _PROBE_TIMEOUT)
     if unreachable:
         raise _not_prepared_error(builder, data_dir, unreachable)
     # TFDS' temporary files from before this call (another process may be downloading).
@@ -193,3 +175,18 @@ def _unreachable(url, timeout):
     thread.start()
     thread.join(timeout)
     return outcome.get("error", f"{host}:{port} did not answer within {timeout} s")
+
+
+def _import_tfds():
+    """The `tensorflow_datasets` module (the `tfds` extra), imported on first use."""
+    try:
+        import tensorflow_datasets
+    except ModuleNotFoundError as error:
+        if error.name != "tensorflow_datasets":
+            raise  # TFDS is there, but not one of its own dependencies: say which.
+        raise ModuleNotFoundError(
+            "CIFAR and ImageNet are read through TensorFlow Datasets, which is not "
+            "installed: pip install 'ssc_tf[tfds]'",
+            name="tensorflow_datasets",
+        ) from None
+    return tensorflow_datasets

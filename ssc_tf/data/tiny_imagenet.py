@@ -1,7 +1,7 @@
 """Tiny-ImageNet (200 classes, 64x64) read from its unpacked folder.
 
 TFDS has no Tiny-ImageNet, so the images are read from `tiny-imagenet-200/` as unpacked from
-http://cs231n.stanford.edu/tiny-imagenet-200.zip (SPEC section 4):
+http://cs231n.stanford.edu/tiny-imagenet-200.zip (docs/training.md):
 
     wnids.txt                      the 200 class ids (WordNet ids), one per line
     train/<wnid>/images/*.JPEG     500 training images per class
@@ -22,58 +22,56 @@ import os
 import numpy as np
 import tensorflow as tf
 
-# What `data_dir` must hold, for error messages.
-LAYOUT = (
-    "the unpacked tiny-imagenet-200/ folder (from "
-    "http://cs231n.stanford.edu/tiny-imagenet-200.zip, or its parent) holding wnids.txt, "
-    "train/<wnid>/images/*.JPEG, val/images/*.JPEG and val/val_annotations.txt"
-)
 _FOLDER = "tiny-imagenet-200"
-_IMAGE_SHAPE = (64, 64, 3)
 # Seeds the fixed order of the training set; changing it changes the validation hold-out.
 _ORDER_SEED = 0
 
 
-def size(part, data_dir):
+def size(dataset, part, data_dir):
     """The number of examples of a whole part.
 
     Args:
+        dataset: the `ssc_tf.data.datasets.Dataset` record of Tiny-ImageNet.
         part: `"train"` (`train/`) or `"test"` (`val/`).
         data_dir: str, the `tiny-imagenet-200/` folder or its parent.
 
     Returns:
         The number of images listed for the part.
     """
-    paths, _ = _examples(part, data_dir)
+    paths, _ = _examples(dataset, part, data_dir)
     return len(paths)
 
 
-def read(part, start, stop, data_dir):
+def read(dataset, part, start, stop, *, data_dir, training, seed):
     """The examples `[start, stop)` of a part, decoded, in the part's fixed order.
 
     Args:
+        dataset: the record, as in `size`.
         part: `"train"` or `"test"`, as in `size`.
         start: int, the first example.
         stop: int, one past the last example.
         data_dir: str, the `tiny-imagenet-200/` folder or its parent.
+        training: bool, unused: every part is read the same way.
+        seed: int, unused: the order is fixed.
 
     Returns:
         A `tf.data.Dataset` of `(image, label)`: image uint8 `(64, 64, 3)`, label an int32
         scalar; its cardinality is known.
     """
-    paths, labels = _examples(part, data_dir)
+    del training, seed
+    paths, labels = _examples(dataset, part, data_dir)
     examples = tf.data.Dataset.from_tensor_slices((paths[start:stop], labels[start:stop]))
-    return examples.map(_decode, num_parallel_calls=tf.data.AUTOTUNE)
+
+    def decode(path, label):
+        image = tf.io.decode_jpeg(tf.io.read_file(path), channels=3)
+        return tf.ensure_shape(image, dataset.input_shape), label
+
+    return examples.map(decode, num_parallel_calls=tf.data.AUTOTUNE)
 
 
-def _decode(path, label):
-    image = tf.io.decode_jpeg(tf.io.read_file(path), channels=3)
-    return tf.ensure_shape(image, _IMAGE_SHAPE), label
-
-
-def _examples(part, data_dir):
+def _examples(dataset, part, data_dir):
     """(paths, int32 labels) of a part in its fixed order, after checking the layout."""
-    root = _root(data_dir)
+    root = _root(dataset, data_dir)
     wnids = _read_wnids(root)
     label_of = {wnid: label for label, wnid in enumerate(wnids)}
     if part == "train":
@@ -81,19 +79,19 @@ def _examples(part, data_dir):
     return _val_examples(root, label_of)
 
 
-def _root(data_dir):
+def _root(dataset, data_dir):
     """The `tiny-imagenet-200/` folder: `data_dir` itself or its child of that name."""
     if not tf.io.gfile.isdir(data_dir):
         raise ValueError(
             f"Invalid value for argument `data_dir`: {data_dir!r} is not a directory. "
-            f"Tiny-ImageNet needs {LAYOUT}."
+            f"Tiny-ImageNet needs {dataset.data_dir}."
         )
     for root in (data_dir, os.path.join(data_dir, _FOLDER)):
         if tf.io.gfile.exists(os.path.join(root, "wnids.txt")):
             return root
     raise ValueError(
         f"Invalid value for argument `data_dir`: no wnids.txt in {data_dir!r} nor in "
-        f"{os.path.join(data_dir, _FOLDER)!r}. Tiny-ImageNet needs {LAYOUT}."
+        f"{os.path.join(data_dir, _FOLDER)!r}. Tiny-ImageNet needs {dataset.data_dir}."
     )
 
 

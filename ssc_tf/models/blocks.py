@@ -1,36 +1,21 @@
-"""Building blocks shared by every model: convolutions by (g, p), conv-BN-ReLU, residual blocks.
+"""Keras layers for the nodes of an `architectures.Network`, and the model they make.
 
-Each convolution is chosen by its pattern: a plain `keras.layers.Conv2D` where the pattern is
-dense (g == 1 for a K x K window; no K x K part and p in (None, 1) for a 1 x 1 one) and an
-`SSCConv2D` otherwise, so dense twins are exactly the standard networks.
+Everything about a network (widths, counts, strides, shortcuts, names) comes from the walk of
+its spec table (`ssc_tf.architectures.network`); this module only says which Keras layers a
+node is. Each convolution is chosen by its pattern: a plain `keras.layers.Conv2D` where the
+pattern is dense (g == 1 for a K x K window; no K x K part and p in (None, 1) for a 1 x 1 one)
+and an `SSCConv2D` otherwise, so dense twins are exactly the standard networks.
 """
 
 import keras
 
+from ssc_tf import architectures
 from ssc_tf import pattern as pattern_lib
 from ssc_tf.layers import SSCConv2D
 
 # PyTorch's BatchNorm defaults, as in the GraSP code the paper builds on.
 BN_MOMENTUM = 0.9
 BN_EPSILON = 1e-5
-
-
-def widths_to_gp(widths, g, p, model):
-    """Maps each width (filter count) to its (g, p), checking one value per width.
-
-    Args:
-        widths: the model's widths, for example (32, 64, 128).
-        g: one g (int >= 1 or None) per width.
-        p: one p (int >= 1 or None) per width.
-        model: the model's name, for messages.
-    """
-    for name, values in (("g", g), ("p", p)):
-        if values is None or len(values) != len(widths):
-            raise ValueError(
-                f"Invalid value for argument `{name}` of model {model!r}: expected one value "
-                f"per width {tuple(widths)} ({len(widths)} values). Received: {name}={values!r}"
-            )
-    return {w: pattern_lib.check_g_p(gw, pw) for w, gw, pw in zip(widths, g, p)}
 
 
 def is_dense(kernel_size, g, p):
@@ -40,16 +25,17 @@ def is_dense(kernel_size, g, p):
     return g == 1
 
 
-def conv(filters, kernel_size, strides, g, p, name):
-    """A convolution without bias (batch norm follows), dense or SSC by its pattern."""
-    if is_dense(kernel_size, g, p):
+def conv(layer, g, p):
+    """The convolution `layer` (an `architectures.ConvLayer`) without bias (batch norm follows),
+    dense or SSC by its pattern (g, p)."""
+    if is_dense(layer.kernel_size, g, p):
         return keras.layers.Conv2D(
-            filters, kernel_size, strides=strides, padding="same", use_bias=False,
-            kernel_initializer="he_normal", name=name,
+            layer.filters, layer.kernel_size, strides=layer.strides, padding="same",
+            use_bias=False, kernel_initializer="he_normal", name=layer.name,
         )
     return SSCConv2D(
-        filters, kernel_size, g=g, p=p, strides=strides, padding="same", use_bias=False,
-        name=name,
+        layer.filters, layer.kernel_size, g=g, p=p, strides=layer.strides, padding="same",
+        use_bias=False, name=layer.name,
     )
 
 
@@ -62,49 +48,68 @@ def batch_norm(name):
     )
 
 
-def conv_bn(x, filters, kernel_size, strides, gp, name, relu=True):
-    """conv -> batch norm (-> ReLU); `gp` is the convolution's (g, p)."""
-    x = conv(filters, kernel_size, strides, *gp, name=f"{name}_conv")(x)
-    x = batch_norm(f"{name}_bn")(x)
-    return keras.layers.ReLU(name=f"{name}_relu")(x) if relu else x
-
-
-def _shortcut(x, filters, strides, gp, name):
-    if strides == 1 and x.shape[-1] == filters:
-        return x
-    return conv_bn(x, filters, 1, strides, gp, f"{name}_shortcut", relu=False)
-
-
-def basic_block(x, filters, strides, gp, name):
-    """ResNet basic block: two 3 x 3 conv-BN, projection shortcut when the shape changes."""
-    shortcut = _shortcut(x, filters, strides, gp, name)
-    x = conv_bn(x, filters, 3, strides, gp, f"{name}_1")
-    x = conv_bn(x, filters, 3, 1, gp, f"{name}_2", relu=False)
-    x = keras.layers.Add(name=f"{name}_add")([shortcut, x])
-    return keras.layers.ReLU(name=f"{name}_out")(x)
-
-
-def bottleneck_block(x, filters, strides, gp_3x3, gp_1x1, name):
-    """ResNet bottleneck (v1.5: stride on the 3 x 3): 1x1 -> 3x3 -> 1x1 (4 x filters).
+def conv_bn(x, node, settings):
+    """conv -> batch norm (-> ReLU) of an `architectures.ConvBN` node.
 
     Args:
-        gp_3x3: the (g, p) of the 3 x 3 convolution.
-        gp_1x1: maps a 1 x 1 convolution's filter count to its (g, p).
+        x: the input tensor.
+        node: the `ConvBN`.
+        settings: the model's (g, p) per setting, from `architectures.settings_of`.
     """
-    out = 4 * filters
-    shortcut = _shortcut(x, out, strides, gp_1x1[out], name)
-    x = conv_bn(x, filters, 1, 1, gp_1x1[filters], f"{name}_1")
-    x = conv_bn(x, filters, 3, strides, gp_3x3, f"{name}_2")
-    x = conv_bn(x, out, 1, 1, gp_1x1[out], f"{name}_3", relu=False)
-    x = keras.layers.Add(name=f"{name}_add")([shortcut, x])
-    return keras.layers.ReLU(name=f"{name}_out")(x)
+    x = conv(node.conv, *architectures.layer_gp(node.conv, settings))(x)
+    x = batch_norm(node.bn_name)(x)
+    return keras.layers.ReLU(name=node.relu_name)(x) if node.relu else x
 
 
-def classifier(x, num_classes):
-    """Global average pooling and one dense linear layer (logits).
+def residual_block(x, node, settings):
+    """An `architectures.ResidualBlock`: ReLU(shortcut + main path).
+
+    The shortcut's layers are created before the main path's, so the weights keep the order of
+    the checkpoints saved so far.
+    """
+    shortcut = x if node.shortcut is None else conv_bn(x, node.shortcut, settings)
+    for layer in node.layers:
+        x = conv_bn(x, layer, settings)
+    x = keras.layers.Add(name=node.add_name)([shortcut, x])
+    return keras.layers.ReLU(name=node.out_name)(x)
+
+
+def pool(x, node, settings):
+    """An `architectures.Pool` node: max-pooling (`settings` is unused: no weights)."""
+    del settings
+    pooling = node.pooling
+    return keras.layers.MaxPooling2D(
+        pooling.pool_size, strides=pooling.strides, padding=pooling.padding, name=node.name
+    )(x)
+
+
+def classifier(x, node, num_classes):
+    """An `architectures.Classifier`: global average pooling and one dense linear layer.
 
     The logits stay float32 under a mixed-precision policy, so the softmax loss is computed
     in float32 (Keras' mixed-precision guide).
     """
-    x = keras.layers.GlobalAveragePooling2D(name="pool")(x)
-    return keras.layers.Dense(num_classes, name="logits", dtype="float32")(x)
+    x = keras.layers.GlobalAveragePooling2D(name=node.pool_name)(x)
+    return keras.layers.Dense(num_classes, name=node.name, dtype="float32")(x)
+
+
+_NODES = {
+    architectures.ConvBN: conv_bn,
+    architectures.ResidualBlock: residual_block,
+    architectures.Pool: pool,
+}
+
+
+def model(network, settings, num_classes):
+    """The functional Keras model of an `architectures.Network`.
+
+    Args:
+        network: the walk of the model's spec table.
+        settings: the model's (g, p) per setting, from `architectures.settings_of`.
+        num_classes: classes of the classifier.
+    """
+    inputs = keras.Input(network.input_shape, name=network.input_name)
+    x = inputs
+    for node in network.nodes:
+        x = _NODES[type(node)](x, node, settings)
+    return keras.Model(inputs, classifier(x, network.classifier, num_classes), name=network.model)

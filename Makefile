@@ -1,18 +1,24 @@
 # Every target runs inside the virtual environment at .venv, created on first use
-# and reused after; it is rebuilt when setup.cfg or pyproject.toml change.
+# and reused after; it is rebuilt when setup.cfg, pyproject.toml or constraints.txt change.
+# It holds the exact versions of constraints.txt (the lock; see `make lock`).
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 # Which TensorFlow wheel to install: `cpu` (tensorflow-cpu) or `gpu` (tensorflow[and-cuda]).
 TF_EXTRA ?= cpu
+# The extras the tests need besides TensorFlow.
+EXTRAS := tfds,dev
+# The `serving` extra's requirements, read from setup.cfg: installed with --no-deps (setup.cfg
+# says why).
+SERVING_REQUIREMENTS = $$($(PYTHON) -c 'import configparser; c = configparser.ConfigParser(); c.read("setup.cfg"); print(c["options.extras_require"]["serving"])')
 
-.PHONY: setup test benchmark quickstart clean
+.PHONY: setup test benchmark quickstart clean lock install-check
 
-$(VENV)/.installed: setup.cfg pyproject.toml
+$(VENV)/.installed: setup.cfg pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e ".[$(TF_EXTRA),dev]"
-	$(PY) -m pip install -q --no-deps $$($(PY) -c 'import configparser; c = configparser.ConfigParser(); c.read("setup.cfg"); print(c["options.extras_require"]["serving"])')
+	$(PY) -m pip install -q -c constraints.txt -e ".[$(TF_EXTRA),$(EXTRAS)]"
+	$(PY) -m pip install -q -c constraints.txt --no-deps $(SERVING_REQUIREMENTS)
 	touch $@
 
 setup: $(VENV)/.installed
@@ -28,11 +34,11 @@ benchmark: setup
 	$(PY) tools/benchmark_models.py --output=results/benchmark_models.json \
 	    --markdown=results/benchmark_models.md --plot=results/benchmark_models.png
 
-# The README's main job: train SSC ResNet-32 on the bundled digits (configs/quickstart.cfg),
+# The README's main job: train SSC ResNet-32 on the bundled digits (the quickstart config),
 # then evaluate it into $(QUICKSTART_DIR)/eval.json. Rerunning resumes, or skips a finished run.
 QUICKSTART_DIR ?= runs/quickstart
 quickstart: setup
-	$(PY) -m ssc_tf.train --flagfile=configs/quickstart.cfg --model_dir=$(QUICKSTART_DIR)
+	$(PY) -m ssc_tf.train --flagfile=quickstart --model_dir=$(QUICKSTART_DIR)
 	$(PY) -m ssc_tf.evaluate --model_dir=$(QUICKSTART_DIR)
 
 clean:
@@ -44,3 +50,57 @@ clean:
 .PHONY: bazel-test
 bazel-test: setup
 	bazel test //...
+
+# Rewrites constraints.txt below its "pip freeze" line from a new virtual environment (outside
+# the checkout) holding the newest releases that setup.cfg's ranges allow, for the default
+# extras; the header and the hand-kept pins above that line stay. Minutes: it downloads
+# TensorFlow. Review the diff, then `make setup` installs the new lock.
+lock:
+	@set -e; tmp=$$(mktemp -d); trap 'rm -rf "$$tmp"' EXIT; \
+	$(PYTHON) -m venv "$$tmp/venv"; \
+	"$$tmp/venv/bin/python" -m pip install -q --upgrade pip; \
+	"$$tmp/venv/bin/python" -m pip install -q -e ".[cpu,$(EXTRAS)]"; \
+	"$$tmp/venv/bin/python" -m pip install -q --no-deps $(SERVING_REQUIREMENTS); \
+	sed '/^# ---- pip freeze/q' constraints.txt > "$$tmp/constraints.txt"; \
+	grep -q '^# ---- pip freeze' "$$tmp/constraints.txt"; \
+	"$$tmp/venv/bin/python" -m pip freeze --all --exclude pip --exclude setuptools \
+	    --exclude-editable --exclude ssc_tf >> "$$tmp/constraints.txt"; \
+	cp "$$tmp/constraints.txt" constraints.txt; \
+	echo "constraints.txt rewritten: see git diff constraints.txt"
+
+# What a user of `pip install 'ssc_tf[cpu]'` gets: a regular (not editable) install of the
+# checkout's files (those git tracks or would add; so no stale build/ or .venv) into a new
+# virtual environment outside the checkout, with the lock. Then, from a directory outside the
+# checkout, ssc_tf must import from site-packages (with its data), and each of
+# INSTALL_CHECK_COMMANDS must succeed and print a line matching INSTALL_CHECK_EXPECT (an
+# extended regex: a kept fraction). The temporary directory goes in the end. About 2 minutes.
+INSTALL_CHECK_COMMANDS ?= \
+	'python -m ssc_tf.density --flagfile=cifar10_vgg19_10pct' \
+	'python -m ssc_tf.search_gp --model=resnet32 --dataset=cifar10 --target=0.1 --top=3' \
+	'ssc-density --flagfile=cifar10_vgg19_10pct'
+INSTALL_CHECK_EXPECT ?= kept fraction [0-9]
+install-check:
+	@set -e; tmp=$$(mktemp -d); trap 'rm -rf "$$tmp"' EXIT; \
+	mkdir "$$tmp/src" "$$tmp/run"; \
+	git ls-files -z --cached --others --exclude-standard \
+	    | tar --null -T - --ignore-failed-read -cf - 2>/dev/null | tar -C "$$tmp/src" -xf -; \
+	echo "install-check: pip install -c constraints.txt '<checkout>[cpu]' into $$tmp/venv"; \
+	$(PYTHON) -m venv "$$tmp/venv"; \
+	"$$tmp/venv/bin/python" -m pip install -q --upgrade pip; \
+	"$$tmp/venv/bin/python" -m pip install -q -c "$(CURDIR)/constraints.txt" "$$tmp/src[cpu]"; \
+	cd "$$tmp/run"; \
+	PATH="$$tmp/venv/bin:$$PATH" python -c 'import importlib.resources, ssc_tf; \
+	    assert "/site-packages/" in ssc_tf.__file__, ssc_tf.__file__; \
+	    data = importlib.resources.files("ssc_tf"); \
+	    assert (data / "execution_costs.json").is_file(); \
+	    assert (data / "configs" / "quickstart.cfg").is_file()'; \
+	for command in $(INSTALL_CHECK_COMMANDS); do \
+	  echo "install-check: $$command"; \
+	  if ! PATH="$$tmp/venv/bin:$$PATH" sh -c "$$command" > "$$tmp/out" 2>&1; then \
+	    tail -n 30 "$$tmp/out"; echo "install-check: FAILED: $$command"; exit 1; \
+	  fi; \
+	  if ! grep -i -E -- "$(INSTALL_CHECK_EXPECT)" "$$tmp/out"; then \
+	    tail -n 30 "$$tmp/out"; echo "install-check: FAILED: printed no '$(INSTALL_CHECK_EXPECT)': $$command"; exit 1; \
+	  fi; \
+	done; \
+	echo "install-check: OK"

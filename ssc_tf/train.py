@@ -1,7 +1,8 @@
-"""Trains one experiment: `python -m ssc_tf.train --flagfile=configs/<name>.cfg --model_dir=DIR`.
+"""Trains one experiment: `python -m ssc_tf.train --flagfile=<config> --model_dir=DIR`.
 
 The flagfile sets the experiment (dataset, model, per-width (g, p), schedule; see
-`ssc_tf.config`); flags after it override the file. This module adds where the data and the
+`ssc_tf.config`): a packaged config's name (`ssc_tf.flagfile.names()`) or a file's path; flags
+after it override the file. This module adds where the data and the
 run live and how to run it: `--data_dir`, `--model_dir`, `--strategy`, `--mixed_precision`,
 `--jit_compile`, `--steps_per_epoch`.
 

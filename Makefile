@@ -8,9 +8,9 @@ PY := $(VENV)/bin/python
 TF_EXTRA ?= cpu
 # The extras the tests need besides TensorFlow.
 EXTRAS := tfds,dev
-# The `serving` extra's requirements, read from setup.cfg: installed with --no-deps (setup.cfg
-# says why).
-SERVING_REQUIREMENTS = $$($(PYTHON) -c 'import configparser; c = configparser.ConfigParser(); c.read("setup.cfg"); print(c["options.extras_require"]["serving"])')
+# The `serving` and `tfmot` extras' requirements, read from setup.cfg: installed with
+# --no-deps (setup.cfg says why).
+NO_DEPS_REQUIREMENTS = $$($(PYTHON) -c 'import configparser; c = configparser.ConfigParser(); c.read("setup.cfg"); e = c["options.extras_require"]; print(e["serving"], e["tfmot"])')
 
 .PHONY: setup test benchmark quickstart clean lock install-check
 
@@ -18,13 +18,16 @@ $(VENV)/.installed: setup.cfg pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -c constraints.txt -e ".[$(TF_EXTRA),$(EXTRAS)]"
-	$(PY) -m pip install -q -c constraints.txt --no-deps $(SERVING_REQUIREMENTS)
+	$(PY) -m pip install -q -c constraints.txt --no-deps $(NO_DEPS_REQUIREMENTS)
 	touch $@
 
 setup: $(VENV)/.installed
 
+# The main suite, then tfmot's tests in a process of their own (tfmot needs Keras 2, which
+# TF_USE_LEGACY_KERAS=1 selects before TensorFlow starts).
 test: setup
 	$(PY) -m pytest -q
+	TF_USE_LEGACY_KERAS=1 $(PY) -m pytest -q tests/tfmot
 
 # Every form of every config layer shape (about 25 minutes on 2 cores), then whole models
 # against their dense twins (about 20 minutes). Neither rewrites the plan's table: see
@@ -60,7 +63,7 @@ lock:
 	$(PYTHON) -m venv "$$tmp/venv"; \
 	"$$tmp/venv/bin/python" -m pip install -q --upgrade pip; \
 	"$$tmp/venv/bin/python" -m pip install -q -e ".[cpu,$(EXTRAS)]"; \
-	"$$tmp/venv/bin/python" -m pip install -q --no-deps $(SERVING_REQUIREMENTS); \
+	"$$tmp/venv/bin/python" -m pip install -q --no-deps $(NO_DEPS_REQUIREMENTS); \
 	sed '/^# ---- pip freeze/q' constraints.txt > "$$tmp/constraints.txt"; \
 	grep -q '^# ---- pip freeze' "$$tmp/constraints.txt"; \
 	"$$tmp/venv/bin/python" -m pip freeze --all --exclude pip --exclude setuptools \

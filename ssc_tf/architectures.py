@@ -471,6 +471,12 @@ def widths_1x1(model):
     return _widths(model, P_1X1)
 
 
+def dense_pattern(model):
+    """The dense twin's `(g, p, p_1x1)` lists of `model`: g = 1 and p = None at every width
+    (every layer a standard convolution), p_1x1 = 1 (a standard pointwise convolution)."""
+    return (1,) * len(widths(model)), (None,) * len(widths(model)), (1,) * len(widths_1x1(model))
+
+
 def conv_layers(model, input_shape):
     """Every convolution of `model` in forward order (a block's main path before its shortcut).
 

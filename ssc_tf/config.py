@@ -12,6 +12,7 @@ import dataclasses
 
 from ssc_tf import architectures
 from ssc_tf import arguments
+from ssc_tf import pruning
 from ssc_tf.data import datasets
 
 DATASETS = datasets.NAMES
@@ -42,7 +43,7 @@ class ExperimentConfig:
     Every check raises a one-line `ValueError` naming the argument (the flag, when read from
     flags) and the values it allows. Each field's meaning is its `help` below, which is also
     its flag's help text: `dataset`, `model` and `epochs` are required; `g` and `p` (one value
-    per width of `architectures.widths(model)`) and `ticket` unless `dense`; `p_1x1` (one
+    per width of `architectures.widths(model)`) and `ticket` unless `sparsity` is 'dense'; `p_1x1` (one
     value per `architectures.widths_1x1(model)`) for a sparse ResNet-50. Lists become tuples,
     so a config is hashable.
 
@@ -67,13 +68,13 @@ class ExperimentConfig:
         INT_LIST,
         "K x K blocks per width, one integer >= 1 or 'none' (no K x K part) for each width of "
         "the model (" + "; ".join(f"{m} {architectures.widths(m)}" for m in MODELS)
-        + "; resnet50's are its 3 x 3 widths), e.g. 1,2,4,16. Ignored with --dense.",
+        + "; resnet50's are its 3 x 3 widths), e.g. 1,2,4,16. Ignored with --sparsity=dense.",
         default=(), allow_none=True,
     )
     p: tuple = _field(
         INT_LIST,
         "1 x 1 residue period per width, like --g ('none': no 1 x 1 part). Every 1 x 1 "
-        "convolution (a ResNet shortcut) takes its width's p alone. Ignored with --dense.",
+        "convolution (a ResNet shortcut) takes its width's p alone. Ignored with --sparsity=dense.",
         default=(), allow_none=True,
     )
     p_1x1: tuple = _field(
@@ -83,14 +84,33 @@ class ExperimentConfig:
         "models.",
         default=(), allow_none=False,
     )
-    dense: bool = _field(
-        BOOL, "Train the dense twin: every convolution standard; --g, --p, --p_1x1 are ignored.",
+    sparsity: str = _field(
+        ENUM,
+        "How the network is sparse: ssc (the --g/--p pattern), dense (the dense twin: every "
+        "convolution standard, --g/--p/--p_1x1 ignored), random, snip, grasp, synflow (a "
+        "mask computed on the dense twin at initialization, then fixed) or magnitude "
+        "(tfmot's gradual magnitude pruning, in its own process). Pruned runs keep the "
+        "weights that the --g/--p pattern keeps, or --kept_fraction (docs/baselines.md).",
+        default=pruning.SSC, choices=pruning.METHODS,
+    )
+    kept_fraction: float | None = _field(
+        FLOAT,
+        "Pruned runs only: the fraction of the model's weights (convolutions and classifier "
+        "kernel) to keep, in (0, 1], instead of the --g/--p pattern's; the first convolution "
+        "and the classifier stay dense. Default: the pattern's exact count.",
+        default=None,
+    )
+    random_per_layer: bool = _field(
+        BOOL,
+        "--sparsity=random only: keep each layer at the SSC pattern's density for that layer "
+        "instead of one global uniform draw.",
         default=False,
     )
     ticket: float | None = _field(
         FLOAT,
         "The paper's label of the run, percent of the dense parameters kept (e.g. 5, 15). "
-        "Required for SSC runs, unset for --dense. A label: the exact fraction comes from the "
+        "Required unless --sparsity=dense, which ignores it (a pruned run keeps the pattern's "
+        "count, so it takes the same label). A label: the exact fraction comes from the "
         "pattern (docs/supplement.md).",
         default=None,
     )
@@ -121,10 +141,12 @@ class ExperimentConfig:
     def __post_init__(self):
         arguments.check_choice("dataset", self.dataset, DATASETS)
         arguments.check_choice("model", self.model, MODELS)
+        arguments.check_choice("sparsity", self.sparsity, pruning.METHODS)
         for name in ("g", "p", "p_1x1", "lr_boundaries"):
             object.__setattr__(self, name, tuple(getattr(self, name)))
         self._check_widths()
         self._check_ticket()
+        self._check_pruning()
         self._check_schedule()
 
     def _check_widths(self):
@@ -135,7 +157,7 @@ class ExperimentConfig:
                 continue
             if not values:
                 raise ValueError(
-                    f"{_kind()} {_spelled(name)} is required unless {_spelled('dense')}: "
+                    f"{_kind()} {_spelled(name)} is required unless {_spelled('sparsity')}=dense: "
                     f"model {self.model!r} needs {len(widths)} values, one per width {widths} "
                     f"(an integer >= 1 or {NONE!r}). Received: {name}={format_list(values)}"
                 )
@@ -161,27 +183,54 @@ class ExperimentConfig:
             if not self.p_1x1:
                 raise ValueError(
                     f"{_kind()} {_spelled('p_1x1')} is required for "
-                    f"{_spelled('model')}={self.model} unless {_spelled('dense')}: "
+                    f"{_spelled('model')}={self.model} unless {_spelled('sparsity')}=dense: "
                     f"{len(widths_1x1)} integers >= 1, one per "
                     f"1x1 width {widths_1x1}. Received: p_1x1={format_list(self.p_1x1)}"
                 )
             _check_per_width("p_1x1", self.p_1x1, self.model, widths_1x1, allow_none=False)
 
     def _check_ticket(self):
-        if self.dense:
-            if self.ticket is not None:
-                raise ValueError(
-                    f"{_kind()} {_spelled('ticket')} labels an SSC run; a dense run keeps "
-                    f"100 % and takes no ticket. Received: ticket={self.ticket}"
-                )
+        if self.dense and self.ticket is None:
             return
         if self.ticket is None:
             raise ValueError(
-                f"{_kind()} {_spelled('ticket')} is required unless {_spelled('dense')}: "
+                f"{_kind()} {_spelled('ticket')} is required unless {_spelled('sparsity')}=dense: "
                 "the paper's label, percent of the dense parameters kept, in (0, 100] (for "
                 "example 10)."
             )
         arguments.check_range("ticket", self.ticket, 0, 100, low_open=True)
+
+    def _check_pruning(self):
+        if self.kept_fraction is not None:
+            if self.sparsity not in pruning.PRUNED_METHODS:
+                raise ValueError(
+                    f"{_kind()} {_spelled('kept_fraction')} sets a pruned run's budget, with "
+                    f"{_spelled('sparsity')} one of {pruning.PRUNED_METHODS}. Received: "
+                    f"kept_fraction={self.kept_fraction}, sparsity={self.sparsity!r}"
+                )
+            arguments.check_range("kept_fraction", self.kept_fraction, 0, 1, low_open=True)
+        if self.random_per_layer and self.sparsity != pruning.RANDOM:
+            raise ValueError(
+                f"{_kind()} {_spelled('random_per_layer')} applies only to "
+                f"{_spelled('sparsity')}={pruning.RANDOM!r}. Received: "
+                f"sparsity={self.sparsity!r}"
+            )
+        if self.random_per_layer and self.kept_fraction is not None:
+            raise ValueError(
+                f"{_kind()} {_spelled('random_per_layer')} keeps each layer at the pattern's "
+                f"density, so it takes no {_spelled('kept_fraction')}. Received: "
+                f"kept_fraction={self.kept_fraction}"
+            )
+
+    @property
+    def dense(self):
+        """Whether this is the dense twin (`sparsity` 'dense')."""
+        return self.sparsity == pruning.DENSE
+
+    @property
+    def masked(self):
+        """Whether the model is the dense twin under a pruning mask (`pruning.PRUNED_METHODS`)."""
+        return self.sparsity in pruning.PRUNED_METHODS
 
     def _check_schedule(self):
         arguments.check_int("epochs", self.epochs, minimum=1)
@@ -220,20 +269,31 @@ class ExperimentConfig:
 
         Returns:
             A dict with `num_classes`, `input_shape`, `g` and `p` (tuples, one value per
-            width), plus `p_1x1` for ResNet-50. For `dense`, `g` is all 1 and `p` all None
+            width), plus `p_1x1` for ResNet-50. For the dense twin (`sparsity` 'dense', and
+            the pruned methods, which add `masked=True`), `g` is all 1 and `p` all None
             (every layer a standard convolution) and ResNet-50's `p_1x1` is all 1 (a 1 x 1
             layer with period 1 is a standard pointwise convolution), whatever
             `g`/`p`/`p_1x1` hold.
         """
-        widths, widths_1x1 = self.widths, architectures.widths_1x1(self.model)
-        if self.dense:
-            g, p, p_1x1 = (1,) * len(widths), (None,) * len(widths), (1,) * len(widths_1x1)
+        if self.dense or self.masked:
+            g, p, p_1x1 = architectures.dense_pattern(self.model)
         else:
             g, p, p_1x1 = self.g, self.p, self.p_1x1
         kwargs = {"num_classes": self.num_classes, "input_shape": self.input_shape, "g": g,
                   "p": p}
-        if widths_1x1:
+        if architectures.widths_1x1(self.model):
             kwargs["p_1x1"] = p_1x1
+        if self.masked:
+            kwargs["masked"] = True
+        return kwargs
+
+    def pattern_kwargs(self):
+        """`model_kwargs` of the SSC pattern (--g, --p, --p_1x1) whatever `sparsity` is: the
+        pruned methods' budget (`ssc_tf.pruning.budget`). Empty (g, p) for a dense run."""
+        kwargs = {"num_classes": self.num_classes, "input_shape": self.input_shape,
+                  "g": self.g, "p": self.p}
+        if architectures.widths_1x1(self.model):
+            kwargs["p_1x1"] = self.p_1x1
         return kwargs
 
 

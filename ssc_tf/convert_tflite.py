@@ -47,6 +47,7 @@ from ssc_tf import execution_plan
 from ssc_tf import flagfile
 from ssc_tf import model_dir as model_dir_lib
 from ssc_tf import serving
+from ssc_tf.models import masked
 
 QUANTIZATIONS = ("none", "float16", "dynamic", "int8")
 SUFFIX = ".tflite"
@@ -103,7 +104,9 @@ def convert(model_dir, output, *, quantization="none", integer_io=False,
     if quantization == "int8":
         calibration = _calibration_images(
             config, data_dir or saved_data_dir, num_calibration_images)
-    flatbuffer = to_tflite(model, config.dataset, quantization, integer_io, calibration)
+    # A pruned run's mask is baked into plain kernels: the file holds no mask.
+    flatbuffer = to_tflite(masked.bake(model), config.dataset, quantization, integer_io,
+                           calibration)
     ops = op_names(flatbuffer)
     custom = [name for name in ops if name.startswith(CUSTOM_PREFIX)]
     if custom:

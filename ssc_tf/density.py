@@ -29,7 +29,7 @@ def _stats(config):
 
 
 def _label(config):
-    return "dense" if config.ticket is None else f"{config.ticket:g} %"
+    return "dense" if config.dense else f"{config.ticket:g} %"
 
 
 def _gp(value):

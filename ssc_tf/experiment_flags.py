@@ -8,7 +8,7 @@ Example:
 
 >>> from absl import flags
 >>> flag_values = define_flags(flags.FlagValues())
->>> flag_values(["train", "--dataset=digits", "--model=resnet32", "--epochs=2", "--dense"])
+>>> flag_values(["train", "--dataset=digits", "--model=resnet32", "--epochs=2", "--sparsity=dense"])
 ['train']
 >>> config_from_flags(flag_values).model_kwargs()["g"]
 (1, 1, 1)

@@ -37,6 +37,7 @@ from ssc_tf import flagfile
 from ssc_tf import model_dir as model_dir_lib
 from ssc_tf import serving
 from ssc_tf.config import ExperimentConfig
+from ssc_tf.models import masked
 from ssc_tf.models import report
 
 EXPORT_INFO = os.path.join("assets.extra", "ssc_tf_export.json")
@@ -119,7 +120,9 @@ def export(model_dir, export_dir, *, version=None, top_k=5, serving_base_path="/
     tmp = os.path.join(export_dir, f".tmp-{version}")
     if tf.io.gfile.exists(tmp):  # left by a crashed export
         tf.io.gfile.rmtree(tmp)
-    serving_model = serving.ServingModel(model, config.dataset, top_k=top_k)
+    stats = report.model_stats(model)  # before baking: a mask's ones are the live weights
+    # A pruned run's mask is baked into plain kernels: the SavedModel holds no mask.
+    serving_model = serving.ServingModel(masked.bake(model), config.dataset, top_k=top_k)
     try:
         serving_model.save(tmp)
         info = {
@@ -136,7 +139,6 @@ def export(model_dir, export_dir, *, version=None, top_k=5, serving_base_path="/
         if tf.io.gfile.exists(tmp):
             shutil.rmtree(tmp, ignore_errors=True)
 
-    stats = report.model_stats(model)
     return {
         "path": path,
         "version": version,

@@ -18,6 +18,7 @@ Example:
 
 import difflib
 import os
+import sys
 
 from absl import app
 from absl import flags
@@ -123,7 +124,8 @@ def load(name_or_path):
 
 
 def parse_flags(argv, flag_values=flags.FLAGS):
-    """absl's flag parser, with each `--flagfile=NAME` of a packaged config resolved first.
+    """absl's flag parser, with each `--flagfile=NAME` (or `--flagfile NAME`) of a packaged
+    config resolved first.
 
     Args:
         argv: the command line, program name first.
@@ -136,24 +138,41 @@ def parse_flags(argv, flag_values=flags.FLAGS):
         flags.Error: a flag does not parse, or a `--flagfile` is neither a file nor a config.
     """
     resolved = []
-    for arg in argv:
-        prefix, _, value = arg.partition("=")
-        if prefix in ("--flagfile", "-flagfile") and value:
-            try:
-                arg = f"{prefix}={resolve(value)}"
-            except FileNotFoundError as error:
-                raise flags.IllegalFlagValueError(str(error)) from None
+    args = iter(argv)
+    for arg in args:
+        prefix, equals, value = arg.partition("=")
+        if prefix in ("--flagfile", "-flagfile"):
+            if not equals:  # '--flagfile NAME', in two arguments
+                value = next(args, "")
+            if value:
+                try:
+                    arg = f"{prefix}={resolve(value)}"
+                except FileNotFoundError as error:
+                    raise flags.IllegalFlagValueError(str(error)) from None
         resolved.append(arg)
     return flag_values(resolved)
 
 
 def run_app(main):
-    """`absl.app.run(main)` with `parse_flags`: what every ssc_tf command line runs."""
-    app.run(main, flags_parser=parse_flags)
+    """`absl.app.run(main)` with `parse_flags`: what every ssc_tf command line runs. A flag
+    that does not parse ends the program with absl's one-line message, as `app.run`'s own
+    parser does."""
+    app.run(main, flags_parser=_parse_flags_with_usage)
+
+
+def _parse_flags_with_usage(argv):
+    try:
+        return parse_flags(argv)
+    except flags.Error as error:
+        sys.stderr.write(
+            f"FATAL Flags parsing error: {error}\n"
+            "Pass --helpshort or --helpfull to see help on flags.\n"
+        )
+        sys.exit(1)
 
 
 def _flag_name(line, flag_values):
-    """The flag a '--name[=value]' line sets ('--nodense' sets 'dense')."""
+    """The flag a '--name[=value]' line sets ('--nojit_compile' sets 'jit_compile')."""
     name = line[2:].split("=", 1)[0]
     if name not in flag_values and name.startswith("no") and name[2:] in flag_values:
         return name[2:]

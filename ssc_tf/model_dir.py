@@ -41,7 +41,9 @@ EVAL_FILE = "eval.json"
 
 # The config fields that define the network; a model_dir holds one network for good, while
 # the schedule may change between runs (e.g. more --epochs to train on).
-_MODEL_FIELDS = ("dataset", "model", "dense", "g", "p", "p_1x1")
+_MODEL_FIELDS = (
+    "dataset", "model", "sparsity", "g", "p", "p_1x1", "kept_fraction", "random_per_layer"
+)
 _CHECKPOINTS_KEPT = 2
 _CHECKPOINT_NAME = "epoch"
 # The files of checkpoint `epoch-<n>`; not the `<prefix>_temp` folder of a save that did not
@@ -105,7 +107,10 @@ def read_run(model_dir):
     try:
         with tf.io.gfile.GFile(path) as f:
             run = json.load(f)
-        return ExperimentConfig(**run["config"]), run["data_dir"]
+        saved = run["config"]
+        if "dense" in saved:  # written before --sparsity replaced --dense
+            saved["sparsity"] = "dense" if saved.pop("dense") else "ssc"
+        return ExperimentConfig(**saved), run["data_dir"]
     except (ValueError, KeyError, TypeError) as e:
         raise ValueError(
             f"{path} is not a run file that `python -m ssc_tf.train` wrote "

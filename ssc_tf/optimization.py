@@ -56,34 +56,41 @@ class CoupledL2SGD(keras.optimizers.SGD):
         return {**super().get_config(), "l2": self.l2}
 
 
-def learning_rate_schedule(config: ExperimentConfig, steps_per_epoch: int):
-    """The step schedule of `config`: `learning_rate * lr_decay ** i` after the i-th boundary.
+def step_boundaries(config: ExperimentConfig, steps_per_epoch: int):
+    """The step schedule of `config` as optimizer steps: `(boundaries, values)`.
 
-    Boundaries are epochs in the config and optimizer steps here, so the schedule follows the
-    optimizer's step counter, which checkpoints save and restore with the optimizer. Keras
-    evaluates the schedule at the step's 0-based index and `PiecewiseConstantDecay` switches
-    *after* a boundary, so epoch `b` starts at step `b * steps_per_epoch` and its boundary
-    is one step earlier.
+    `values[i] = learning_rate * lr_decay ** i` holds after the i-th boundary. Boundaries are
+    epochs in the config and optimizer steps here, so the schedule follows the optimizer's
+    step counter, which checkpoints save and restore with the optimizer. Keras evaluates the
+    schedule at the step's 0-based index and `PiecewiseConstantDecay` switches *after* a
+    boundary, so epoch `b` starts at step `b * steps_per_epoch` and its boundary is one step
+    earlier. Any Keras' `PiecewiseConstantDecay(boundaries, values)` (Keras 3 here, tf_keras
+    for tfmot) is the schedule.
 
     Args:
         config: the experiment (`learning_rate`, `lr_boundaries`, `lr_decay`).
         steps_per_epoch: int >= 1, optimizer steps in one epoch.
-
-    Returns:
-        A float for a schedule without boundaries, else a `PiecewiseConstantDecay`.
     """
     if steps_per_epoch < 1:
         raise ValueError(
             f"Argument `steps_per_epoch` must be >= 1. Received: steps_per_epoch={steps_per_epoch}"
         )
-    if not config.lr_boundaries:
-        return config.learning_rate
     values = [
         config.learning_rate * config.lr_decay**i for i in range(len(config.lr_boundaries) + 1)
     ]
-    return keras.optimizers.schedules.PiecewiseConstantDecay(
-        [epoch * steps_per_epoch - 1 for epoch in config.lr_boundaries], values
-    )
+    return [epoch * steps_per_epoch - 1 for epoch in config.lr_boundaries], values
+
+
+def learning_rate_schedule(config: ExperimentConfig, steps_per_epoch: int):
+    """The step schedule of `config` (`step_boundaries`) for Keras 3.
+
+    Returns:
+        A float for a schedule without boundaries, else a `PiecewiseConstantDecay`.
+    """
+    boundaries, values = step_boundaries(config, steps_per_epoch)
+    if not boundaries:
+        return config.learning_rate
+    return keras.optimizers.schedules.PiecewiseConstantDecay(boundaries, values)
 
 
 def build_optimizer(config: ExperimentConfig, steps_per_epoch: int):

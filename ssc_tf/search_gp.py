@@ -485,7 +485,7 @@ def flagfile_text(candidate, dataset, target, tolerance, rank, source, base):
     """A flagfile of `candidate` with the schedule of `base` (an `ExperimentConfig`)."""
     config = dataclasses.replace(
         base, dataset=dataset, model=candidate.model, g=candidate.g, p=candidate.p,
-        p_1x1=candidate.p_1x1, dense=False, ticket=round(100 * target, 6),
+        p_1x1=candidate.p_1x1, sparsity="ssc", ticket=round(100 * target, 6),
     )
     lines = [
         f"# Written by ssc_tf.search_gp: rank {rank} for --model={candidate.model} "

@@ -38,7 +38,6 @@ import keras
 import tensorflow as tf
 
 from ssc_tf import callbacks as callbacks_lib
-from ssc_tf import config as config_lib
 from ssc_tf import data
 from ssc_tf import distribute
 from ssc_tf import experiment_flags
@@ -46,6 +45,10 @@ from ssc_tf import flagfile
 from ssc_tf import model_dir as model_dir_lib
 from ssc_tf import models
 from ssc_tf import optimization
+from ssc_tf import pruning
+from ssc_tf.models import masked
+from ssc_tf.pruning import magnitude
+from ssc_tf.pruning import scores
 
 MIXED_PRECISION = {"none": "float32", "float16": "mixed_float16", "bfloat16": "mixed_bfloat16"}
 
@@ -69,8 +72,14 @@ def train(config, *, model_dir, data_dir=None, strategy="default", mixed_precisi
         steps_per_epoch: int or None, cap on training batches per epoch.
         verbose: Keras' `fit` verbosity ("auto": a progress bar on a terminal).
 
+    Mask methods (`config.sparsity` in `pruning.MASK_METHODS`) compute their mask on the
+    freshly initialized dense twin before the first epoch (`ssc_tf.pruning.scores`); it is
+    saved with every checkpoint. `magnitude` trains in tfmot's own `tf_keras` process
+    (`ssc_tf.pruning.magnitude`), into the same model_dir layout.
+
     Returns:
-        The trained Keras model, compiled, with the newest weights.
+        The trained Keras model, compiled, with the newest weights (for `magnitude`, the
+        masked dense twin of its newest checkpoint, not compiled).
 
     Raises:
         ValueError: a bad setting (dataset without its data_dir, batch size not divisible by
@@ -80,6 +89,18 @@ def train(config, *, model_dir, data_dir=None, strategy="default", mixed_precisi
         OSError: a checkpoint could not be saved (a full disk); the message says what to do.
         NonFiniteLossError: the loss became NaN or infinite.
     """
+    if config.sparsity == pruning.MAGNITUDE:
+        # tfmot prunes Keras 2 models only: the run trains in a tf_keras process of its own.
+        if (strategy, mixed_precision, jit_compile) != ("default", "none", False):
+            raise ValueError(
+                f"--sparsity={pruning.MAGNITUDE} trains in tfmot's own process on one device "
+                f"in float32: leave --strategy, --mixed_precision and --jit_compile at their "
+                f"defaults. Received: strategy={strategy!r}, mixed_precision="
+                f"{mixed_precision!r}, jit_compile={jit_compile}"
+            )
+        magnitude.train(config, model_dir=model_dir, data_dir=data_dir,
+                        steps_per_epoch=steps_per_epoch, verbose=verbose)
+        return model_dir_lib.load_model(model_dir)[0]
     if mixed_precision not in MIXED_PRECISION:
         raise ValueError(
             f"Invalid value for flag --mixed_precision: expected one of "
@@ -105,7 +126,8 @@ def train(config, *, model_dir, data_dir=None, strategy="default", mixed_precisi
     # so only the chief locks it.
     chief = distribute.is_chief(tf_strategy)
     with model_dir_lib.lock(model_dir) if chief else contextlib.nullcontext():
-        train_data, eval_data = _datasets(config, data_dir, steps_per_epoch)
+        train_data, eval_data = data.experiment_batches(
+            config, data_dir=data_dir, steps_per_epoch=steps_per_epoch)
         with tf_strategy.scope():
             model = _compiled_model(config, int(train_data.cardinality()), jit_compile)
             epoch = tf.Variable(0, dtype=tf.int64, trainable=False, name="epoch")
@@ -115,6 +137,14 @@ def train(config, *, model_dir, data_dir=None, strategy="default", mixed_precisi
         if restored:
             logging.info("Resuming %s after epoch %d of %d.", restored, initial_epoch,
                          config.epochs)
+        elif config.sparsity in pruning.MASK_METHODS:
+            # At initialization, from the seeded weights and batches; then saved and restored
+            # with the checkpoints like any weight.
+            layer_masks = scores.masks(config, model, train_data)
+            masked.set_masks(model, layer_masks)
+            logging.info("%s mask: %d of the prunable layers' %d weights kept.", config.sparsity,
+                         sum(int(m.sum()) for m in layer_masks.values()),
+                         sum(m.size for m in layer_masks.values()))
         checkpoint_dir = os.path.join(model_dir, model_dir_lib.CHECKPOINT_DIR)
         if strategy == "multi_worker":
             distribute.check_workers_agree(tf_strategy, initial_epoch, checkpoint_dir)
@@ -155,29 +185,6 @@ def train(config, *, model_dir, data_dir=None, strategy="default", mixed_precisi
     if stop_on_nan.error is not None:
         raise stop_on_nan.error
     return model
-
-
-def _datasets(config, data_dir, steps_per_epoch):
-    """The training batches (at most `steps_per_epoch` of them) and the validation batches.
-
-    Raises:
-        ValueError: the training split holds less than one batch.
-    """
-    train_data = data.load(
-        config.dataset, "train", batch_size=config.batch_size, data_dir=data_dir,
-        validation_split=config.validation_split, seed=config.seed)
-    if steps_per_epoch is not None:
-        train_data = train_data.take(steps_per_epoch)
-    if int(train_data.cardinality()) < 1:
-        raise ValueError(
-            f"The training split of {config.dataset!r} holds fewer than --batch_size="
-            f"{config.batch_size} examples, so an epoch has no step; lower --batch_size."
-        )
-    eval_split = "validation" if config.validation_split else "test"
-    eval_data = data.load(
-        config.dataset, eval_split, batch_size=config.batch_size, data_dir=data_dir,
-        validation_split=config.validation_split, seed=config.seed)
-    return train_data, eval_data
 
 
 def _compiled_model(config, steps, jit_compile):

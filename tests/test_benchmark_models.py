@@ -42,10 +42,10 @@ def outputs(tmp_path_factory):
     return report, markdown, png, result.stdout
 
 
-def _stats(dense):
+def _stats(sparsity):
     config = flagfile.load("quickstart")
-    if dense:
-        config = dataclasses.replace(config, dense=True, ticket=None)
+    if sparsity == "dense":
+        config = dataclasses.replace(config, sparsity="dense", ticket=None)
     return model_stats(models.build(config.model, **config.model_kwargs()))
 
 
@@ -68,7 +68,7 @@ def test_json_holds_one_record_with_every_measurement(outputs):
 @pytest.mark.slow
 def test_ideals_and_counts_equal_model_stats(outputs):
     (record,) = outputs[0]["records"]
-    ssc, dense = _stats(dense=False), _stats(dense=True)
+    ssc, dense = _stats("ssc"), _stats("dense")
     assert record["mac_ideal"] == ssc.dense_macs / ssc.macs
     assert record["param_ideal"] == ssc.dense_params / ssc.live_params
     assert record["kept_fraction"] == ssc.kept_fraction

@@ -61,8 +61,12 @@ SCHEDULE_FLAGS = (
     "dataset", "model", "epochs", "lr_boundaries", "batch_size", "learning_rate", "lr_decay",
     "momentum", "weight_decay", "validation_split", "seed",
 )
-# The paper's experiments; quickstart.cfg (the README's offline job) is tested on its own.
-CFG_FILES = sorted(p for p in CONFIGS.glob("*.cfg") if p.stem != "quickstart")
+# The paper's experiments; quickstart.cfg (the README's offline job) and the digits
+# comparison's configs are tested on their own.
+CFG_FILES = sorted(
+    p for p in CONFIGS.glob("*.cfg")
+    if p.stem != "quickstart" and not p.stem.startswith("digits_")
+)
 
 
 def _write(tmp_path, *lines, name="exp.cfg"):
@@ -135,6 +139,15 @@ def test_quickstart_is_the_cifar10_resnet32_10pct_pattern_on_bundled_digits():
     assert quick.epochs <= 20 and quick.lr_boundaries
 
 
+@pytest.mark.parametrize("ticket", [10, 2])
+def test_digits_comparison_configs_take_the_cifar10_resnet32_patterns(ticket):
+    digits = flagfile.load(f"digits_resnet32_{ticket}pct")
+    paper = flagfile.load(f"cifar10_resnet32_{ticket}pct")
+    assert digits.dataset == "digits" and digits.ticket == ticket
+    assert digits.model_kwargs() == paper.model_kwargs()
+    assert (digits.epochs, digits.lr_boundaries) == (8, (4, 6))
+
+
 def test_model_kwargs_sparse_and_dense():
     kwargs = flagfile.load(CONFIGS / "tinyimagenet_vgg19_2pct.cfg").model_kwargs()
     assert kwargs == {
@@ -153,7 +166,7 @@ def test_model_kwargs_sparse_and_dense():
 
 
 def test_dense_ignores_given_g_and_p(tmp_path):
-    cfg = flagfile.load(_write(tmp_path, *_cifar100_resnet32(ticket=None), "--dense"))
+    cfg = flagfile.load(_write(tmp_path, *_cifar100_resnet32(ticket=None), "--sparsity=dense"))
     assert cfg.g == (2, 6, 64)
     assert cfg.model_kwargs()["g"] == (1, 1, 1)
     assert cfg.model_kwargs()["p"] == (None, None, None)
@@ -210,10 +223,10 @@ def test_bad_lines_raise_naming_flag_and_file(tmp_path, lines, pattern):
         ({"p": "2,16,32,4"}, r"--p: model 'resnet32' needs 3 values.*Received 4"),
         ({"g": "0,6,64"}, r"--g: expected integers >= 1 or 'none'"),
         ({"p": "2,x,32"}, r"--p: expected a comma-separated list"),
-        ({"g": None}, r"Flag --g is required unless --dense"),
+        ({"g": None}, r"Flag --g is required unless --sparsity=dense"),
         ({"g": "2,none,64", "p": "2,none,32"}, r"--g and --p: at width 64 .* no kernel"),
         ({"p_1x1": "1,1,2,2,2,2"}, r"--p_1x1 applies only to --model=resnet50"),
-        ({"ticket": None}, r"--ticket is required unless --dense"),
+        ({"ticket": None}, r"--ticket is required unless --sparsity=dense"),
         ({"ticket": "0"}, r"--ticket: expected a number in \(0, 100\]"),
         ({"model": None}, r"--model is required: one of \('vgg19', 'resnet32', 'resnet50'\)"),
         ({"dataset": None}, r"--dataset is required"),
@@ -250,17 +263,18 @@ def test_resnet50_p_1x1_checks(tmp_path, p_1x1, pattern):
         flagfile.load(_write(tmp_path, *lines))
 
 
-def test_dense_rejects_a_ticket(tmp_path):
-    path = _write(tmp_path, *_cifar100_resnet32(), "--dense")
-    with pytest.raises(ValueError, match=r"--ticket labels an SSC run.*ticket=5.0"):
-        flagfile.load(path)
+def test_dense_ignores_the_ssc_flags_of_a_config(tmp_path):
+    # --sparsity=dense on an SSC config trains its dense twin: the comparison's dense row.
+    cfg = flagfile.load(_write(tmp_path, *_cifar100_resnet32(), "--sparsity=dense"))
+    assert cfg.dense and cfg.ticket == 5
+    assert cfg.model_kwargs()["g"] == (1, 1, 1) and cfg.model_kwargs()["p"] == (None,) * 3
 
 
 def test_direct_construction_validates():
     # A library call names arguments, as Keras does; the flag readers name flags.
     with pytest.raises(ValueError, match=r"argument `model`: expected one of .*model='resnet18'"):
-        config.ExperimentConfig(dataset="cifar10", model="resnet18", epochs=1, dense=True)
-    with pytest.raises(ValueError, match=r"^Argument `ticket` is required unless `dense`"):
+        config.ExperimentConfig(dataset="cifar10", model="resnet18", epochs=1, sparsity="dense")
+    with pytest.raises(ValueError, match=r"^Argument `ticket` is required unless `sparsity`=dense"):
         config.ExperimentConfig(dataset="cifar10", model="vgg19", epochs=1, g=[1, 2, 4, 16],
                                 p=[1, 2, 2, 2])
     cfg = config.ExperimentConfig(dataset="digits", model="vgg19", epochs=2, g=[1, 2, 4, 16],
@@ -274,7 +288,7 @@ def test_define_flags_once_and_from_flags_with_overrides():
     fv = experiment_flags.define_flags(flags.FlagValues())
     assert experiment_flags.define_flags(fv) is fv
     assert sorted(fv) == sorted(
-        ["dataset", "model", "g", "p", "p_1x1", "dense", "ticket", "epochs", "batch_size",
+        ["dataset", "model", "g", "p", "p_1x1", "sparsity", "kept_fraction", "random_per_layer", "ticket", "epochs", "batch_size",
          "learning_rate", "lr_boundaries", "lr_decay", "momentum", "weight_decay",
          "validation_split", "seed"]
     )
@@ -304,7 +318,7 @@ def test_flags_are_generated_from_the_config_fields():
 
 
 def test_a_config_name_stands_for_its_packaged_flagfile(tmp_path, monkeypatch):
-    assert "cifar100_resnet32_5pct" in flagfile.names() and len(flagfile.names()) == 34
+    assert "cifar100_resnet32_5pct" in flagfile.names() and len(flagfile.names()) == 36
     by_name = flagfile.load("cifar100_resnet32_5pct")
     assert by_name == flagfile.load(CONFIGS / "cifar100_resnet32_5pct.cfg")
     assert flagfile.load("cifar100_resnet32_5pct.cfg") == by_name
@@ -323,6 +337,12 @@ def test_command_lines_take_a_config_name_as_flagfile():
                          flag_values=fv)
     cfg = experiment_flags.config_from_flags(fv)
     assert (cfg.dataset, cfg.epochs) == ("digits", 1)
+    fv = experiment_flags.define_flags(flags.FlagValues())
+    flagfile.parse_flags(["train", "--flagfile", "cifar10_vgg19_2pct", "--epochs=3",
+                          "--lr_boundaries="],
+                         flag_values=fv)
+    cfg = experiment_flags.config_from_flags(fv)
+    assert (cfg.dataset, cfg.ticket, cfg.epochs) == ("cifar10", 2, 3)
     fv = experiment_flags.define_flags(flags.FlagValues())
     with pytest.raises(flags.IllegalFlagValueError, match="'nope' is neither a file"):
         flagfile.parse_flags(["train", "--flagfile=nope"], flag_values=fv)

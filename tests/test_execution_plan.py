@@ -3,7 +3,6 @@ shape of the packaged configs computing the same function as the dense oracle.""
 
 import dataclasses
 import json
-import os
 
 import keras
 import numpy as np

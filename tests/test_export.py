@@ -208,7 +208,7 @@ def test_next_version_and_the_same_network_retrained(trained_run, tmp_path):
 def test_ssc_savedmodel_is_smaller_than_the_dense_twin_by_the_density(tmp_path):
     ssc = export.export(_untrained_run(str(tmp_path / "ssc"), config_lib.ExperimentConfig(**_SSC)),
                         str(tmp_path / "serving" / "ssc"))
-    dense_config = config_lib.ExperimentConfig(**{**_SSC, "dense": True, "ticket": None})
+    dense_config = config_lib.ExperimentConfig(**{**_SSC, "sparsity": "dense", "ticket": None})
     dense = export.export(_untrained_run(str(tmp_path / "dense"), dense_config),
                           str(tmp_path / "serving" / "dense"))
     assert dense["live_params"] == dense["dense_params"] == ssc["dense_params"]

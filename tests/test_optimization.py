@@ -15,7 +15,7 @@ from ssc_tf import optimization
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
 def _config(**kwargs):
-    base = dict(dataset="digits", model="resnet32", dense=True, epochs=6,
+    base = dict(dataset="digits", model="resnet32", sparsity="dense", epochs=6,
                 learning_rate=0.1, lr_boundaries=(2, 4), lr_decay=0.1, momentum=0.0)
     return ExperimentConfig(**{**base, **kwargs})
 

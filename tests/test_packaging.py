@@ -25,6 +25,7 @@ CONSOLE_SCRIPTS = {
     "ssc-density": "ssc_tf.density:run",
     "ssc-search-gp": "ssc_tf.search_gp:run",
     "ssc-serving-client": "ssc_tf.serving_client:run",
+    "ssc-compare": "ssc_tf.compare:run",
 }
 
 

@@ -281,7 +281,7 @@ def main(argv):
     records, dense_twins = [], {}
     for i, (name, config) in enumerate(configs.items()):
         print(f"[{i + 1}/{len(configs)}] {name}: building and converting...", flush=True)
-        dense = dataclasses.replace(config, dense=True, ticket=None)
+        dense = dataclasses.replace(config, sparsity="dense", ticket=None)
         # Configs of one network share a dense twin: built and converted once.
         key = (dense.model, tuple(dense.model_kwargs().items()))
         if key not in dense_twins:

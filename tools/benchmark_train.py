@@ -49,7 +49,7 @@ def main(argv):
     del argv
     FLAGS = flags.FLAGS
     ssc = flagfile.load(FLAGS.config)
-    dense = dataclasses.replace(ssc, dense=True, ticket=None)
+    dense = dataclasses.replace(ssc, sparsity="dense", ticket=None)
     rng = np.random.default_rng(0)
     images = rng.normal(size=(FLAGS.batch_size, *ssc.input_shape)).astype(np.float32)
     labels = rng.integers(0, ssc.num_classes, FLAGS.batch_size).astype(np.int32)

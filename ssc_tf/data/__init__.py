@@ -1,7 +1,8 @@
 """Input pipelines: every dataset of the paper as batched, normalized `tf.data.Dataset`s.
 
 - `datasets`: the registry, one record per dataset (no TensorFlow).
-- `pipeline`: `load` and `num_examples`, the split policy and the one pipeline.
+- `pipeline`: `load`, `experiment_batches` and `num_examples`, the split policy and the one
+  pipeline.
 - `augment`: the per-image transforms (`normalize`, `eval_resize`, training augmentation).
 - the readers, one per source: `tfds_datasets`, `tiny_imagenet`, `digits`.
 
@@ -10,10 +11,10 @@
 
 from ssc_tf.data.datasets import NAMES as DATASETS
 
-__all__ = ["DATASETS", "SPLITS", "eval_resize", "load", "needs_data_dir", "normalize",
-           "num_examples"]
+__all__ = ["DATASETS", "SPLITS", "eval_resize", "experiment_batches", "load", "needs_data_dir",
+           "normalize", "num_examples"]
 
-_PIPELINE = ("SPLITS", "load", "needs_data_dir", "num_examples")
+_PIPELINE = ("SPLITS", "experiment_batches", "load", "needs_data_dir", "num_examples")
 _AUGMENT = ("eval_resize", "normalize")
 
 

@@ -161,6 +161,42 @@ def load(dataset, split, *, batch_size, data_dir=None, validation_split=0.0, see
     return batches.prefetch(tf.data.AUTOTUNE)
 
 
+
+def experiment_batches(config, *, data_dir=None, steps_per_epoch=None):
+    """The training and validation batches of one experiment, as every trainer reads them.
+
+    Validation is the held-out `validation_split` of the training data, or the test split when
+    it is 0 (the paper's runs).
+
+    Args:
+        config: the `ssc_tf.config.ExperimentConfig` (its dataset, batch size, validation
+            split and seed).
+        data_dir: where the dataset lives (see `load`).
+        steps_per_epoch: int or None, cap on training batches per epoch.
+
+    Returns:
+        `(train_data, eval_data)`, one epoch each.
+
+    Raises:
+        ValueError: the training split holds less than one batch, or the data is missing.
+    """
+    train_data = load(
+        config.dataset, "train", batch_size=config.batch_size, data_dir=data_dir,
+        validation_split=config.validation_split, seed=config.seed)
+    if steps_per_epoch is not None:
+        train_data = train_data.take(steps_per_epoch)
+    if int(train_data.cardinality()) < 1:
+        raise ValueError(
+            f"The training split of {config.dataset!r} holds fewer than --batch_size="
+            f"{config.batch_size} examples, so an epoch has no step; lower --batch_size."
+        )
+    eval_split = "validation" if config.validation_split else "test"
+    eval_data = load(
+        config.dataset, eval_split, batch_size=config.batch_size, data_dir=data_dir,
+        validation_split=config.validation_split, seed=config.seed)
+    return train_data, eval_data
+
+
 def _reader(record):
     """The module of `ssc_tf.data` that reads `record`'s examples."""
     return importlib.import_module(f"ssc_tf.data.{record.reader}")

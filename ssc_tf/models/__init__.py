@@ -1,10 +1,13 @@
 """Keras models by name, built from the spec tables of `ssc_tf.architectures`.
 
-`build("resnet32", num_classes=..., input_shape=..., g=..., p=...)`.
+`build("resnet32", num_classes=..., input_shape=..., g=..., p=...)`; `masked=True` builds the
+pruning baselines' dense twin whose sparsified convolutions carry a fixed mask
+(`ssc_tf.models.masked`).
 """
 
 from ssc_tf import architectures
 from ssc_tf.models import blocks
+from ssc_tf.models import masked as masked_lib
 
 MODELS = architectures.MODELS
 
@@ -15,8 +18,10 @@ def build(name, **kwargs):
     Args:
         name: one of `MODELS`: vgg19, resnet32 or resnet50.
         **kwargs: `num_classes`, `input_shape` ((height, width, channels)), `g` and `p` (one
-            value per width of `architectures.widths(name)`), and for resnet50 `p_1x1` (one p
-            per width of `architectures.widths_1x1(name)`).
+            value per width of `architectures.widths(name)`), for resnet50 `p_1x1` (one p
+            per width of `architectures.widths_1x1(name)`), and `masked` (default False):
+            the dense twin with a `MaskedConv2D` for every convolution that SSC sparsifies,
+            which needs the dense (g, p) (g = 1 everywhere).
 
     Returns:
         The functional `keras.Model`, named `name`.
@@ -32,9 +37,15 @@ def build(name, **kwargs):
     return _build(name, **kwargs)
 
 
-def _build(name, num_classes, input_shape, g, p, p_1x1=()):
+def _build(name, num_classes, input_shape, g, p, p_1x1=(), masked=False):
     settings = architectures.settings_of(name, g, p, p_1x1)
-    return blocks.model(architectures.network(name, input_shape), settings, num_classes)
+    if masked and settings != architectures.settings_of(name, *architectures.dense_pattern(name)):
+        raise ValueError(
+            f"Invalid value for argument `masked`: a masked model is the dense twin, so it "
+            f"takes g = 1 at every width. Received: g={g!r}, p={p!r}"
+        )
+    builder = masked_lib.MaskedBuilder() if masked else blocks.Builder()
+    return builder.model(architectures.network(name, input_shape), settings, num_classes)
 
 
 __all__ = ["MODELS", "build"]

@@ -2,9 +2,12 @@
 
 Everything about a network (widths, counts, strides, shortcuts, names) comes from the walk of
 its spec table (`ssc_tf.architectures.network`); this module only says which Keras layers a
-node is. Each convolution is chosen by its pattern: a plain `keras.layers.Conv2D` where the
-pattern is dense (g == 1 for a K x K window; no K x K part and p in (None, 1) for a 1 x 1 one)
-and an `SSCConv2D` otherwise, so dense twins are exactly the standard networks.
+node is. `Builder` makes SSC models and their dense twins: each convolution is chosen by its
+pattern, a plain `keras.layers.Conv2D` where the pattern is dense (g == 1 for a K x K window; no
+K x K part and p in (None, 1) for a 1 x 1 one) and an `SSCConv2D` otherwise, so dense twins are
+exactly the standard networks. Other builders override `Builder.conv` and keep everything
+else: the pruning baselines' masked twin (`ssc_tf.models.masked`) and the `tf_keras` twin
+that tfmot prunes (`ssc_tf.pruning.magnitude`), which also passes its own Keras module.
 """
 
 import keras
@@ -25,91 +28,101 @@ def is_dense(kernel_size, g, p):
     return g == 1
 
 
-def conv(layer, g, p):
-    """The convolution `layer` (an `architectures.ConvLayer`) without bias (batch norm follows),
-    dense or SSC by its pattern (g, p)."""
-    if is_dense(layer.kernel_size, g, p):
-        return keras.layers.Conv2D(
+class Builder:
+    """Builds the functional model of an `architectures.Network` with one Keras.
+
+    Args:
+        keras_module: the Keras whose layers make the model: Keras 3 (`keras`, the default)
+            or, for tfmot, `tf_keras`.
+    """
+
+    def __init__(self, keras_module=keras):
+        self.keras = keras_module
+
+    def conv(self, layer, g, p):
+        """The convolution `layer` (an `architectures.ConvLayer`) without bias (batch norm
+        follows), dense or SSC by its pattern (g, p)."""
+        if is_dense(layer.kernel_size, g, p):
+            return self.dense_conv(layer)
+        return SSCConv2D(
+            layer.filters, layer.kernel_size, g=g, p=p, strides=layer.strides, padding="same",
+            use_bias=False, name=layer.name,
+        )
+
+    def dense_conv(self, layer, conv_class=None):
+        """The standard convolution `layer` (a `conv_class`, by default this Keras' Conv2D)."""
+        conv_class = conv_class or self.keras.layers.Conv2D
+        return conv_class(
             layer.filters, layer.kernel_size, strides=layer.strides, padding="same",
             use_bias=False, kernel_initializer="he_normal", name=layer.name,
         )
-    return SSCConv2D(
-        layer.filters, layer.kernel_size, g=g, p=p, strides=layer.strides, padding="same",
-        use_bias=False, name=layer.name,
-    )
 
+    def batch_norm(self, name):
+        """Batch norm over the global batch: under a multi-replica `tf.distribute` strategy the
+        replicas all-reduce their statistics, so every replica keeps the same moving averages
+        (with local statistics they drift apart) and training sees the paper's single-device
+        batch."""
+        return self.keras.layers.BatchNormalization(
+            momentum=BN_MOMENTUM, epsilon=BN_EPSILON, synchronized=True, name=name
+        )
 
-def batch_norm(name):
-    """Batch norm over the global batch: under a multi-replica `tf.distribute` strategy the
-    replicas all-reduce their statistics, so every replica keeps the same moving averages (with
-    local statistics they drift apart) and training sees the paper's single-device batch."""
-    return keras.layers.BatchNormalization(
-        momentum=BN_MOMENTUM, epsilon=BN_EPSILON, synchronized=True, name=name
-    )
+    def conv_bn(self, x, node, settings):
+        """conv -> batch norm (-> ReLU) of an `architectures.ConvBN` node.
 
+        Args:
+            x: the input tensor.
+            node: the `ConvBN`.
+            settings: the model's (g, p) per setting, from `architectures.settings_of`.
+        """
+        x = self.conv(node.conv, *architectures.layer_gp(node.conv, settings))(x)
+        x = self.batch_norm(node.bn_name)(x)
+        return self.keras.layers.ReLU(name=node.relu_name)(x) if node.relu else x
 
-def conv_bn(x, node, settings):
-    """conv -> batch norm (-> ReLU) of an `architectures.ConvBN` node.
+    def residual_block(self, x, node, settings):
+        """An `architectures.ResidualBlock`: ReLU(shortcut + main path).
 
-    Args:
-        x: the input tensor.
-        node: the `ConvBN`.
-        settings: the model's (g, p) per setting, from `architectures.settings_of`.
-    """
-    x = conv(node.conv, *architectures.layer_gp(node.conv, settings))(x)
-    x = batch_norm(node.bn_name)(x)
-    return keras.layers.ReLU(name=node.relu_name)(x) if node.relu else x
+        The shortcut's layers are created before the main path's, so the weights keep the
+        order of the checkpoints saved so far.
+        """
+        shortcut = x if node.shortcut is None else self.conv_bn(x, node.shortcut, settings)
+        for layer in node.layers:
+            x = self.conv_bn(x, layer, settings)
+        x = self.keras.layers.Add(name=node.add_name)([shortcut, x])
+        return self.keras.layers.ReLU(name=node.out_name)(x)
 
+    def pool(self, x, node, settings):
+        """An `architectures.Pool` node: max-pooling (`settings` is unused: no weights)."""
+        del settings
+        pooling = node.pooling
+        return self.keras.layers.MaxPooling2D(
+            pooling.pool_size, strides=pooling.strides, padding=pooling.padding, name=node.name
+        )(x)
 
-def residual_block(x, node, settings):
-    """An `architectures.ResidualBlock`: ReLU(shortcut + main path).
+    def classifier(self, x, node, num_classes):
+        """An `architectures.Classifier`: global average pooling and one dense linear layer.
 
-    The shortcut's layers are created before the main path's, so the weights keep the order of
-    the checkpoints saved so far.
-    """
-    shortcut = x if node.shortcut is None else conv_bn(x, node.shortcut, settings)
-    for layer in node.layers:
-        x = conv_bn(x, layer, settings)
-    x = keras.layers.Add(name=node.add_name)([shortcut, x])
-    return keras.layers.ReLU(name=node.out_name)(x)
+        The logits stay float32 under a mixed-precision policy, so the softmax loss is
+        computed in float32 (Keras' mixed-precision guide).
+        """
+        x = self.keras.layers.GlobalAveragePooling2D(name=node.pool_name)(x)
+        return self.keras.layers.Dense(num_classes, name=node.name, dtype="float32")(x)
 
+    def model(self, network, settings, num_classes):
+        """The functional model of an `architectures.Network`.
 
-def pool(x, node, settings):
-    """An `architectures.Pool` node: max-pooling (`settings` is unused: no weights)."""
-    del settings
-    pooling = node.pooling
-    return keras.layers.MaxPooling2D(
-        pooling.pool_size, strides=pooling.strides, padding=pooling.padding, name=node.name
-    )(x)
-
-
-def classifier(x, node, num_classes):
-    """An `architectures.Classifier`: global average pooling and one dense linear layer.
-
-    The logits stay float32 under a mixed-precision policy, so the softmax loss is computed
-    in float32 (Keras' mixed-precision guide).
-    """
-    x = keras.layers.GlobalAveragePooling2D(name=node.pool_name)(x)
-    return keras.layers.Dense(num_classes, name=node.name, dtype="float32")(x)
-
-
-_NODES = {
-    architectures.ConvBN: conv_bn,
-    architectures.ResidualBlock: residual_block,
-    architectures.Pool: pool,
-}
-
-
-def model(network, settings, num_classes):
-    """The functional Keras model of an `architectures.Network`.
-
-    Args:
-        network: the walk of the model's spec table.
-        settings: the model's (g, p) per setting, from `architectures.settings_of`.
-        num_classes: classes of the classifier.
-    """
-    inputs = keras.Input(network.input_shape, name=network.input_name)
-    x = inputs
-    for node in network.nodes:
-        x = _NODES[type(node)](x, node, settings)
-    return keras.Model(inputs, classifier(x, network.classifier, num_classes), name=network.model)
+        Args:
+            network: the walk of the model's spec table.
+            settings: the model's (g, p) per setting, from `architectures.settings_of`.
+            num_classes: classes of the classifier.
+        """
+        nodes = {
+            architectures.ConvBN: self.conv_bn,
+            architectures.ResidualBlock: self.residual_block,
+            architectures.Pool: self.pool,
+        }
+        inputs = self.keras.Input(network.input_shape, name=network.input_name)
+        x = inputs
+        for node in network.nodes:
+            x = nodes[type(node)](x, node, settings)
+        outputs = self.classifier(x, network.classifier, num_classes)
+        return self.keras.Model(inputs, outputs, name=network.model)

@@ -10,6 +10,7 @@ import keras
 
 from ssc_tf.architectures import Counts
 from ssc_tf.layers import SSCConv2D
+from ssc_tf.models.masked import MaskedConv2D
 
 
 @dataclasses.dataclass(frozen=True)
@@ -40,6 +41,9 @@ def _conv_stats(layer):
     pixels = math.prod(output_size)
     if isinstance(layer, SSCConv2D):
         live, dense, g, p = layer.live_params, layer.dense_params, layer.g, layer.p
+    elif isinstance(layer, MaskedConv2D):  # all dense work; `live` counts the mask's ones
+        dense = math.prod(layer.kernel.shape)
+        live, g, p = layer.live_params, 1, None
     else:
         dense = math.prod(layer.kernel.shape) * layer.groups
         live, g, p = math.prod(layer.kernel.shape), layer.groups, None

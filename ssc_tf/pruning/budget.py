@@ -1,0 +1,66 @@
+"""The pruned runs' weight budget: how many weights each method keeps, from SSC's count.
+
+No TensorFlow here. A pruned run (`ssc_tf.pruning.PRUNED_METHODS`) prunes the convolutions
+that SSC sparsifies, every one with a (g, p) setting; the first convolution and the
+classifier stay dense, as in SSC (docs/architectures.md). By default those prunable layers
+keep, together, exactly the live weights of the config's SSC pattern (`--g`, `--p`,
+`--p_1x1`), so the pruned model and the SSC model keep the same total. `--kept_fraction`
+sets the total instead, as a fraction of every counted weight (convolutions and classifier
+kernel, as `ssc_tf.architectures.count` counts them).
+"""
+
+from ssc_tf import architectures
+from ssc_tf import arguments
+
+
+def prunable_layers(config):
+    """The `architectures.ConvLayer`s a pruned run of `config` masks, in forward order."""
+    return tuple(
+        layer for layer in architectures.conv_layers(config.model, config.input_shape)
+        if layer.setting is not None
+    )
+
+
+def layer_targets(config):
+    """`{layer name: live weights}` of the SSC pattern of `config` at each prunable layer."""
+    kwargs = config.pattern_kwargs()
+    settings = architectures.settings_of(
+        config.model, kwargs["g"], kwargs["p"], kwargs.get("p_1x1", ())
+    )
+    return {
+        layer.name: architectures.live_params(
+            layer.in_channels, layer.filters, layer.kernel_size,
+            *architectures.layer_gp(layer, settings),
+        )
+        for layer in prunable_layers(config)
+    }
+
+
+def target(config):
+    """The weights the prunable layers of `config` keep together.
+
+    Returns:
+        SSC's live weights over those layers, or, with `config.kept_fraction` = f,
+        round(f x every counted weight of the dense twin) less the weights that stay dense
+        (the first convolution and the classifier kernel).
+
+    Raises:
+        ValueError: `kept_fraction` is below what the dense layers alone keep.
+    """
+    prunable = sum(layer.dense_params for layer in prunable_layers(config))
+    if config.kept_fraction is None:
+        return sum(layer_targets(config).values())
+    total = architectures.count(
+        config.model, config.num_classes, config.input_shape,
+        *architectures.dense_pattern(config.model),
+    ).dense_params
+    kept = round(config.kept_fraction * total) - (total - prunable)
+    if kept < 0:
+        raise arguments.invalid(
+            "kept_fraction",
+            f"at least {(total - prunable) / total:.6f}, the share of the first convolution "
+            f"and the classifier, which stay dense",
+            config.kept_fraction,
+        )
+    return kept
+

@@ -45,13 +45,11 @@ matplotlib is installed) has one row per (config, method), over the finished see
 """
 
 import dataclasses
-import datetime
 import difflib
 import glob
 import io
 import json
 import os
-import platform
 import re
 import shlex
 import statistics
@@ -67,6 +65,7 @@ from ssc_tf import experiment_flags
 from ssc_tf import flagfile
 from ssc_tf import pruning
 from ssc_tf import published
+from ssc_tf import timing
 
 JSON_FILE = "compare.json"
 MARKDOWN_FILE = "compare.md"
@@ -491,23 +490,12 @@ def _latencies(run, repeats):
     interpreter.allocate_tensors()
     interpreter.set_tensor(
         inputs["index"], rng.uniform(0, 255, (1, *config.input_shape)).astype(np.float32))
-    return {
+    latencies = timing.interleaved_ms({
         # .numpy() waits for the result: on a GPU the ops only start asynchronously.
-        "tf_latency_ms": _median_ms(lambda: infer(images).numpy(), repeats),
-        "tflite_latency_ms": _median_ms(interpreter.invoke, repeats),
-        "tflite_bytes": os.path.getsize(run.tflite),
-    }
-
-
-def _median_ms(fn, repeats):
-    for _ in range(_WARMUP):
-        fn()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return 1e3 * statistics.median(times)
+        "tf_latency_ms": lambda: infer(images).numpy(),
+        "tflite_latency_ms": interpreter.invoke,
+    }, repeats, warmup=_WARMUP)
+    return {**latencies, "tflite_bytes": os.path.getsize(run.tflite)}
 
 
 def images_per_second(model_dir, batch_size):
@@ -735,20 +723,12 @@ def compare(runs, *, root, repeats=DEFAULT_REPEATS, python=sys.executable, out=p
         `published_source`, `rows` (`summarize`), `runs` (one record per run), `outputs`
         (the files written; the plot's is None without matplotlib).
     """
-    import tensorflow as tf
-
     from ssc_tf import model_dir as model_dir_lib
 
     outcomes = execute(runs, python=python, out=out)
     measured = measure(runs, outcomes, repeats=repeats, out=out)
     result = {
-        "environment": {
-            "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-            "tensorflow": tf.__version__,
-            "python": sys.version.split()[0],
-            "machine": platform.machine(),
-            "cpu_count": os.cpu_count(),
-        },
+        "environment": timing.environment(),
         "settings": {
             "methods": list(dict.fromkeys(run.method for run in runs)),
             "seeds": list(dict.fromkeys(run.seed for run in runs)),

@@ -31,7 +31,6 @@ import os
 import statistics
 import sys
 import tempfile
-import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -46,8 +45,7 @@ from ssc_tf import layers as layers_lib  # noqa: E402
 from ssc_tf import model_dir as model_dir_lib  # noqa: E402
 from ssc_tf import models  # noqa: E402
 from ssc_tf import pattern as pattern_lib  # noqa: E402
-
-import benchmark_timing  # noqa: E402
+from ssc_tf import timing  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DEFAULT_CONFIGS = [n for n in flagfile.names() if n.startswith(("cifar", "tinyimagenet"))]
@@ -141,13 +139,8 @@ def _min_ms(fns, x, repeats):
         except tf.errors.OpError as error:
             print(f"  {name} failed: {str(error).splitlines()[0]}", flush=True)
             del fns[name]
-    times = {name: float("inf") for name in fns}
-    for _ in range(repeats):
-        for name, fn in fns.items():
-            start = time.perf_counter()
-            fn(x)
-            times[name] = min(times[name], time.perf_counter() - start)
-    return {name: round(1e3 * t, 4) for name, t in times.items()}
+    times = timing.interleaved_ms(fns, repeats, x, warmup=0, statistic=min)
+    return {name: round(ms, 4) for name, ms in times.items()}
 
 
 def measure_tf(shape, runtime, batch_size, repeats):
@@ -282,7 +275,7 @@ def main(argv):
         shapes = [shape for shape in shapes if shape.key not in known]
     print(f"{len(shapes)} distinct SSC layer shapes of {len(configs)} configs; runtime "
           f"{runtime}; minimum milliseconds of {repeats} calls.", flush=True)
-    result = {**benchmark_timing.environment(), "runtime": runtime, "configs": configs,
+    result = {**timing.environment(), "runtime": runtime, "configs": configs,
               "batch_size": batch_size, "repeats": repeats, "records": []}
     for i, shape in enumerate(shapes):
         if runtime in (execution_plan.TFLITE, execution_plan.TFLITE_INT8):

@@ -52,9 +52,8 @@ from ssc_tf import flagfile  # noqa: E402
 from ssc_tf import model_dir as model_dir_lib  # noqa: E402
 from ssc_tf import models  # noqa: E402
 from ssc_tf import optimization  # noqa: E402
+from ssc_tf import timing  # noqa: E402
 from ssc_tf.models import report  # noqa: E402
-
-import benchmark_timing  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DEFAULT_CONFIGS = (
@@ -180,7 +179,7 @@ def benchmark(name, config, subjects, batch_size, repeats, quantizations):
         runs[f"tflite_{q}_b1"] = (invokes, ())
     timings = {}
     for mode, (fns, args) in runs.items():
-        ms = benchmark_timing.interleaved_median_ms(fns, repeats, *args)
+        ms = timing.interleaved_ms(fns, repeats, *args)
         speedup = ms["dense"] / ms["ssc"]
         timings[mode] = {
             "dense_ms": ms["dense"], "ssc_ms": ms["ssc"], "speedup": speedup,
@@ -290,7 +289,7 @@ def main(argv):
         print(f"[{i + 1}/{len(configs)}] {name}: timing...", flush=True)
         records.append(benchmark(name, config, subjects, batch_size, repeats, quantizations))
     result = {
-        **benchmark_timing.environment(),
+        **timing.environment(),
         "batch_size": batch_size,
         "repeats": repeats,
         "tflite": quantizations,

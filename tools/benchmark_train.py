@@ -11,9 +11,7 @@ of median step time and images per second, and writes JSON.
 import dataclasses
 import json
 import os
-import statistics
 import sys
-import time
 
 from absl import app
 from absl import flags
@@ -25,6 +23,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from ssc_tf import flagfile  # noqa: E402
 from ssc_tf import models  # noqa: E402
 from ssc_tf import optimization  # noqa: E402
+from ssc_tf import timing  # noqa: E402
 from ssc_tf.models import report  # noqa: E402
 
 flags.DEFINE_string("config", "cifar10_resnet32_10pct",
@@ -54,22 +53,15 @@ def main(argv):
     images = rng.normal(size=(FLAGS.batch_size, *ssc.input_shape)).astype(np.float32)
     labels = rng.integers(0, ssc.num_classes, FLAGS.batch_size).astype(np.int32)
     runs = {"dense": _compiled(dense), "ssc": _compiled(ssc)}
-    for model in runs.values():
-        for _ in range(FLAGS.warmup):
-            model.train_on_batch(images, labels)
-    times = {name: [] for name in runs}
-    for _ in range(FLAGS.steps):
-        for name, model in runs.items():
-            start = time.perf_counter()
-            model.train_on_batch(images, labels)
-            times[name].append(time.perf_counter() - start)
+    step_ms = timing.interleaved_ms(
+        {name: model.train_on_batch for name, model in runs.items()}, FLAGS.steps, images,
+        labels, warmup=FLAGS.warmup)
     rows = []
     for name, model in runs.items():
         stats = report.model_stats(model)
-        median = statistics.median(times[name])
         rows.append({
             "model": name, "live_params": stats.live_params, "macs": stats.macs,
-            "step_ms": 1e3 * median, "images_per_s": FLAGS.batch_size / median,
+            "step_ms": step_ms[name], "images_per_s": 1e3 * FLAGS.batch_size / step_ms[name],
         })
     print(f"{ssc.model} on {ssc.dataset} shapes, batch {FLAGS.batch_size}, "
           f"median of {FLAGS.steps} steps ({FLAGS.config})")

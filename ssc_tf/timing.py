@@ -1,4 +1,8 @@
-"""What the benchmarks share: interleaved median timing, and the machine a timing ran on."""
+"""Timing of callables for the benchmarks and the comparison runner, and the machine it ran on.
+
+TensorFlow is imported only by `environment()`: `ssc_tf.compare` imports this module for its
+dry run too, which starts no TensorFlow.
+"""
 
 import datetime
 import os
@@ -7,12 +11,9 @@ import statistics
 import sys
 import time
 
-import keras
-import tensorflow as tf
 
-
-def interleaved_median_ms(fns, repeats, *args, warmup=3):
-    """Median milliseconds of each `fn(*args)` of `fns`, timed in turns so that drift (load,
+def interleaved_ms(fns, repeats, *args, warmup=3, statistic=statistics.median):
+    """Milliseconds per call of each `fn(*args)` of `fns`, timed in turns so that drift (load,
     clock, thermals) hits all alike.
 
     Args:
@@ -20,9 +21,11 @@ def interleaved_median_ms(fns, repeats, *args, warmup=3):
         repeats: int >= 1, timed calls of each.
         *args: the arguments of every call.
         warmup: untimed calls of each first (tracing, allocation).
+        statistic: what to report of each callable's `repeats` times: the median (default),
+            or e.g. `min` (the call least disturbed by other work on the machine).
 
     Returns:
-        A dict of name -> median milliseconds per call.
+        A dict of name -> milliseconds per call.
     """
     for fn in fns.values():
         for _ in range(warmup):
@@ -33,11 +36,14 @@ def interleaved_median_ms(fns, repeats, *args, warmup=3):
             start = time.perf_counter()
             fn(*args)
             times[name].append(time.perf_counter() - start)
-    return {name: 1e3 * statistics.median(t) for name, t in times.items()}
+    return {name: 1e3 * statistic(t) for name, t in times.items()}
 
 
 def environment():
-    """When, and on what software and machine, a benchmark ran: a dict for its JSON."""
+    """When, and on what software and machine, a timing ran: a dict for its JSON."""
+    import keras
+    import tensorflow as tf
+
     return {
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "tensorflow": tf.__version__,

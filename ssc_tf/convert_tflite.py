@@ -42,6 +42,7 @@ from ai_edge_litert import schema_py_generated as tflite_schema
 import numpy as np
 import tensorflow as tf
 
+from ssc_tf import arguments
 from ssc_tf import data
 from ssc_tf import execution_plan
 from ssc_tf import flagfile
@@ -92,7 +93,9 @@ def convert(model_dir, output, *, quantization="none", integer_io=False,
     Raises:
         ValueError: an argument is not allowed, `output` is a directory, lies under a
             file or exists without `overwrite`, int8 cannot read its calibration images, or
-            the file holds a custom or Flex op; the message names the flag.
+            the file holds a custom or Flex op. A bad argument's message names it as an
+            argument (`output`), or as a flag (--output) inside `arguments.as_flags()`, as
+            the command line calls it.
         FileNotFoundError: `model_dir` holds no run or no checkpoint.
 
     The converter's own `ConverterError` (not public API) propagates where the graph needs
@@ -169,40 +172,27 @@ def op_names(tflite_bytes):
 
 
 def _check_arguments(output, quantization, integer_io, num_calibration_images, overwrite):
-    if quantization not in QUANTIZATIONS:
-        raise ValueError(
-            f"Invalid value for flag --quantization: expected one of {QUANTIZATIONS}. "
-            f"Received: quantization={quantization!r}"
-        )
+    spelled = arguments.spelled
+    arguments.check_choice("quantization", quantization, QUANTIZATIONS)
     if integer_io and quantization != "int8":
         raise ValueError(
-            "Flag --integer_io needs --quantization=int8 (only a fully integer model can "
-            f"take and return uint8). Received: quantization={quantization!r}, "
-            "integer_io=True"
+            f"{arguments.kind().capitalize()} {spelled('integer_io')} needs "
+            f"{spelled('quantization')}=int8 (only a fully integer model can take and return "
+            f"uint8). Received: quantization={quantization!r}, integer_io=True"
         )
-    if (
-        not isinstance(num_calibration_images, int)
-        or isinstance(num_calibration_images, bool)
-        or num_calibration_images < 1
-    ):
-        raise ValueError(
-            "Invalid value for flag --num_calibration_images: expected an integer >= 1. "
-            f"Received: num_calibration_images={num_calibration_images!r}"
-        )
+    arguments.check_int("num_calibration_images", num_calibration_images, minimum=1)
     if not isinstance(output, str) or not output.endswith(SUFFIX):
-        raise ValueError(
-            f"Invalid value for flag --output: expected a file name ending in {SUFFIX!r}. "
-            f"Received: output={output!r}"
-        )
+        raise arguments.invalid("output", f"a file name ending in {SUFFIX!r}", repr(output))
+    invalid_output = f"Invalid value for {arguments.kind()} {spelled('output')}"
     if tf.io.gfile.isdir(output):
         raise ValueError(
-            f"Invalid value for flag --output: {output!r} is a directory; pass the {SUFFIX} "
-            f"file to write, e.g. {os.path.join(output, 'model' + SUFFIX)!r}."
+            f"{invalid_output}: {output!r} is a directory; pass the {SUFFIX} file to write, "
+            f"e.g. {os.path.join(output, 'model' + SUFFIX)!r}."
         )
     if not overwrite and tf.io.gfile.exists(output):
         raise ValueError(
-            f"--output={output!r} exists; pass --overwrite to replace it, or choose another "
-            "--output."
+            f"{spelled('output')}={output!r} exists; pass {spelled('overwrite')} to replace "
+            f"it, or choose another {spelled('output')}."
         )
     # The nearest existing path above `output` must be a directory; those below it are made.
     parent = os.path.dirname(output)
@@ -210,8 +200,8 @@ def _check_arguments(output, quantization, integer_io, num_calibration_images, o
         parent = "" if os.path.dirname(parent) == parent else os.path.dirname(parent)
     if parent and not tf.io.gfile.isdir(parent):
         raise ValueError(
-            f"Invalid value for flag --output: {parent!r} is a file, so {output!r} cannot be "
-            "created under it. Pass an --output whose directories are directories or do not "
+            f"{invalid_output}: {parent!r} is a file, so {output!r} cannot be created under "
+            f"it. Pass an {spelled('output')} whose directories are directories or do not "
             "exist yet."
         )
 
@@ -310,10 +300,13 @@ def main(argv):
     if not FLAGS.output:
         raise app.UsageError(f"Flag --output is required: the {SUFFIX} file to write.")
     try:
-        result = convert(
-            FLAGS.model_dir, FLAGS.output, quantization=FLAGS.quantization,
-            integer_io=FLAGS.integer_io, num_calibration_images=FLAGS.num_calibration_images,
-            data_dir=FLAGS.data_dir, overwrite=FLAGS.overwrite)
+        # Messages name flags (--output), not the library's arguments (`output`).
+        with arguments.as_flags():
+            result = convert(
+                FLAGS.model_dir, FLAGS.output, quantization=FLAGS.quantization,
+                integer_io=FLAGS.integer_io,
+                num_calibration_images=FLAGS.num_calibration_images, data_dir=FLAGS.data_dir,
+                overwrite=FLAGS.overwrite)
     except (ValueError, FileNotFoundError) as e:
         sys.exit(f"Error: {e}")
     io = "uint8 in and out" if result["integer_io"] else "float32 in and out"

@@ -17,8 +17,11 @@ exact counts and its execution plan from here, and nothing else recomputes them.
 
 import dataclasses
 import math
+import numbers
 
 import numpy as np
+
+from ssc_tf import arguments
 
 PADDINGS = ("valid", "same")
 
@@ -33,34 +36,25 @@ def check_positive_int(name, value, allow_none=False):
     """
     if value is None and allow_none:
         return None
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+    if not arguments.is_int(value) or value < 1:
         allowed = "a positive integer" + (" or None" if allow_none else "")
-        raise ValueError(
-            f"Invalid value for argument `{name}`: expected {allowed}. Received: {name}={value!r}"
-        )
+        raise arguments.invalid(name, allowed, repr(value))
     return int(value)
 
 
 def check_pair(name, value):
     """Standardizes an int or a pair of ints (kernel size, strides) to a tuple of 2 ints >= 1."""
-    values = (value, value) if isinstance(value, (int, np.integer)) else tuple(value)
-    if len(values) != 2 or any(
-        isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1 for v in values
-    ):
-        raise ValueError(
-            f"Invalid value for argument `{name}`: expected a positive integer or a tuple of 2 "
-            f"positive integers. Received: {name}={value!r}"
-        )
+    values = (value, value) if isinstance(value, numbers.Integral) else tuple(value)
+    if len(values) != 2 or not all(arguments.is_int(v) and v >= 1 for v in values):
+        raise arguments.invalid(
+            name, "a positive integer or a tuple of 2 positive integers", repr(value))
     return tuple(int(v) for v in values)
 
 
 def check_padding(padding):
     """Returns `padding` lower-cased, or raises a `ValueError` listing the allowed values."""
     if not isinstance(padding, str) or padding.lower() not in PADDINGS:
-        raise ValueError(
-            f"Invalid value for argument `padding`: expected one of {PADDINGS}. "
-            f"Received: padding={padding!r}"
-        )
+        raise arguments.invalid("padding", f"one of {PADDINGS}", repr(padding))
     return padding.lower()
 
 

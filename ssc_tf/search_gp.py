@@ -45,6 +45,7 @@ import numpy as np
 from absl import flags, logging
 
 from ssc_tf import architectures
+from ssc_tf import arguments
 from ssc_tf import config as config_lib
 from ssc_tf import flagfile
 from ssc_tf.data import datasets
@@ -136,22 +137,17 @@ def grid_values(value_range):
     return tuple(sorted({v for v in GRID if lo <= v <= hi} | {lo, hi}))
 
 
-def _check_fraction(name, value, ok, interval):
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not ok(value):
-        raise ValueError(f"Invalid value for flag --{name}: expected a fraction in {interval}. "
-                         f"Received: {name}={value!r}")
+# What --g_range and --p_range allow.
+_RANGE_EXPECTED = "two integers MIN,MAX with 1 <= MIN <= MAX"
 
 
 def _check_range(name, value_range):
-    if (
-        len(value_range) != 2
-        or not all(isinstance(v, int) and not isinstance(v, bool) for v in value_range)
-        or not 1 <= value_range[0] <= value_range[1]
-    ):
-        raise ValueError(
-            f"Invalid value for flag --{name}: expected MIN,MAX with 1 <= MIN <= MAX integers. "
-            f"Received: {name}={','.join(map(str, value_range))}"
-        )
+    """Returns `value_range` as a tuple (min, max) of integers with 1 <= min <= max."""
+    values = tuple(value_range) if isinstance(value_range, (tuple, list)) else (value_range,)
+    if len(values) != 2 or not all(map(arguments.is_int, values)) or not (
+            1 <= values[0] <= values[1]):
+        raise arguments.invalid(name, _RANGE_EXPECTED, ",".join(map(str, values)))
+    return values
 
 
 def _label(model, setting):
@@ -194,7 +190,8 @@ def _level(model, setting, layers, dense, g_values, p_values):
     label = _label(model, setting)
     if not options:
         raise ValueError(
-            f"Invalid values for flags --g_range and --p_range: they leave width {label} no "
+            f"Invalid values for {arguments.kind()}s {arguments.spelled('g_range')} and "
+            f"{arguments.spelled('p_range')}: they leave width {label} no "
             f"valid (g, p) (values above the width are skipped; every filter needs a kernel). "
             f"Received: g values {g_values}, p values {p_values}"
         )
@@ -219,12 +216,12 @@ class _Space:
         self.dense_params = fc + sum(l.dense_params for l in layers)
         self.dense_macs = fc + sum(l.dense_params * l.pixels for l in layers)
         settings = list(dict.fromkeys(l.setting for l in layers if l.setting is not None))
-        if not 0 <= dense_stages <= len(settings):
-            raise ValueError(
-                f"Invalid value for flag --dense_stages: expected an integer in "
-                f"[0, {len(settings)}] (model {model!r} has {len(settings)} widths: "
-                f"{', '.join(_label(model, s) for s in settings)}). "
-                f"Received: dense_stages={dense_stages}"
+        if not arguments.is_int(dense_stages) or not 0 <= dense_stages <= len(settings):
+            raise arguments.invalid(
+                "dense_stages",
+                f"an integer in [0, {len(settings)}] (model {model!r} has {len(settings)} "
+                f"widths: {', '.join(_label(model, s) for s in settings)})",
+                repr(dense_stages),
             )
         self.levels = [
             _level(model, s, [l for l in layers if l.setting == s], i < dense_stages,
@@ -366,23 +363,18 @@ def search(model, target, tolerance=0.005, dataset=None, g_range=DEFAULT_RANGE,
         docstring), each within `tolerance` of `target`.
 
     Raises:
-        ValueError: a bad argument (the message names its flag), or no candidate within the
-            tolerance (the message gives the nearest kept fraction).
+        ValueError: a bad argument (the message names it: "argument `target`", or
+            "flag --target" inside `arguments.as_flags()`, as the command line calls it), or
+            no candidate within the tolerance (the message gives the nearest kept fraction).
     """
-    if model not in architectures.MODELS:
-        raise ValueError(f"Invalid value for flag --model: expected one of "
-                         f"{architectures.MODELS}. Received: model={model!r}")
+    arguments.check_choice("model", model, architectures.MODELS)
     dataset = DEFAULT_DATASETS[model] if dataset is None else dataset
-    if dataset not in datasets.DATASETS:
-        raise ValueError(f"Invalid value for flag --dataset: expected one of "
-                         f"{datasets.NAMES}. Received: dataset={dataset!r}")
-    _check_fraction("target", target, lambda v: 0 < v <= 1, "(0, 1] (0.05 keeps 5 %)")
-    _check_fraction("tolerance", tolerance, lambda v: 0 <= v < 1, "[0, 1)")
-    _check_range("g_range", g_range)
-    _check_range("p_range", p_range)
-    if isinstance(top, bool) or not isinstance(top, int) or top < 1:
-        raise ValueError(f"Invalid value for flag --top: expected an integer >= 1. "
-                         f"Received: top={top!r}")
+    arguments.check_choice("dataset", dataset, datasets.NAMES)
+    arguments.check_range("target", target, 0, 1, low_open=True)
+    arguments.check_range("tolerance", tolerance, 0, 1, high_open=True)
+    g_range = _check_range("g_range", g_range)
+    p_range = _check_range("p_range", p_range)
+    arguments.check_int("top", top, minimum=1)
     record = datasets.get(dataset)
     space = _Space(model, record.num_classes, record.input_shape,
                    grid_values(g_range), grid_values(p_range), dense_stages)
@@ -543,13 +535,14 @@ def _parse_range(name, items):
     try:
         return tuple(int(v) for v in items)
     except ValueError:
-        raise ValueError(f"Invalid value for flag --{name}: expected MIN,MAX integers. "
-                         f"Received: {name}={','.join(items)}") from None
+        raise arguments.invalid(name, _RANGE_EXPECTED, ",".join(items)) from None
 
 
 def main(argv):
     try:
-        _run(argv)
+        # Messages name flags (--target), not the library's arguments (`target`).
+        with arguments.as_flags():
+            _run(argv)
     except (ValueError, FileNotFoundError) as error:
         # One line on stderr and exit status 1, not absl's usage dump.
         raise SystemExit(f"Error: {error}") from None
@@ -579,9 +572,7 @@ def _write_flagfile(candidates, dataset):
 def _run(argv):
     if len(argv) > 1:
         raise ValueError(f"Unexpected arguments: {argv[1:]}")
-    if FLAGS.rank < 1:
-        raise ValueError(f"Invalid value for flag --rank: expected an integer >= 1. "
-                         f"Received: rank={FLAGS.rank}")
+    arguments.check_int("rank", FLAGS.rank, minimum=1)
     dataset = FLAGS.dataset or DEFAULT_DATASETS[FLAGS.model]
     candidates = search(
         FLAGS.model, FLAGS.target, FLAGS.tolerance, dataset,

@@ -243,28 +243,41 @@ def test_model_dir_without_run_or_checkpoint_fails(tmp_path):
 
 @pytest.mark.parametrize("quantization", ["none", "float16", "dynamic"])
 def test_integer_io_needs_int8(tmp_path, quantization):
-    with pytest.raises(ValueError, match=r"--integer_io needs --quantization=int8"):
+    with pytest.raises(ValueError, match=r"^Argument `integer_io` needs `quantization`=int8 "):
         convert_tflite.convert(
             str(tmp_path), str(tmp_path / "model.tflite"), quantization=quantization,
             integer_io=True)
 
 
-def test_bad_flag_values_name_the_flag(tmp_path):
-    with pytest.raises(ValueError, match=r"--quantization: expected one of .*'int8'"):
-        convert_tflite.convert(str(tmp_path), str(tmp_path / "m.tflite"), quantization="int4")
-    with pytest.raises(ValueError, match=r"--output: expected a file name ending in '.tflite'"):
-        convert_tflite.convert(str(tmp_path), str(tmp_path / "model.lite"))
-    with pytest.raises(ValueError, match="--num_calibration_images: expected an integer >= 1"):
-        convert_tflite.convert(
-            str(tmp_path), str(tmp_path / "m.tflite"), quantization="int8",
-            num_calibration_images=0)
+@pytest.mark.parametrize("kwargs,message", [
+    (dict(quantization="int4"),
+     "Invalid value for argument `quantization`: expected one of ('none', 'float16', "
+     "'dynamic', 'int8'). Received: quantization='int4'"),
+    (dict(output="model.lite"),
+     "Invalid value for argument `output`: expected a file name ending in '.tflite'. "
+     "Received: output='{tmp}/model.lite'"),
+    (dict(quantization="int8", num_calibration_images=0),
+     "Invalid value for argument `num_calibration_images`: expected an integer >= 1. "
+     "Received: num_calibration_images=0"),
+    (dict(quantization="int8", num_calibration_images=8.0),
+     "Invalid value for argument `num_calibration_images`: expected an integer >= 1. "
+     "Received: num_calibration_images=8.0"),
+    (dict(quantization="int8", num_calibration_images=True),
+     "Invalid value for argument `num_calibration_images`: expected an integer >= 1. "
+     "Received: num_calibration_images=True"),
+])
+def test_bad_argument_values_name_the_argument_in_one_line(tmp_path, kwargs, message):
+    output = str(tmp_path / kwargs.pop("output", "m.tflite"))
+    with pytest.raises(ValueError) as error:
+        convert_tflite.convert(str(tmp_path), output, **kwargs)
+    assert str(error.value) == message.format(tmp=tmp_path)
     assert sorted(os.listdir(tmp_path)) == []
 
 
 def test_existing_output_is_kept_without_overwrite(tmp_path):
     output = tmp_path / "model.tflite"
     output.write_bytes(b"an earlier conversion")
-    with pytest.raises(ValueError, match="exists; pass --overwrite"):
+    with pytest.raises(ValueError, match="^`output`='.*' exists; pass `overwrite` to replace"):
         convert_tflite.convert(str(tmp_path / "no_run"), str(output))
     assert output.read_bytes() == b"an earlier conversion"
     assert sorted(os.listdir(tmp_path)) == ["model.tflite"]
@@ -276,11 +289,12 @@ def test_output_that_is_a_directory_or_under_a_file_fails_before_converting(tmp_
     (tmp_path / "model.tflite").mkdir()
     (tmp_path / "file").write_bytes(b"not a directory")
     for output, message in (
-            ("model.tflite", r"--output: '.*/model.tflite' is a directory; pass the .tflite "
-                             r"file to write, e.g. '.*/model.tflite/model.tflite'"),
-            ("file/m.tflite", r"--output: '.*/file' is a file, so '.*/file/m.tflite' cannot "
-                              r"be created under it"),
-            ("file/a/b/m.tflite", r"--output: '.*/file' is a file, so '.*/file/a/b/m.tflite'")):
+            ("model.tflite", r"^Invalid value for argument `output`: '.*/model.tflite' is a "
+                             r"directory; pass the .tflite file to write, e.g. "
+                             r"'.*/model.tflite/model.tflite'"),
+            ("file/m.tflite", r"^Invalid value for argument `output`: '.*/file' is a file, so "
+                              r"'.*/file/m.tflite' cannot be created under it"),
+            ("file/a/b/m.tflite", r"`output`: '.*/file' is a file, so '.*/file/a/b/m.tflite'")):
         with pytest.raises(ValueError, match=message):
             convert_tflite.convert(str(tmp_path / "no_run"), str(tmp_path / output),
                                    overwrite=overwrite)
@@ -345,7 +359,9 @@ def test_importing_defines_no_flags():
 @pytest.mark.parametrize("output, flags, message", [
     ("model.tflite", ["--integer_io"], "Error: Flag --integer_io needs --quantization=int8"),
     ("file/model.tflite", [], "Error: Invalid value for flag --output: '{tmp}/file' is a file"),
-], ids=["integer_io_without_int8", "output_under_a_file"])
+    ("model.lite", [], "Error: Invalid value for flag --output: expected a file name ending in "
+                       "'.tflite'. Received: output='{tmp}/model.lite'"),
+], ids=["integer_io_without_int8", "output_under_a_file", "output_suffix"])
 def test_cli_reports_a_bad_flag_in_one_line(tmp_path, output, flags, message):
     (tmp_path / "file").write_bytes(b"not a directory")
     result = subprocess.run(

@@ -4,6 +4,7 @@ errors."""
 import numpy as np
 import pytest
 
+from ssc_tf import arguments
 from ssc_tf import pattern as pattern_lib
 from ssc_tf.pattern import SSCPattern
 from spec_oracle import spec_block, spec_kernel_kinds
@@ -165,6 +166,7 @@ def test_center_tap_window(length, kernel, stride, padding, expected):
     (dict(g=2, p=-1), "`p`.*Received: p=-1"),
     (dict(g=2.5, p=2), "`g`.*Received: g=2.5"),
     (dict(g=True, p=2), "`g`.*Received: g=True"),
+    (dict(g="2", p=2), "`g`.*Received: g='2'"),
     (dict(g=None, p=None), "at least one"),
     (dict(g=8, p=None), "g=8, p=None leave 4 of 8 filters without any kernel"),
     (dict(g=8, p=5), "g=8, p=5 leave 1 of 8 filters"),
@@ -185,3 +187,34 @@ def test_bad_kernel_size_and_padding_name_the_argument():
         SSCPattern(4, 4, 0, 1, None)
     with pytest.raises(ValueError, match="`padding`.*'valid', 'same'.*Received: padding='full'"):
         pattern_lib.check_padding("full")
+
+
+def test_check_positive_int_returns_an_int_and_names_the_argument_in_one_line():
+    check = pattern_lib.check_positive_int
+    assert check("g", np.int64(3)) == 3 and type(check("g", np.int64(3))) is int
+    assert check("g", np.uint8(1), allow_none=True) == 1
+    assert check("g", None, allow_none=True) is None
+    with pytest.raises(ValueError) as error:
+        check("g", 0, allow_none=True)
+    assert str(error.value) == (
+        "Invalid value for argument `g`: expected a positive integer or None. Received: g=0")
+    for value in (None, 0, -2, 1.0, True, "1"):
+        with pytest.raises(ValueError) as error:
+            check("in_channels", value)
+        assert str(error.value) == (
+            "Invalid value for argument `in_channels`: expected a positive integer. "
+            f"Received: in_channels={value!r}")
+    # Read by a command line (`arguments.as_flags`), the same check names the flag.
+    with arguments.as_flags(), pytest.raises(ValueError, match="^Invalid value for flag --g: "):
+        check("g", 0, allow_none=True)
+
+
+def test_check_pair_takes_numpy_integers_and_rejects_the_rest():
+    assert pattern_lib.check_pair("strides", np.int32(2)) == (2, 2)
+    assert pattern_lib.check_pair("kernel_size", (np.int64(1), 3)) == (1, 3)
+    for value in (0, (3, 0), (3, 3, 3), (3, True), True, (3, 1.0)):
+        with pytest.raises(ValueError) as error:
+            pattern_lib.check_pair("kernel_size", value)
+        assert str(error.value) == (
+            "Invalid value for argument `kernel_size`: expected a positive integer or a tuple "
+            f"of 2 positive integers. Received: kernel_size={value!r}")

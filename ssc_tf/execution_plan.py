@@ -14,7 +14,10 @@ docs/execution_plan.md for the measurements). A form names one way for each part
 - the 1 x 1 part (`POINTWISE_FORMS`):
   - `bmm`: the channels reshaped to (M/p, p), transposed residue-major, one batched matrix
     product over the p residues, transposed back;
-  - `conv`: one dense 1 x 1 convolution of the masked (M, N) kernel, with no transpose.
+  - `conv`: one dense 1 x 1 convolution of the masked (M, N) kernel, with no transpose;
+  - `gconv`: the channels transposed residue-major as for `bmm`, one grouped 1 x 1
+    convolution with p groups of (M/p, N/p) kernels, transposed back: `bmm`'s MACs and stored
+    weights in a convolution, which TFLite quantizes per channel and runs in XNNPACK.
 
 A form is spelled `"kxk+pointwise"` (`"grouped+bmm"`); the part a pattern lacks is ignored.
 `"dense"` runs the whole layer as one dense convolution of the masked kernel: all the dense
@@ -40,7 +43,7 @@ import os
 from ssc_tf import pattern as pattern_lib
 
 KXK_FORMS = ("grouped", "depthwise", "split")
-POINTWISE_FORMS = ("bmm", "conv")
+POINTWISE_FORMS = ("bmm", "conv", "gconv")
 DENSE = "dense"
 AUTO = "auto"
 FORMS = (DENSE,) + tuple(f"{k}+{p}" for k in KXK_FORMS for p in POINTWISE_FORMS)
@@ -102,6 +105,12 @@ class Form:
     @property
     def name(self):
         return DENSE if self.dense else f"{self.kxk}+{self.pointwise}"
+
+    @property
+    def grouped(self):
+        """Whether the form may run a grouped convolution (`grouped` K x K, `gconv` 1 x 1),
+        which TensorFlow's CPU kernels without oneDNN cannot differentiate."""
+        return self.kxk == "grouped" or self.pointwise == "gconv"
 
 
 def parse(implementation):
@@ -194,17 +203,31 @@ def _pattern(shape):
     )
 
 
+def differentiable_on_eigen(shape, name):
+    """Whether form `name` of `shape` has a gradient on TF's CPU kernels without oneDNN,
+    which have none for a grouped convolution: a `grouped` K x K part only where every block
+    has one input (it then runs depthwise), a `gconv` 1 x 1 part only for p = 1 (one group)
+    or no live 1 x 1 weight."""
+    form = parse(name)
+    if not form.grouped:
+        return True
+    pattern = _pattern(shape)
+    kxk = form.kxk != "grouped" or all(run.in_block == 1 for run in pattern.runs)
+    pointwise = form.pointwise != "gconv" or shape.p == 1 or not pattern.num_pointwise_kernels
+    return kxk and pointwise
+
+
 def stored_weights(shape, name):
     """Weights (zeros included) that form `name` holds in a graph whose kernels are constants,
     as in a TFLite file: the dense kernel; or the K x K runs' kernels plus the 1 x 1 part's
-    (p, M/p, N/p) residue matrices (`bmm`) or masked (M, N) kernel (`conv`)."""
+    (p, M/p, N/p) residue matrices (`bmm`, `gconv`) or masked (M, N) kernel (`conv`)."""
     pattern = _pattern(shape)
     if name == DENSE:
         return pattern.dense_params
     stored = pattern.num_kxk_kernels * shape.kernel_size**2
     if pattern.num_pointwise_kernels:
-        stored += math.prod(pattern.residue_shape) if name.endswith("+bmm") else (
-            shape.in_channels * shape.filters)
+        stored += (shape.in_channels * shape.filters if parse(name).pointwise == "conv"
+                   else math.prod(pattern.residue_shape))
     return stored
 
 

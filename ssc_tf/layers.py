@@ -86,12 +86,12 @@ class SSCConv2D(keras.layers.Layer):
     the density. The layer computes its function in one of several exactly equivalent forms
     (`ssc_tf.execution_plan`): the kh x kw part as grouped, depthwise or per-block
     convolutions on contiguous channel ranges, the 1 x 1 part as a batched matrix product
-    over the p residues or as one 1 x 1 convolution of the masked kernel, or the whole layer
-    as one dense convolution of the masked kernel (`"dense"`: all the dense work, the test
-    oracle). With `implementation="auto"` (the default) the execution plan picks the form
-    measured fastest for the layer's shape, batch regime (small or large batch, or a training
-    step) and runtime (TF CPU with or without oneDNN, GPU, TFLite), when the layer is traced;
-    a form's name forces it.
+    or a grouped 1 x 1 convolution over the p residues, or as one 1 x 1 convolution of the
+    masked kernel, or the whole layer as one dense convolution of the masked kernel
+    (`"dense"`: all the dense work, the test oracle). With `implementation="auto"` (the
+    default) the execution plan picks the form measured fastest for the layer's shape, batch
+    regime (small or large batch, or a training step) and runtime (TF CPU with or without
+    oneDNN, GPU, TFLite), when the layer is traced; a form's name forces it.
 
     Initialization uses the real fans of the sparse pattern, not the dense ones: for a
     `VarianceScaling` initializer (`he_normal`, the default, `glorot_uniform`, `lecun_normal`,
@@ -202,6 +202,8 @@ class SSCConv2D(keras.layers.Layer):
         if self.p is not None:
             self._residue_index = self._pattern.residue_index.astype(np.int32)
             self._pointwise_index = self._pattern.pointwise_dense_index().astype(np.int32)
+            self._grouped_pointwise_index = (
+                self._pattern.grouped_pointwise_index().astype(np.int32))
         initial = self._initial_values(shapes)
         self.kernels = []
         for i, (name, shape) in enumerate(shapes):
@@ -454,8 +456,15 @@ class SSCConv2D(keras.layers.Layer):
             axis=-1,
         )
 
-    def _center_taps(self, inputs):
-        """The inputs each window's center tap reads: (batch, out_h, out_w, M)."""
+    def _center_taps(self, inputs, strided=False):
+        """The inputs each window's center tap reads, and the strides at which a 1 x 1
+        convolution of them reads those taps: (batch, out_h, out_w, M) and (1, 1) by default.
+
+        With `strided` (and a static spatial size), the stride is left to that convolution:
+        the inputs are only cut to start at the first center tap, and to end after the last
+        where the strided convolution would read further, and the layer's strides come back.
+        The convolution then reads the taps itself, with no strided slice (LiteRT runs one
+        outside XNNPACK, which made strided 1 x 1 shortcuts 4x slower than Conv2D's)."""
         starts, counts, pad_ends = [], [], []
         for axis, kernel, stride in zip((1, 2), self.kernel_size, self.strides):
             length = inputs.shape[axis]
@@ -473,29 +482,50 @@ class SSCConv2D(keras.layers.Layer):
             isinstance(v, tf.Tensor) or v for v in pad_ends
         ):
             x = tf.pad(x, [[0, 0], [0, pad_ends[0]], [0, pad_ends[1]], [0, 0]])
+        if strided and None not in x.shape[1:3]:
+            ends = [
+                length if (length - start - 1) // stride + 1 == count
+                else start + (count - 1) * stride + 1
+                for length, start, count, stride in zip(x.shape[1:3], starts, counts,
+                                                        self.strides)
+            ]
+            if starts != [0, 0] or ends != list(x.shape[1:3]):
+                x = x[:, starts[0] : ends[0], starts[1] : ends[1], :]
+            return x, self.strides
         if self.strides == (1, 1) and starts == [0, 0] and counts == list(inputs.shape[1:3]):
-            return x
+            return x, (1, 1)
         (sh, sw), (h0, w0), (nh, nw) = self.strides, starts, counts
-        return x[:, h0 : h0 + (nh - 1) * sh + 1 : sh, w0 : w0 + (nw - 1) * sw + 1 : sw, :]
+        x = x[:, h0 : h0 + (nh - 1) * sh + 1 : sh, w0 : w0 + (nw - 1) * sw + 1 : sw, :]
+        return x, (1, 1)
 
     def _pointwise(self, inputs, how):
         """The 1 x 1 part, `how` (one of `execution_plan.POINTWISE_FORMS`), at the center
         taps."""
-        x = self._center_taps(inputs)
         live = self.kernels[-1:]
         m, n = self.pattern.in_channels, self.filters
         if how == "conv":
+            x, strides = self._center_taps(inputs, strided=True)
             kernel = self._placed(live, self._pointwise_index, (1, 1, m, n))
-            return tf.nn.conv2d(x, kernel, 1, "VALID")
+            return tf.nn.conv2d(x, kernel, strides, "VALID")
+        x, strides = self._center_taps(inputs, strided=how == "gconv")
         p, a, c = self.pattern.residue_shape
-        weights = self._placed(live, self._residue_index, (p, a, c))
         if a * p != m:
             x = tf.pad(x, [[0, 0], [0, 0], [0, 0], [0, a * p - m]])
-        if p == 1:
-            y = tf.matmul(tf.reshape(x, [-1, a]), weights[0])
+        if how == "gconv":
+            # Inputs residue-major, p groups of (a, c) kernels, outputs back to filter order.
+            kernel = self._placed(live, self._grouped_pointwise_index, (1, 1, a, p * c))
+            if p > 1:
+                x = _reshape_channels(
+                    tf.transpose(tf.reshape(x, [-1, a, p]), [0, 2, 1]), (p * a,), like=x)
+            x = tf.nn.conv2d(x, kernel, strides, "VALID")
+            y = tf.transpose(tf.reshape(x, [-1, p, c]), [0, 2, 1]) if p > 1 else x
         else:
-            residues = tf.transpose(tf.reshape(x, [-1, a, p]), [2, 0, 1])
-            y = tf.transpose(tf.matmul(residues, weights), [1, 2, 0])
+            weights = self._placed(live, self._residue_index, (p, a, c))
+            if p == 1:
+                y = tf.matmul(tf.reshape(x, [-1, a]), weights[0])
+            else:
+                residues = tf.transpose(tf.reshape(x, [-1, a, p]), [2, 0, 1])
+                y = tf.transpose(tf.matmul(residues, weights), [1, 2, 0])
         y = _reshape_channels(y, (c * p,), like=x)
         if c * p != n:
             y = y[..., :n]

@@ -281,6 +281,18 @@ class SSCPattern:
         _, m, n = self._pointwise_positions()
         return (m * self.filters + n).astype(np.int64)
 
+    def grouped_pointwise_index(self):
+        """Flat index into the (ceil(M/p), p * ceil(N/p)) kernel of every live 1 x 1 weight,
+        in storage order: the 1 x 1 part as one grouped 1 x 1 convolution with p groups, on the
+        inputs ordered residue-major (input i * p + s at s * ceil(M/p) + i), whose output
+        s * ceil(N/p) + j is filter j * p + s. Residue matrix [s, i, j] sits at [i, s, j]."""
+        if self.p is None:
+            return np.zeros((0,), dtype=np.int64)
+        p, a, c = self.residue_shape
+        s, rest = np.divmod(self.residue_index, a * c)
+        i, j = np.divmod(rest, c)
+        return ((i * p + s) * c + j).astype(np.int64)
+
     def kernel_mask(self):
         """The dense 0/1 mask, bool of shape (kh, kw, M, N): the test oracle's pattern."""
         kh, kw = self.kernel_size

@@ -114,7 +114,8 @@ def test_every_variant_runs_builtin_ops_only(converted, variant):
     ops = convert_tflite.op_names(contents)
     assert ops == result["ops"]
     assert set(ops) <= BUILTIN_OPS, sorted(set(ops) - BUILTIN_OPS)
-    assert {"CONV_2D", "BATCH_MATMUL", "FULLY_CONNECTED", "SOFTMAX"} <= set(ops)
+    # The 1 x 1 parts run as BATCH_MATMUL (`bmm`) or CONV_2D (`conv`, `gconv`), as planned.
+    assert {"CONV_2D", "FULLY_CONNECTED", "SOFTMAX"} <= set(ops)
     # Every variable is frozen into a constant: no resource-variable ops.
     assert not {"VAR_HANDLE", "READ_VARIABLE", "ASSIGN_VARIABLE", "CALL_ONCE"} & set(ops)
     io_dtype = "uint8" if variant == "int8_integer_io" else "float32"
@@ -188,9 +189,10 @@ def test_files_shrink_with_the_live_weights_and_the_quantization(run, converted)
     assert sizes["none"] < 1.3 * 4 * weights
     assert sizes["float16"] < 0.6 * sizes["none"]
     # int8 weights are a quarter of float32's; the rest is what does not shrink: ~85 kB of
-    # tensor and operator tables and names, per-channel scales, int32 biases.
+    # tensor and operator tables and names, int32 biases, and a scale and an int64 zero point
+    # per output channel of every CONV_2D, the grouped 1 x 1 kernels' (`gconv`) included.
     for variant in ("dynamic", "int8", "int8_integer_io"):
-        assert sizes[variant] < 0.4 * sizes["none"], variant
+        assert sizes[variant] < 0.45 * sizes["none"], variant
 
 
 def _converter_with_other_ops(kind):

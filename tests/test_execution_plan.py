@@ -62,19 +62,21 @@ def test_parse_names_every_form():
 def test_candidates_follow_the_pattern():
     # 16 inputs per block: too many for depthwise.
     assert execution_plan.candidates(SHAPE) == [
-        "dense", "grouped+bmm", "grouped+conv", "split+bmm", "split+conv",
+        "dense", "grouped+bmm", "grouped+conv", "grouped+gconv", "split+bmm", "split+conv",
+        "split+gconv",
     ]
     eight_per_block = execution_plan.LayerShape(64, 64, 3, 1, (16, 16), 8, 4)
     assert execution_plan.candidates(eight_per_block) == [
-        "dense", "grouped+bmm", "grouped+conv", "depthwise+bmm", "depthwise+conv",
-        "split+bmm", "split+conv",
+        "dense", "grouped+bmm", "grouped+conv", "grouped+gconv", "depthwise+bmm",
+        "depthwise+conv", "depthwise+gconv", "split+bmm", "split+conv", "split+gconv",
     ]
     # No 1 x 1 part: one name per K x K form; no K x K part: one per 1 x 1 form; split only
     # up to SPLIT_MAX_BLOCKS blocks.
     no_pointwise = execution_plan.LayerShape(64, 64, 3, 1, (16, 16), 64, None)
     assert execution_plan.candidates(no_pointwise) == ["dense", "grouped+bmm", "depthwise+bmm"]
     no_kxk = execution_plan.LayerShape(64, 64, 1, 1, (16, 16), None, 4)
-    assert execution_plan.candidates(no_kxk) == ["dense", "grouped+bmm", "grouped+conv"]
+    assert execution_plan.candidates(no_kxk) == [
+        "dense", "grouped+bmm", "grouped+conv", "grouped+gconv"]
 
 
 def _table(tmp_path, times):
@@ -108,12 +110,14 @@ def test_choose_uses_the_nearest_measured_shape(tmp_path):
 
 def test_stored_weights_count_what_each_form_holds():
     # 8 -> 8, g = 2, p = 2: two 4 x 4 blocks of 3 x 3 kernels (288 weights) and 16 live
-    # 1 x 1 weights, which bmm holds in (2, 4, 4) residue matrices and conv in an 8 x 8 kernel.
+    # 1 x 1 weights, which bmm holds in (2, 4, 4) residue matrices, gconv in a grouped
+    # (4, 2 * 4) kernel and conv in an 8 x 8 kernel.
     shape = execution_plan.LayerShape(8, 8, 3, 1, (4, 4), 2, 2)
     assert pattern_lib.SSCPattern(8, 8, 3, 2, 2).live_params == 288 + 16
     stored = {name: execution_plan.stored_weights(shape, name)
-              for name in ("dense", "grouped+bmm", "split+conv")}
-    assert stored == {"dense": 576, "grouped+bmm": 288 + 32, "split+conv": 288 + 64}
+              for name in ("dense", "grouped+bmm", "depthwise+gconv", "split+conv")}
+    assert stored == {"dense": 576, "grouped+bmm": 288 + 32, "depthwise+gconv": 288 + 32,
+                      "split+conv": 288 + 64}
 
 
 def test_tflite_plans_only_forms_that_keep_the_file_small(tmp_path):
@@ -166,11 +170,21 @@ def test_table_covers_every_layer_shape_of_the_configs_each_runtime_measured():
 def test_eigen_training_never_plans_a_grouped_convolution_without_gradient():
     for shape in CONFIG_SHAPES:
         form = execution_plan.choose(shape, execution_plan.CPU_EIGEN, execution_plan.TRAIN)
-        if form.kxk == "grouped":
-            pattern = pattern_lib.SSCPattern(
-                shape.in_channels, shape.filters, shape.kernel_size, shape.g, shape.p
-            )
-            assert all(run.in_block == 1 for run in pattern.runs), shape.key
+        assert execution_plan.differentiable_on_eigen(shape, form.name), shape.key
+
+
+def test_differentiable_on_eigen_names_the_grouped_convolutions():
+    # 64 -> 64, g = 8, p = 4: eight inputs per block, so `grouped` is a grouped convolution,
+    # and `gconv` groups four residues.
+    shape = execution_plan.LayerShape(64, 64, 3, 1, (16, 16), 8, 4)
+    differentiable = {name: execution_plan.differentiable_on_eigen(shape, name)
+                      for name in execution_plan.candidates(shape)}
+    assert [name for name, ok in differentiable.items() if not ok] == [
+        "grouped+bmm", "grouped+conv", "grouped+gconv", "depthwise+gconv", "split+gconv"]
+    # One input per block runs depthwise; p = 1 is one group.
+    one_per_block = execution_plan.LayerShape(64, 64, 3, 1, (16, 16), 64, 1)
+    assert all(execution_plan.differentiable_on_eigen(one_per_block, name)
+               for name in execution_plan.candidates(one_per_block))
 
 
 def _planned_forms():
@@ -201,7 +215,7 @@ def test_planned_form_matches_dense_at_every_config_shape(shape, form):
     x = random_inputs(in_shape)
     upstream = random_inputs(layers["dense"].compute_output_shape(in_shape), seed=3)
     expected, expected_grads = outputs_and_gradients(layers["dense"], x, upstream)
-    if form.startswith("grouped+") and not GROUPED_GRADIENTS:
+    if not execution_plan.differentiable_on_eigen(shape, form) and not GROUPED_GRADIENTS:
         np.testing.assert_allclose(layers[form](x), expected, atol=ATOL, rtol=1e-4)
         return
     got, grads = outputs_and_gradients(layers[form], x, upstream)

@@ -135,6 +135,21 @@ def test_residue_index_maps_to_same_residue_pairs(m, n, p):
     assert len(pattern.residue_index) == pattern.num_pointwise_kernels
 
 
+@pytest.mark.parametrize("m,n,p", [(10, 7, 4), (128, 128, 15), (8, 8, 1), (64, 64, 32)])
+def test_grouped_pointwise_index_reads_residue_major_inputs(m, n, p):
+    """Kernel [r, s * c + j] of the grouped 1 x 1 convolution joins residue-major input
+    s * a + r (input r * p + s) and output s * c + j (filter j * p + s) in group s: every live
+    1 x 1 weight lands on a distinct position of its own group, at its own (m, n)."""
+    pattern = SSCPattern(m, n, 3, 3, p)
+    _, a, c = pattern.residue_shape
+    r, col = np.divmod(pattern.grouped_pointwise_index(), p * c)
+    s, j = np.divmod(col, c)
+    m_idx, n_idx = r * p + s, j * p + s
+    assert len(np.unique(pattern.grouped_pointwise_index())) == pattern.num_pointwise_kernels
+    np.testing.assert_array_equal(
+        m_idx * n + n_idx, pattern.pointwise_dense_index())
+
+
 def test_fans_count_live_taps():
     pattern = SSCPattern(512, 512, 3, 16, 2)
     # 32 KxK kernels of 9 taps, and 1x1 kernels at the 240 same-residue inputs outside the block.

@@ -44,7 +44,6 @@ from ssc_tf import flagfile  # noqa: E402
 from ssc_tf import layers as layers_lib  # noqa: E402
 from ssc_tf import model_dir as model_dir_lib  # noqa: E402
 from ssc_tf import models  # noqa: E402
-from ssc_tf import pattern as pattern_lib  # noqa: E402
 from ssc_tf import timing  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -103,17 +102,6 @@ def _layers(shape):
     return built
 
 
-def _trainable_on_eigen(form, shape):
-    """Without oneDNN, TF's CPU grouped convolution has no gradient, so `grouped` forms cannot
-    train there unless every block has one input (then they run as depthwise convolutions)."""
-    if not form.startswith("grouped+") or shape.g is None:
-        return True
-    pattern = pattern_lib.SSCPattern(
-        shape.in_channels, shape.filters, shape.kernel_size, shape.g, shape.p
-    )
-    return all(run.in_block == 1 for run in pattern.runs)
-
-
 def _forward(layer):
     return tf.function(lambda x: layer(x))
 
@@ -162,7 +150,7 @@ def measure_tf(shape, runtime, batch_size, repeats):
             name: make(layer) for name, layer in built.items()
             if not (
                 runtime == execution_plan.CPU_EIGEN and regime == execution_plan.TRAIN
-                and not _trainable_on_eigen(name, shape)
+                and not execution_plan.differentiable_on_eigen(shape, name)
             )
         }
         result[regime] = _min_ms(fns, x, repeats)

@@ -134,6 +134,14 @@ class ExperimentConfig:
         "0.1 only to choose g and p.",
         default=0.0,
     )
+    train_examples: int | None = _field(
+        INTEGER,
+        "Train on only the first N examples of the training data (after the "
+        "--validation_split hold-out), in the dataset's fixed, shuffled order: a smaller "
+        "training set, the same in every run, to compare methods with less data. Default: "
+        "all of them.",
+        default=None,
+    )
     seed: int = _field(
         INTEGER, "Seed for Python, numpy and TensorFlow, in [0, 2**32).", default=0
     )
@@ -241,6 +249,8 @@ class ExperimentConfig:
         arguments.check_range("momentum", self.momentum, 0, 1, high_open=True)
         arguments.check_range("weight_decay", self.weight_decay, 0, None)
         arguments.check_range("validation_split", self.validation_split, 0, 1, high_open=True)
+        if self.train_examples is not None:
+            arguments.check_int("train_examples", self.train_examples, minimum=1)
         previous = 0
         for boundary in self.lr_boundaries:
             if not arguments.is_int(boundary) or not previous < boundary < self.epochs:

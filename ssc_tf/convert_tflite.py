@@ -223,7 +223,8 @@ def _calibration_images(config, data_dir, count):
     try:
         images = data.load(
             config.dataset, "train", batch_size=1, data_dir=data_dir,
-            validation_split=config.validation_split, seed=config.seed, normalized=False)
+            validation_split=config.validation_split, train_examples=config.train_examples,
+            seed=config.seed, normalized=False)
         return [pixels.numpy() for pixels, _ in images.take(count)]
     except (ValueError, FileNotFoundError, tf.errors.OpError) as e:
         raise ValueError(

@@ -140,12 +140,18 @@ def test_quickstart_is_the_cifar10_resnet32_10pct_pattern_on_bundled_digits():
 
 
 @pytest.mark.parametrize("ticket", [10, 2])
-def test_digits_comparison_configs_take_the_cifar10_resnet32_patterns(ticket):
-    digits = flagfile.load(f"digits_resnet32_{ticket}pct")
+@pytest.mark.parametrize("table, examples, epochs, boundaries", [
+    ("digits_resnet32", None, 8, (4, 6)),
+    ("digits_300_resnet32", 300, 20, (10, 15)),
+])
+def test_digits_comparison_configs_take_the_cifar10_resnet32_patterns(
+        ticket, table, examples, epochs, boundaries):
+    digits = flagfile.load(f"{table}_{ticket}pct")
     paper = flagfile.load(f"cifar10_resnet32_{ticket}pct")
     assert digits.dataset == "digits" and digits.ticket == ticket
     assert digits.model_kwargs() == paper.model_kwargs()
-    assert (digits.epochs, digits.lr_boundaries) == (8, (4, 6))
+    assert (digits.train_examples, digits.epochs, digits.lr_boundaries) == (
+        examples, epochs, boundaries)
 
 
 def test_model_kwargs_sparse_and_dense():
@@ -235,6 +241,7 @@ def test_bad_lines_raise_naming_flag_and_file(tmp_path, lines, pattern):
         ({"lr_boundaries": "150,100"}, r"--lr_boundaries: expected strictly increasing"),
         ({"batch_size": "0"}, r"--batch_size: expected an integer >= 1"),
         ({"validation_split": "1.0"}, r"--validation_split: expected a number in \[0, 1\)"),
+        ({"train_examples": "0"}, r"--train_examples: expected an integer >= 1"),
         ({"momentum": "1"}, r"--momentum"),
         ({"lr_decay": "0"}, r"--lr_decay"),
         ({"seed": "-1"}, r"--seed"),
@@ -290,7 +297,7 @@ def test_define_flags_once_and_from_flags_with_overrides():
     assert sorted(fv) == sorted(
         ["dataset", "model", "g", "p", "p_1x1", "sparsity", "kept_fraction", "random_per_layer", "ticket", "epochs", "batch_size",
          "learning_rate", "lr_boundaries", "lr_decay", "momentum", "weight_decay",
-         "validation_split", "seed"]
+         "validation_split", "train_examples", "seed"]
     )
     assert all(fv[name].help for name in fv)
     # The CLI path: absl reads --flagfile itself; later flags override the file.
@@ -318,7 +325,7 @@ def test_flags_are_generated_from_the_config_fields():
 
 
 def test_a_config_name_stands_for_its_packaged_flagfile(tmp_path, monkeypatch):
-    assert "cifar100_resnet32_5pct" in flagfile.names() and len(flagfile.names()) == 36
+    assert "cifar100_resnet32_5pct" in flagfile.names() and len(flagfile.names()) == 38
     by_name = flagfile.load("cifar100_resnet32_5pct")
     assert by_name == flagfile.load(CONFIGS / "cifar100_resnet32_5pct.cfg")
     assert flagfile.load("cifar100_resnet32_5pct.cfg") == by_name

@@ -150,6 +150,26 @@ def test_validation_split_partitions_the_training_set(mock_tfds):
     np.testing.assert_array_equal(np.concatenate(valid_labels), valid_index % 10)
 
 
+def test_train_examples_keeps_the_first_of_the_training_set(mock_tfds):
+    kwargs = {"validation_split": 0.2, "train_examples": 24}
+    assert data.num_examples("cifar10", "train", **kwargs) == 24
+    assert data.num_examples("cifar10", "validation", **kwargs) == 10
+    train = data.load("cifar10", "train", batch_size=8, **kwargs)
+    assert int(train.cardinality()) == 3
+    train_images, _ = _epoch(train)
+    np.testing.assert_array_equal(
+        np.sort(_center_values(np.concatenate(train_images), "cifar10")), np.arange(24))
+    valid_images, _ = _epoch(data.load("cifar10", "validation", batch_size=8, **kwargs))
+    np.testing.assert_array_equal(
+        _center_values(np.concatenate(valid_images), "cifar10"), np.arange(40, 50))
+    with pytest.raises(ValueError, match=r"`train_examples`: expected at most the 40 training "
+                                         r"examples of 'cifar10' \(validation_split=0.2\)\. "
+                                         r"Received: train_examples=41"):
+        data.load("cifar10", "train", batch_size=8, validation_split=0.2, train_examples=41)
+    with pytest.raises(ValueError, match=r"`train_examples`: expected an integer >= 1"):
+        data.num_examples("cifar10", "train", train_examples=0)
+
+
 def test_test_split_is_ordered_unaugmented_and_keeps_the_last_batch(mock_tfds):
     test = data.load("cifar100", "test", batch_size=8)
     assert int(test.cardinality()) == 3

@@ -157,6 +157,18 @@ def test_dataset_without_its_data_dir_fails_before_writing(tmp_path):
     assert not (tmp_path / "run").exists()
 
 
+def test_train_examples_sets_the_epoch_length(tmp_path):
+    # 40 of the 1,437 training digits at batch 16: two full batches an epoch.
+    config = _config(epochs=1, lr_boundaries=(), train_examples=40)
+    model = train.train(config, model_dir=str(tmp_path / "run"), verbose=0)
+    assert int(model.optimizer.iterations.numpy()) == 2
+    saved, _ = model_dir_lib.read_run(str(tmp_path / "run"))
+    assert saved.train_examples == 40
+    with pytest.raises(ValueError, match=r"'digits' has 15 training examples \(validation_split="
+                                         r"0.0, train_examples=15\), fewer than one full batch"):
+        train.train(_config(train_examples=15), model_dir=str(tmp_path / "other"))
+
+
 def test_batch_size_must_split_over_replicas():
     class TwoReplicas:
         num_replicas_in_sync = 2

@@ -11,7 +11,10 @@ Splits:
   "validation" hold-out (the paper chose g and p on 10 %: docs/training.md) and the rest
   is "train". The fixed order is TFDS' stored order (shuffled when TFDS prepared it),
   Tiny-ImageNet's sorted files under a fixed permutation, and the shuffled order of the
-  digits split; so the hold-out is the same in every run, whatever `seed`.
+  digits split; so the hold-out is the same in every run, whatever `seed`. With
+  `train_examples`, "train" is only the first that many of the rest, in the same order: a
+  smaller training set, the same in every run, for studies of how the methods fare with
+  less data (the order is shuffled, so the classes stay about balanced).
 - "test" is the evaluation set: CIFAR's `test`; ImageNet's TFDS `validation` (the 50,000
   ILSVRC 2012 validation images); Tiny-ImageNet's `val/` (its `test/` has no labels); a
   fixed stratified 20 % of digits (see `digits`).
@@ -60,7 +63,7 @@ def needs_data_dir(dataset):
     return datasets.get(dataset).data_dir is not None
 
 
-def num_examples(dataset, split, *, data_dir=None, validation_split=0.0):
+def num_examples(dataset, split, *, data_dir=None, validation_split=0.0, train_examples=None):
     """The number of examples of a split, before batching.
 
     Args:
@@ -70,22 +73,25 @@ def num_examples(dataset, split, *, data_dir=None, validation_split=0.0):
             `needs_data_dir(dataset)`. Defaults to None.
         validation_split: float in [0, 1), the fraction of the training set held out as
             "validation". Defaults to 0.0.
+        train_examples: int >= 1 or None, "train" holds only the first that many examples
+            of the training set left after the hold-out; None: all of them. Defaults to None.
 
     Returns:
-        An int. "train" and "validation" add up to the whole training set. With
+        An int. "train" and "validation" add up to the whole training set (without
+        `train_examples`). With
         `drop_remainder`, a "train" epoch yields `num_examples // batch_size` batches.
 
     Raises:
         ValueError: an argument is not allowed or `data_dir` lacks the dataset's files; the
             message names the argument or the missing file.
     """
-    record = _check_arguments(dataset, split, data_dir, validation_split)
-    _, start, stop = _slice(record, split, data_dir, validation_split)
+    record = _check_arguments(dataset, split, data_dir, validation_split, train_examples)
+    _, start, stop = _slice(record, split, data_dir, validation_split, train_examples)
     return stop - start
 
 
-def load(dataset, split, *, batch_size, data_dir=None, validation_split=0.0, seed=0,
-         normalized=True):
+def load(dataset, split, *, batch_size, data_dir=None, validation_split=0.0,
+         train_examples=None, seed=0, normalized=True):
     """Builds the input pipeline of one split (see the module docstring for its steps).
 
     Args:
@@ -101,6 +107,9 @@ def load(dataset, split, *, batch_size, data_dir=None, validation_split=0.0, see
             default); ignored for `digits`. Defaults to None.
         validation_split: float in [0, 1), the fraction of the training set held out as
             "validation" and left out of "train". Defaults to 0.0.
+        train_examples: int >= 1 or None, "train" reads only the first that many examples
+            of the training set left after the hold-out (see the module docstring); None:
+            all of them. Ignored by "validation" and "test". Defaults to None.
         seed: int >= 0, seeds the shuffling and the augmentation of "train": the same seed
             gives the same epochs. Defaults to 0.
         normalized: bool, whether images are normalized by `normalize`, or left as pixels
@@ -117,16 +126,16 @@ def load(dataset, split, *, batch_size, data_dir=None, validation_split=0.0, see
         ValueError: an argument is not allowed or `data_dir` lacks the dataset's files; the
             message names the argument or the missing file.
     """
-    record = _check_arguments(dataset, split, data_dir, validation_split)
+    record = _check_arguments(dataset, split, data_dir, validation_split, train_examples)
     arguments.check_int("batch_size", batch_size, minimum=1)
     arguments.check_int("seed", seed, minimum=0)
-    part, start, stop = _slice(record, split, data_dir, validation_split)
+    part, start, stop = _slice(record, split, data_dir, validation_split, train_examples)
     training = split == "train"
     if training and stop - start < batch_size:
         raise ValueError(
             f"Invalid value for argument `batch_size`: {dataset!r} has {stop - start} "
-            f"training examples (validation_split={validation_split}), fewer than one full "
-            f"batch. Received: batch_size={batch_size}"
+            f"training examples (validation_split={validation_split}, train_examples="
+            f"{train_examples}), fewer than one full batch. Received: batch_size={batch_size}"
         )
     examples = _reader(record).read(
         record, part, start, stop, data_dir=data_dir, training=training, seed=seed
@@ -166,11 +175,11 @@ def experiment_batches(config, *, data_dir=None, steps_per_epoch=None):
     """The training and validation batches of one experiment, as every trainer reads them.
 
     Validation is the held-out `validation_split` of the training data, or the test split when
-    it is 0 (the paper's runs).
+    it is 0 (the paper's runs). Training reads the config's `train_examples` (all, by default).
 
     Args:
         config: the `ssc_tf.config.ExperimentConfig` (its dataset, batch size, validation
-            split and seed).
+            split, training examples and seed).
         data_dir: where the dataset lives (see `load`).
         steps_per_epoch: int or None, cap on training batches per epoch.
 
@@ -182,7 +191,8 @@ def experiment_batches(config, *, data_dir=None, steps_per_epoch=None):
     """
     train_data = load(
         config.dataset, "train", batch_size=config.batch_size, data_dir=data_dir,
-        validation_split=config.validation_split, seed=config.seed)
+        validation_split=config.validation_split, train_examples=config.train_examples,
+        seed=config.seed)
     if steps_per_epoch is not None:
         train_data = train_data.take(steps_per_epoch)
     if int(train_data.cardinality()) < 1:
@@ -202,7 +212,7 @@ def _reader(record):
     return importlib.import_module(f"ssc_tf.data.{record.reader}")
 
 
-def _slice(record, split, data_dir, validation_split):
+def _slice(record, split, data_dir, validation_split, train_examples):
     """(part, start, stop): the split as a range of the source's "train" or "test" part."""
     reader = _reader(record)
     if split == "test":
@@ -216,16 +226,25 @@ def _slice(record, split, data_dir, validation_split):
             f"{held_out} for validation and {total - held_out} for training; both need at "
             f"least one. Received: validation_split={validation_split}"
         )
-    if split == "train":
-        return "train", 0, total - held_out
-    return "train", total - held_out, total
+    if split != "train":
+        return "train", total - held_out, total
+    if train_examples is not None and train_examples > total - held_out:
+        raise arguments.invalid(
+            "train_examples",
+            f"at most the {total - held_out} training examples of {record.name!r} "
+            f"(validation_split={validation_split})",
+            train_examples,
+        )
+    return "train", 0, total - held_out if train_examples is None else train_examples
 
 
-def _check_arguments(dataset, split, data_dir, validation_split):
+def _check_arguments(dataset, split, data_dir, validation_split, train_examples):
     """Checks the arguments every split takes; returns the dataset's record."""
     record = datasets.get(dataset)
     arguments.check_choice("split", split, SPLITS)
     arguments.check_range("validation_split", validation_split, 0, 1, high_open=True)
+    if train_examples is not None:
+        arguments.check_int("train_examples", train_examples, minimum=1)
     if split == "validation" and not validation_split:
         raise ValueError(
             "Invalid value for argument `validation_split`: split 'validation' is the "

@@ -133,6 +133,16 @@ def test_every_variant_runs_builtin_ops_only(converted, variant):
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("variant", ["none", "int8"])
+def test_batch_norms_are_folded_into_the_ssc_layers(converted, variant):
+    # As the converter folds a Conv2D's batch norm into its weights, ssc_tf.models.folding
+    # folds each SSC layer's: the one MUL left is the input normalization's (32 before).
+    interpreter = Interpreter(model_path=converted[variant]["path"])
+    ops = [op["op_name"] for op in interpreter._get_ops_details()]
+    assert ops.count("MUL") == 1 and ops.count("SUB") == 1
+
+
+@pytest.mark.slow
 def test_float_file_computes_the_keras_model(converted, test_images):
     pixels, expected = test_images
     probabilities = _predict(converted["none"]["path"], pixels)

@@ -1,0 +1,108 @@
+"""Batch norm folded into the SSC convolution before it, for inference graphs.
+
+At inference a batch norm is a per-filter affine map, `y = x * scale + shift` with
+`scale = gamma / sqrt(moving_variance + epsilon)` and `shift = beta - moving_mean * scale`.
+After a convolution it folds into the convolution's weights: every kernel weight of filter
+`j` times `scale[j]`, and the bias `bias * scale + shift`. The TFLite converter does that by
+itself for a `Conv2D`, but not for an `SSCConv2D`, whose output is the sum of two convolutions
+(K x K and 1 x 1): left unfolded, each SSC layer of a converted model runs the batch norm as a
+MUL and an ADD of its own, and int8 quantizes the sum before the batch norm per tensor. That
+sum's filters have ranges that the batch norm then evens out, so a filter of small range keeps
+only a few of its 256 levels (README, "Phones"). Folded, the two convolutions carry the scale
+per filter (per-channel int8 weights) and the one quantized activation is the batch norm's
+output, as in the dense twin.
+
+`fold_batch_norm(model)` returns a copy of a functional model in which every
+`BatchNormalization` whose one input is an `SSCConv2D` read by nothing else is folded into it:
+the copy computes what `model(x, training=False)` does (up to float rounding) with one
+`SSCConv2D` (with bias) per folded pair. It is for inference only: the copy has no batch norm
+to train.
+
+Example:
+
+>>> from ssc_tf import models
+>>> model = models.build("resnet32", num_classes=10, input_shape=(32, 32, 3),
+...                      g=(2, 4, 15), p=(2, 4, 4))
+>>> folded = fold_batch_norm(model)
+>>> sum(isinstance(layer, keras.layers.BatchNormalization) for layer in folded.layers)
+1
+"""
+
+import keras
+import numpy as np
+
+from ssc_tf.layers import SSCConv2D
+
+
+def fold_batch_norm(model):
+    """A copy of `model` with each batch norm that follows an SSC convolution folded into it.
+
+    Args:
+        model: a functional `keras.Model` (as `ssc_tf.models.build` makes).
+
+    Returns:
+        A new functional model, its weights copied from `model`'s (folded where a pair was
+        found); `model` is unchanged. With no pair to fold, a plain copy.
+    """
+    folded = _foldable_pairs(model)
+    batch_norms = set(folded.values())
+
+    def clone(layer):
+        config = layer.get_config()
+        if layer.name in folded:
+            config["use_bias"] = True
+        return layer.__class__.from_config(config)
+
+    def call(layer, *args, **kwargs):
+        if layer.name in batch_norms:
+            return args[0]
+        return layer(*args, **kwargs)
+
+    copy = keras.models.clone_model(model, clone_function=clone, call_function=call)
+    for layer in copy.layers:
+        if not layer.weights:  # The input layer, whose copy may take another name.
+            continue
+        source = model.get_layer(layer.name)
+        if layer.name in folded:
+            layer.set_weights(_folded_weights(source, model.get_layer(folded[layer.name])))
+        else:
+            layer.set_weights(source.get_weights())
+    return copy
+
+
+def _foldable_pairs(model):
+    """{SSC layer name: name of the batch norm it feeds alone}, for every such pair."""
+    pairs = {}
+    for layer in model.layers:
+        if not isinstance(layer, keras.layers.BatchNormalization) or len(
+                layer._inbound_nodes) != 1:
+            continue
+        parents = layer._inbound_nodes[0].parent_nodes
+        if len(parents) != 1:
+            continue
+        conv = parents[0].operation
+        # SSCConv2D is channels-last: the batch norm must normalize the last axis.
+        if (isinstance(conv, SSCConv2D) and len(conv._outbound_nodes) == 1
+                and layer.axis in (-1, 3)):
+            pairs[conv.name] = layer.name
+    return pairs
+
+
+def _folded_weights(conv, batch_norm):
+    """`conv`'s kernels scaled per filter and its bias shifted by `batch_norm`'s affine map."""
+    gamma = (batch_norm.gamma.numpy() if batch_norm.scale
+             else np.ones(conv.filters, np.float32))
+    beta = batch_norm.beta.numpy() if batch_norm.center else np.zeros(conv.filters, np.float32)
+    scale = gamma / np.sqrt(batch_norm.moving_variance.numpy() + batch_norm.epsilon)
+    shift = beta - batch_norm.moving_mean.numpy() * scale
+    bias = conv.bias.numpy() if conv.use_bias else np.zeros(conv.filters, np.float32)
+    # The filter of each live weight, in the order of the layer's variables, each flattened
+    # in C order: filters are the last axis of the dense (kh, kw, M, N) kernel.
+    filters = conv.pattern.dense_index() % conv.filters
+    kernels, start = [], 0
+    for kernel in conv.kernels:
+        values = kernel.numpy()
+        stop = start + values.size
+        kernels.append((values.ravel() * scale[filters[start:stop]]).reshape(values.shape))
+        start = stop
+    return kernels + [bias * scale + shift]

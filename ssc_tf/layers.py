@@ -341,13 +341,7 @@ class SSCConv2D(keras.layers.Layer):
             form = self._planned(inputs, execution_plan.TRAIN)
         else:
             form = self._inference_form(inputs)
-        outputs = self._run(inputs, form)
-        if self.use_bias and form.kxk == "grouped" and not self.pattern.num_pointwise_kernels:
-            # Grappler fuses a convolution and its BiasAdd into _FusedConv2D, which TF's CPU
-            # kernels without oneDNN cannot run for a grouped convolution; an Add is not fused.
-            outputs = outputs + self._cast(self.bias)
-        elif self.use_bias:
-            outputs = tf.nn.bias_add(outputs, self._cast(self.bias))
+        outputs = self._run(inputs, form, self._cast(self.bias) if self.use_bias else None)
         if self.activation is not None:
             outputs = self.activation(outputs)
         return outputs
@@ -388,16 +382,24 @@ class SSCConv2D(keras.layers.Layer):
             return self._planned(inputs, execution_plan.SMALL_BATCH)
         return self._planned(inputs, execution_plan.LARGE_BATCH)
 
-    def _run(self, inputs, form):
+    def _run(self, inputs, form, bias):
         if form.dense:
-            return tf.nn.conv2d(
+            outputs = tf.nn.conv2d(
                 inputs, self.dense_kernel(), self.strides, self.padding.upper()
             )
+            return outputs if bias is None else tf.nn.bias_add(outputs, bias)
         parts = []
         if self.pattern.runs:
             parts.append(self._kxk(inputs, form.kxk))
         if self.pattern.num_pointwise_kernels:
             parts.append(self._pointwise(inputs, form.pointwise))
+        if bias is not None:
+            # On the first part, before the sum: the TFLite converter fuses an Add of a
+            # constant into the CONV_2D before it, as a Conv2D's bias (a folded batch norm's
+            # shift: `ssc_tf.models.folding`). An Add, not a BiasAdd: Grappler fuses a
+            # convolution and its BiasAdd into _FusedConv2D, which TF's CPU kernels without
+            # oneDNN cannot run for a grouped convolution.
+            parts[0] = parts[0] + bias
         return parts[0] if len(parts) == 1 else parts[0] + parts[1]
 
     def _kxk(self, inputs, how):

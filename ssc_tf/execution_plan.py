@@ -60,6 +60,8 @@ GPU = "gpu"
 TFLITE = "tflite"
 TFLITE_INT8 = "tflite_int8"
 RUNTIMES = (CPU_ONEDNN, CPU_EIGEN, GPU, TFLITE, TFLITE_INT8)
+# LiteRT's runtimes, float and int8.
+TFLITE_RUNTIMES = (TFLITE, TFLITE_INT8)
 
 # Batch regimes: inference at a small batch (measured at 1), at a large batch (measured at
 # 128), and a training step (forward and backward, measured at 128).
@@ -282,7 +284,7 @@ def choose(shape, runtime, regime, path=COSTS_FILE):
         return parse(UNMEASURED_FORM)
     times = table.get(shape.key) or table[_nearest_key(shape, table, path)]
     allowed = candidates(shape)
-    if runtime in (TFLITE, TFLITE_INT8):
+    if runtime in TFLITE_RUNTIMES:
         live = _pattern(shape).live_params
         small = [n for n in allowed if stored_weights(shape, n) <= TFLITE_MAX_STORED * live]
         allowed = small or [min(allowed, key=lambda name: stored_weights(shape, name))]

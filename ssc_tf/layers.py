@@ -302,7 +302,7 @@ class SSCConv2D(keras.layers.Layer):
         converter does not fold SparseToDense, so LiteRT would run it at every invoke and int8
         could not quantize the kernel per channel.
         """
-        if current_runtime() in (execution_plan.TFLITE, execution_plan.TFLITE_INT8):
+        if current_runtime() in execution_plan.TFLITE_RUNTIMES:
             with tf.init_scope():
                 live = np.concatenate([np.ravel(v.numpy()) for v in variables])
             kernel = np.zeros(math.prod(shape), live.dtype)
@@ -378,7 +378,7 @@ class SSCConv2D(keras.layers.Layer):
         ResNet-32, a quarter of its weights)."""
         batch = inputs.shape[0]
         small_batch = batch is not None and batch <= execution_plan.SMALL_BATCH_MAX
-        if small_batch or current_runtime() in (execution_plan.TFLITE, execution_plan.TFLITE_INT8):
+        if small_batch or current_runtime() in execution_plan.TFLITE_RUNTIMES:
             return self._planned(inputs, execution_plan.SMALL_BATCH)
         return self._planned(inputs, execution_plan.LARGE_BATCH)
 

@@ -53,7 +53,7 @@ BASELINE = "conv2d"
 FLAGS = flags.FLAGS
 flags.DEFINE_list("configs", DEFAULT_CONFIGS, "Names of packaged configs whose layers "
                   "to measure.")
-flags.DEFINE_enum("runtime", None, [execution_plan.TFLITE, execution_plan.TFLITE_INT8],
+flags.DEFINE_enum("runtime", None, list(execution_plan.TFLITE_RUNTIMES),
                   "Measure TFLite (float32, or int8 weights and activations) instead of this "
                   "process's TensorFlow runtime (which TF_ENABLE_ONEDNN_OPTS selects).")
 flags.DEFINE_integer("repeats", 7, "Timed calls per form (the minimum is kept).", lower_bound=1)
@@ -266,7 +266,7 @@ def main(argv):
     result = {**timing.environment(), "runtime": runtime, "configs": configs,
               "batch_size": batch_size, "repeats": repeats, "records": []}
     for i, shape in enumerate(shapes):
-        if runtime in (execution_plan.TFLITE, execution_plan.TFLITE_INT8):
+        if runtime in execution_plan.TFLITE_RUNTIMES:
             times = measure_tflite(shape, runtime, repeats)
         else:
             times = measure_tf(shape, runtime, batch_size, repeats)

@@ -48,7 +48,6 @@ from ssc_tf import execution_plan
 from ssc_tf import flagfile
 from ssc_tf import model_dir as model_dir_lib
 from ssc_tf import serving
-from ssc_tf.models import folding
 from ssc_tf.models import masked
 
 QUANTIZATIONS = ("none", "float16", "dynamic", "int8")
@@ -239,8 +238,8 @@ def to_tflite(model, dataset, quantization, integer_io=False, calibration=()):
 
     The SSC layers are traced for LiteRT (`execution_plan.target_runtime`): the forms the
     execution plan measured fastest there: the int8 table for int8 files, the float one for
-    the others. The batch norm after each SSC layer is folded into it first
-    (`ssc_tf.models.folding`), as the converter folds it into a Conv2D.
+    the others. `ServingModel` folds the batch norm after each SSC layer into it, which the
+    converter does by itself only for a Conv2D.
 
     Args:
         model: a Keras model of `dataset`'s inputs.
@@ -253,8 +252,7 @@ def to_tflite(model, dataset, quantization, integer_io=False, calibration=()):
     runtime = execution_plan.TFLITE_INT8 if quantization == "int8" else execution_plan.TFLITE
     with tempfile.TemporaryDirectory() as saved_model_dir:
         with execution_plan.target_runtime(runtime):
-            serving.ServingModel(folding.fold_batch_norm(model), dataset).save_for_tflite(
-                saved_model_dir)
+            serving.ServingModel(model, dataset).save_for_tflite(saved_model_dir)
         return _converter(saved_model_dir, quantization, integer_io, calibration).convert()
 
 

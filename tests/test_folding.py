@@ -3,10 +3,14 @@
 import keras
 import numpy as np
 import pytest
+import tensorflow as tf
 
+from ssc_tf import data
 from ssc_tf import models
+from ssc_tf import serving
 from ssc_tf.layers import SSCConv2D
 from ssc_tf.models import folding
+from ssc_tf.models import masked
 
 
 def _batch_norms(model):
@@ -24,13 +28,12 @@ def _randomize_batch_norms(model, seed=0):
         layer.set_weights([values[w.name] for w in layer.weights])
 
 
-@pytest.mark.parametrize("name, g, p, kept_batch_norms", [
-    # The stem (a Conv2D, which the TFLite converter folds itself) keeps its batch norm.
-    ("resnet32", (2, 4, 15), (2, 4, 4), 1),
-    # g = p = 1 at width 64: both of its layers are standard Conv2Ds.
+@pytest.mark.parametrize("name, g, p, num_conv2d", [
+    ("resnet32", (2, 4, 15), (2, 4, 4), 1),  # The stem.
+    # g = p = 1 at width 64: the stem and the layer after it are standard Conv2Ds.
     ("vgg19", (1, 2, 4, 16), (1, 2, 4, 8), 2),
 ])
-def test_folded_model_computes_the_inference_model(name, g, p, kept_batch_norms):
+def test_folded_model_computes_the_inference_model(name, g, p, num_conv2d):
     model = models.build(name, num_classes=10, input_shape=(32, 32, 3), g=g, p=p)
     _randomize_batch_norms(model)
     before = [w.numpy().copy() for w in model.weights]
@@ -39,11 +42,12 @@ def test_folded_model_computes_the_inference_model(name, g, p, kept_batch_norms)
     expected = model(inputs, training=False).numpy()
     np.testing.assert_allclose(folded(inputs).numpy(), expected,
                                rtol=1e-4, atol=1e-5 * np.abs(expected).max())
-    ssc_layers = [layer for layer in folded.layers if isinstance(layer, SSCConv2D)]
-    assert ssc_layers and all(layer.use_bias for layer in ssc_layers)
-    assert len(_batch_norms(folded)) == kept_batch_norms
-    # Every SSC layer lost its batch norm's 4 vectors and gained a bias: 3 fewer per filter.
-    removed = sum(3 * layer.filters for layer in ssc_layers)
+    convs = [layer for layer in folded.layers
+             if isinstance(layer, (SSCConv2D, keras.layers.Conv2D))]
+    assert sum(type(layer) is keras.layers.Conv2D for layer in convs) == num_conv2d
+    assert all(layer.use_bias for layer in convs) and not _batch_norms(folded)
+    # Every convolution lost its batch norm's 4 vectors and gained a bias: 3 fewer per filter.
+    removed = sum(3 * layer.filters for layer in convs)
     assert folded.count_params() == model.count_params() - removed
     # The source model is untouched.
     for weight, value in zip(model.weights, before):
@@ -89,3 +93,33 @@ def test_a_convolution_read_by_another_layer_too_is_not_folded():
     inputs = np.random.default_rng(4).normal(size=(2, 6, 6, 8)).astype(np.float32)
     np.testing.assert_allclose(folded(inputs).numpy(), model(inputs, training=False).numpy(),
                                rtol=1e-6, atol=1e-6)
+
+
+def test_masked_convolutions_keep_their_batch_norm():
+    # A pruning baseline's MaskedConv2D multiplies its kernel by a mask: not folded.
+    model = models.build("resnet32", num_classes=10, input_shape=(32, 32, 3),
+                         g=(1, 1, 1), p=(None, None, None), masked=True)
+    _randomize_batch_norms(model)
+    folded = folding.fold_batch_norm(model)
+    num_masked = sum(isinstance(layer, masked.MaskedConv2D) for layer in model.layers)
+    assert num_masked and len(_batch_norms(folded)) == num_masked
+    inputs = np.random.default_rng(5).normal(size=(2, 32, 32, 3)).astype(np.float32)
+    expected = model(inputs, training=False).numpy()
+    np.testing.assert_allclose(folded(inputs).numpy(), expected,
+                               rtol=1e-4, atol=1e-5 * np.abs(expected).max())
+
+
+def test_serving_signatures_run_the_folded_model():
+    model = models.build("resnet32", num_classes=10, input_shape=(32, 32, 3),
+                         g=(2, 4, 15), p=(2, 4, 4))
+    _randomize_batch_norms(model, seed=6)
+    serving_model = serving.ServingModel(model, "cifar10")
+    graph = serving_model.probabilities.get_concrete_function().graph
+    assert not [op.name for op in graph.get_operations() if "batchnorm" in op.name]
+    pixels = np.random.default_rng(7).uniform(0, 255, (2, 32, 32, 3)).astype(np.float32)
+    logits = model(data.normalize(pixels, "cifar10"), training=False).numpy()
+    # Unfolded, the graph does run batch norms: the check above can fail.
+    assert [op.name for op in tf.function(lambda x: model(x, training=False)).get_concrete_function(
+        tf.TensorSpec((None, 32, 32, 3))).graph.get_operations() if "batchnorm" in op.name]
+    np.testing.assert_allclose(serving_model.probabilities(pixels).numpy(),
+                               tf.nn.softmax(logits).numpy(), atol=1e-5)

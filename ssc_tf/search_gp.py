@@ -60,9 +60,10 @@ DEFAULT_DATASETS = {"vgg19": "cifar10", "resnet32": "cifar10", "resnet50": "imag
 _format = config_lib.format_list
 # Per-width kept fractions are compared at this many decimals by the ranking rule.
 RANK_DECIMALS = 3
-# Fields of a base config that a written flagfile copies: the training schedule.
+# Fields of a base config that a written flagfile copies: the training schedule and data
+# (a field left at None is left out).
 SCHEDULE = ("epochs", "lr_boundaries", "batch_size", "learning_rate", "lr_decay", "momentum",
-            "weight_decay", "validation_split", "seed")
+            "weight_decay", "validation_split", "train_examples", "seed")
 # Pruning by bounds compares float fractions: this margin keeps a bound that lands exactly on
 # the window's edge from dropping a branch; the exact check is made on each candidate.
 _SLACK = 1e-9
@@ -495,6 +496,8 @@ def flagfile_text(candidate, dataset, target, tolerance, rank, source, base):
         lines.append(f"--p_1x1={_format(config.p_1x1)}")
     for name in SCHEDULE:
         value = getattr(config, name)
+        if value is None:
+            continue
         lines.append(f"--{name}={_format(value) if isinstance(value, tuple) else value}")
     return "\n".join(lines) + "\n"
 

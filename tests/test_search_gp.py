@@ -256,6 +256,17 @@ def test_written_flagfile_round_trips_with_the_predicted_fraction(tmp_path):
         assert getattr(config, name) == getattr(paper, name), name
 
 
+def test_written_flagfile_keeps_the_base_flagfiles_train_examples(tmp_path):
+    path = tmp_path / "digits.cfg"
+    base = os.path.join(flagfile.CONFIGS_DIR, "digits_300_resnet32_10pct.cfg")
+    result = _run("--model=resnet32", "--dataset=digits", "--target=0.1",
+                  f"--base_flagfile={base}",
+                  f"--write_flagfile={path}")
+    assert result.returncode == 0, result.stderr
+    config = flagfile.load(path)
+    assert (config.dataset, config.train_examples, config.batch_size) == ("digits", 300, 32)
+
+
 def test_written_resnet50_flagfile_keeps_the_predicted_fraction(tmp_path):
     path = tmp_path / "r50.cfg"
     base = os.path.join(flagfile.CONFIGS_DIR, "imagenet_resnet50_20pct.cfg")

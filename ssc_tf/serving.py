@@ -71,7 +71,7 @@ class ServingModel:
                 f"(the number of classes of {dataset!r}). Received: top_k={top_k!r}"
             )
         # Inference only: each batch norm is folded into the convolution before it, which
-        # saves two passes over each activation in TF and keeps int8 TFLite exact.
+        # saves two passes over each activation in TF and int8 TFLite a requantized sum.
         model = folding.fold_batch_norm(model)
         height, width = record.input_shape[:2]
         images_spec = (height, width, 3)

@@ -11,6 +11,13 @@ docs/execution_plan.md for the measurements). A form names one way for each part
     a sum over each block's inputs: the grouped convolution's MACs with kernels that have a
     gradient on every CPU;
   - `split`: one dense convolution per block (for a few blocks);
+  - `shifted`: for runs whose blocks are square (k inputs and k filters, k >= 2), k depthwise
+    convolutions with channel multiplier 1, the s-th pairing input i of each block with
+    filter (i - s) mod k, each but the first followed by a channel permutation within the
+    blocks (a gather in TensorFlow, a grouped 1 x 1 convolution of a 0/1 kernel in TFLite,
+    where LiteRT runs GATHER outside XNNPACK); other runs grouped. XNNPACK's depthwise
+    kernels are many times faster than its grouped convolution with two channels per group
+    and than its depthwise one with a channel multiplier;
 - the 1 x 1 part (`POINTWISE_FORMS`):
   - `bmm`: the channels reshaped to (M/p, p), transposed residue-major, one batched matrix
     product over the p residues, transposed back;
@@ -42,7 +49,7 @@ import os
 
 from ssc_tf import pattern as pattern_lib
 
-KXK_FORMS = ("grouped", "depthwise", "split")
+KXK_FORMS = ("grouped", "depthwise", "split", "shifted")
 POINTWISE_FORMS = ("bmm", "conv", "gconv")
 DENSE = "dense"
 AUTO = "auto"
@@ -76,6 +83,8 @@ SMALL_BATCH_MAX = 8
 # holds an intermediate of `in_block` times the output's size.
 SPLIT_MAX_BLOCKS = 16
 DEPTHWISE_MAX_IN_BLOCK = 8
+# `shifted` runs in_block depthwise convolutions and in_block - 1 permutations.
+SHIFTED_MAX_BLOCK = 4
 
 # A TFLite file stores every kernel a form runs, zeros included: forms that would store more
 # than this many times the layer's live weights are not planned there, so the file keeps
@@ -110,9 +119,10 @@ class Form:
 
     @property
     def grouped(self):
-        """Whether the form may run a grouped convolution (`grouped` K x K, `gconv` 1 x 1),
-        which TensorFlow's CPU kernels without oneDNN cannot differentiate."""
-        return self.kxk == "grouped" or self.pointwise == "gconv"
+        """Whether the form may run a grouped convolution (`grouped` K x K and the runs that
+        `shifted` leaves to it, `gconv` 1 x 1), which TensorFlow's CPU kernels without oneDNN
+        cannot differentiate."""
+        return self.kxk in ("grouped", "shifted") or self.pointwise == "gconv"
 
 
 def parse(implementation):
@@ -181,9 +191,11 @@ def candidates(shape):
     """The form names worth measuring for `shape` on a CPU or in TFLite.
 
     `split` only for at most `SPLIT_MAX_BLOCKS` blocks, `depthwise` only for blocks of at most
-    `DEPTHWISE_MAX_IN_BLOCK` inputs.
+    `DEPTHWISE_MAX_IN_BLOCK` inputs, `shifted` only where some run's blocks are square with at
+    most `SHIFTED_MAX_BLOCK` inputs.
     """
     names = [DENSE]
+    runs = _pattern(shape).runs if shape.g is not None else ()
     for kxk in KXK_FORMS:
         if shape.g is None and kxk != KXK_FORMS[0]:
             continue
@@ -191,6 +203,9 @@ def candidates(shape):
             continue
         if kxk == "depthwise" and (shape.g is None or -(-shape.in_channels // shape.g) >
                                    DEPTHWISE_MAX_IN_BLOCK):
+            continue
+        if kxk == "shifted" and not any(
+                run.square and run.in_block <= SHIFTED_MAX_BLOCK for run in runs):
             continue
         for pointwise in POINTWISE_FORMS:
             if shape.p is None and pointwise != POINTWISE_FORMS[0]:
@@ -209,12 +224,14 @@ def differentiable_on_eigen(shape, name):
     """Whether form `name` of `shape` has a gradient on TF's CPU kernels without oneDNN,
     which have none for a grouped convolution: a `grouped` K x K part only where every block
     has one input (it then runs depthwise), a `gconv` 1 x 1 part only for p = 1 (one group)
-    or no live 1 x 1 weight."""
+    or no live 1 x 1 weight; a `shifted` one where every run is square or has one input
+    per block."""
     form = parse(name)
     if not form.grouped:
         return True
     pattern = _pattern(shape)
-    kxk = form.kxk != "grouped" or all(run.in_block == 1 for run in pattern.runs)
+    kxk = form.kxk not in ("grouped", "shifted") or all(
+        run.in_block == 1 or (form.kxk == "shifted" and run.square) for run in pattern.runs)
     pointwise = form.pointwise != "gconv" or shape.p == 1 or not pattern.num_pointwise_kernels
     return kxk and pointwise
 
@@ -222,11 +239,16 @@ def differentiable_on_eigen(shape, name):
 def stored_weights(shape, name):
     """Weights (zeros included) that form `name` holds in a graph whose kernels are constants,
     as in a TFLite file: the dense kernel; or the K x K runs' kernels plus the 1 x 1 part's
-    (p, M/p, N/p) residue matrices (`bmm`, `gconv`) or masked (M, N) kernel (`conv`)."""
+    (p, M/p, N/p) residue matrices (`bmm`, `gconv`) or masked (M, N) kernel (`conv`);
+    `shifted` adds the k - 1 grouped 1 x 1 permutation kernels (k x k per block) of each
+    square run."""
     pattern = _pattern(shape)
     if name == DENSE:
         return pattern.dense_params
     stored = pattern.num_kxk_kernels * shape.kernel_size**2
+    if parse(name).kxk == "shifted":
+        stored += sum((r.in_block - 1) * r.in_block * r.out_channels
+                      for r in pattern.runs if r.square)
     if pattern.num_pointwise_kernels:
         stored += (shape.in_channels * shape.filters if parse(name).pointwise == "conv"
                    else math.prod(pattern.residue_shape))

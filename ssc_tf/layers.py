@@ -84,8 +84,8 @@ class SSCConv2D(keras.layers.Layer):
 
     Only live weights are variables, so checkpoints, `.keras` files and SavedModels shrink with
     the density. The layer computes its function in one of several exactly equivalent forms
-    (`ssc_tf.execution_plan`): the kh x kw part as grouped, depthwise or per-block
-    convolutions on contiguous channel ranges, the 1 x 1 part as a batched matrix product
+    (`ssc_tf.execution_plan`): the kh x kw part as grouped, depthwise, shifted depthwise or
+    per-block convolutions on contiguous channel ranges, the 1 x 1 part as a batched matrix product
     or a grouped 1 x 1 convolution over the p residues, or as one 1 x 1 convolution of the
     masked kernel, or the whole layer as one dense convolution of the masked kernel
     (`"dense"`: all the dense work, the test oracle). With `implementation="auto"` (the
@@ -173,7 +173,7 @@ class SSCConv2D(keras.layers.Layer):
         self.kernel_regularizer = keras.regularizers.get(kernel_regularizer)
         self.bias_regularizer = keras.regularizers.get(bias_regularizer)
         self._form = execution_plan.parse(implementation)
-        if self._form is not None and self._form.kxk == "depthwise" and (
+        if self._form is not None and self._form.kxk in ("depthwise", "shifted") and (
             self.strides[0] != self.strides[1]
         ):
             raise ValueError(
@@ -404,7 +404,8 @@ class SSCConv2D(keras.layers.Layer):
 
     def _kxk(self, inputs, how):
         """The kh x kw part, run by run, each `how` (one of `execution_plan.KXK_FORMS`)."""
-        run_kxk = {"grouped": self._grouped, "depthwise": self._depthwise, "split": self._split}
+        run_kxk = {"grouped": self._grouped, "depthwise": self._depthwise, "split": self._split,
+                   "shifted": self._shifted}
         outputs = []
         for run, kernel in zip(self.pattern.runs, self.kernels):
             x = inputs
@@ -446,6 +447,34 @@ class SSCConv2D(keras.layers.Layer):
         return _reshape_channels(
             tf.reduce_sum(_reshape_channels(y, (nb, ib, ob)), axis=4), (nb * ob,)
         )
+
+    def _shifted(self, x, run, kernel):
+        """A square run as in_block depthwise convolutions, each shift's outputs permuted to
+        their filters within the blocks (`KxKRun.shifted_taps`, `shifted_order`); any other
+        run grouped."""
+        if not run.square:
+            return self._grouped(x, run, kernel)
+        kh, kw = self.kernel_size
+        taps = tf.reshape(kernel, (kh, kw, -1))
+        y = None
+        for shift in range(run.in_block):
+            depthwise = tf.gather(taps, run.shifted_taps(shift).astype(np.int32), axis=2)
+            z = self._depthwise_conv(x, depthwise[..., None])
+            if shift:
+                z = self._permuted(z, run, shift)
+            y = z if y is None else y + z
+        return y
+
+    def _permuted(self, z, run, shift):
+        """`z[..., run.shifted_order(shift)]`: a gather, or in TFLite (which runs GATHER
+        outside XNNPACK) a grouped 1 x 1 convolution of a 0/1 kernel, k x k per block."""
+        order = run.shifted_order(shift)
+        if current_runtime() not in execution_plan.TFLITE_RUNTIMES:
+            return tf.gather(z, order.astype(np.int32), axis=-1)
+        k = run.in_block
+        kernel = np.zeros((1, 1, k, run.out_channels), np.float32)
+        kernel[0, 0, order % k, np.arange(run.out_channels)] = 1
+        return tf.nn.conv2d(z, tf.constant(kernel, self.compute_dtype), 1, "VALID")
 
     def _split(self, x, run, kernel):
         """One dense convolution per block."""

@@ -143,6 +143,32 @@ class KxKRun:
     def out_channels(self):
         return self.num_blocks * self.out_block
 
+    @property
+    def square(self):
+        """Whether each block has as many inputs as filters, at least 2: the run can be
+        computed as `in_block` depthwise convolutions ("shifted", `shifted_taps`)."""
+        return self.in_block == self.out_block >= 2
+
+    def shifted_taps(self, shift):
+        """The run's kernel as the depthwise kernel of shift `shift` of a square run.
+
+        With k = in_block, shift s pairs input i of block b with filter (i - s) mod k of that
+        block. Returns, for each input (channel b * k + i of the run), the flat index of that
+        pair's kernel in the run's (in_block, out_channels) kernel (each tap of the window
+        alike).
+        """
+        k = self.in_block
+        b, i = np.divmod(np.arange(self.in_channels), k)
+        return (i * self.out_channels + b * k + (i - shift) % k).astype(np.int64)
+
+    def shifted_order(self, shift):
+        """Where each filter of a square run finds its term of shift `shift`: filter j of
+        block b takes the depthwise output of input (j + s) mod k of that block (k =
+        in_block), so the run's outputs are `outputs[..., shifted_order(s)]`."""
+        k = self.in_block
+        b, j = np.divmod(np.arange(self.out_channels), k)
+        return (b * k + (j + shift) % k).astype(np.int64)
+
 
 class SSCPattern:
     """The sparsity pattern of one SSC layer, with its exact counts and execution plan.

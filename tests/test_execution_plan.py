@@ -71,9 +71,14 @@ def test_candidates_follow_the_pattern():
         "depthwise+conv", "depthwise+gconv", "split+bmm", "split+conv", "split+gconv",
     ]
     # No 1 x 1 part: one name per K x K form; no K x K part: one per 1 x 1 form; split only
-    # up to SPLIT_MAX_BLOCKS blocks.
+    # up to SPLIT_MAX_BLOCKS blocks; shifted only for square blocks of 2 to SHIFTED_MAX_BLOCK.
     no_pointwise = execution_plan.LayerShape(64, 64, 3, 1, (16, 16), 64, None)
     assert execution_plan.candidates(no_pointwise) == ["dense", "grouped+bmm", "depthwise+bmm"]
+    two_per_block = execution_plan.LayerShape(64, 64, 3, 1, (16, 16), 32, None)
+    assert execution_plan.candidates(two_per_block) == [
+        "dense", "grouped+bmm", "depthwise+bmm", "shifted+bmm"]
+    wider = execution_plan.LayerShape(64, 128, 3, 1, (16, 16), 32, None)
+    assert "shifted+bmm" not in execution_plan.candidates(wider)
     no_kxk = execution_plan.LayerShape(64, 64, 1, 1, (16, 16), None, 4)
     assert execution_plan.candidates(no_kxk) == [
         "dense", "grouped+bmm", "grouped+conv", "grouped+gconv"]
@@ -115,9 +120,11 @@ def test_stored_weights_count_what_each_form_holds():
     shape = execution_plan.LayerShape(8, 8, 3, 1, (4, 4), 2, 2)
     assert pattern_lib.SSCPattern(8, 8, 3, 2, 2).live_params == 288 + 16
     stored = {name: execution_plan.stored_weights(shape, name)
-              for name in ("dense", "grouped+bmm", "depthwise+gconv", "split+conv")}
+              for name in ("dense", "grouped+bmm", "depthwise+gconv", "split+conv",
+                           "shifted+bmm")}
+    # shifted also holds three 0/1 permutation kernels, 4 x 4 per block.
     assert stored == {"dense": 576, "grouped+bmm": 288 + 32, "depthwise+gconv": 288 + 32,
-                      "split+conv": 288 + 64}
+                      "split+conv": 288 + 64, "shifted+bmm": 288 + 32 + 3 * 4 * 8}
 
 
 def test_tflite_plans_only_forms_that_keep_the_file_small(tmp_path):
@@ -181,6 +188,11 @@ def test_differentiable_on_eigen_names_the_grouped_convolutions():
                       for name in execution_plan.candidates(shape)}
     assert [name for name, ok in differentiable.items() if not ok] == [
         "grouped+bmm", "grouped+conv", "grouped+gconv", "depthwise+gconv", "split+gconv"]
+    # Square blocks of two run shifted (depthwise and gathers); 2 -> 4 per block grouped.
+    square = execution_plan.LayerShape(64, 64, 3, 1, (16, 16), 32, None)
+    assert execution_plan.differentiable_on_eigen(square, "shifted+bmm")
+    wider = execution_plan.LayerShape(64, 128, 3, 1, (16, 16), 32, None)
+    assert not execution_plan.differentiable_on_eigen(wider, "shifted+bmm")
     # One input per block runs depthwise; p = 1 is one group.
     one_per_block = execution_plan.LayerShape(64, 64, 3, 1, (16, 16), 64, 1)
     assert all(execution_plan.differentiable_on_eigen(one_per_block, name)

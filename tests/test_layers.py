@@ -1,6 +1,7 @@
 """Tests of SSCConv2D: every execution form == the dense oracle == Keras layers, counts,
 serialization, errors."""
 
+import contextlib
 import itertools
 import os
 import subprocess
@@ -112,9 +113,35 @@ def test_every_form_runs_in_a_graph_with_a_bias_and_no_pointwise_part(form):
     np.testing.assert_allclose(tf.function(layer)(x), dense(x), atol=ATOL, rtol=1e-4)
 
 
-def test_depthwise_form_needs_equal_strides():
+@pytest.mark.parametrize("kxk", ["depthwise", "shifted"])
+def test_depthwise_forms_need_equal_strides(kxk):
     with pytest.raises(ValueError, match="`implementation`.*equal strides"):
-        SSCConv2D(8, 3, g=2, p=2, strides=(2, 1), implementation="depthwise+conv")
+        SSCConv2D(8, 3, g=2, p=2, strides=(2, 1), implementation=f"{kxk}+conv")
+
+
+@pytest.mark.parametrize("m,n,g", [(8, 8, 2), (12, 12, 4), (10, 12, 3)])
+def test_shifted_form_traced_for_tflite_permutes_by_convolution(m, n, g):
+    """Traced for TFLite, `shifted` permutes each shift's outputs with a grouped 1 x 1
+    convolution of a 0/1 kernel (LiteRT runs GATHER outside XNNPACK), elsewhere with a
+    gather; both compute the dense oracle's function. 10 -> 12 with g = 3 has a square run
+    (4 -> 4) and one that runs grouped (3 -> 4)."""
+    layers = same_weights(("dense", "shifted+gconv"), n, (2, 7, 7, m), kernel_size=3, g=g, p=3,
+                          padding="same")
+    square = [r for r in layers["dense"].pattern.runs if r.square]
+    x = random_inputs((2, 7, 7, m))
+    ops = {}
+    for runtime in (None, execution_plan.TFLITE):
+        with execution_plan.target_runtime(runtime) if runtime else contextlib.nullcontext():
+            traced = tf.function(layers["shifted+gconv"]).get_concrete_function(
+                tf.TensorSpec(x.shape))
+        ops[runtime] = [op.type for op in traced.graph.get_operations()]
+        assert ops[runtime].count("DepthwiseConv2dNative") == sum(r.in_block for r in square)
+        np.testing.assert_allclose(traced(x), layers["dense"](x), atol=ATOL, rtol=1e-4)
+    permutations = sum(r.in_block - 1 for r in square)
+    assert permutations
+    tf_ops, tflite_ops = ops[None], ops[execution_plan.TFLITE]
+    assert tflite_ops.count("Conv2D") - tf_ops.count("Conv2D") == permutations
+    assert tf_ops.count("GatherV2") - tflite_ops.count("GatherV2") == permutations
 
 
 @pytest.mark.parametrize("batch,regime", [

@@ -304,7 +304,14 @@ def choose(shape, runtime, regime, path=COSTS_FILE):
     table = measured(runtime, regime, path)
     if not table:
         return parse(UNMEASURED_FORM)
-    times = table.get(shape.key) or table[_nearest_key(shape, table, path)]
+    return fastest(shape, runtime, table.get(shape.key) or table[_nearest_key(shape, table, path)])
+
+
+def fastest(shape, runtime, times):
+    """The form the plan runs `shape` with in `runtime`, given measured `times` ({form name:
+    milliseconds}, of this shape or of the nearest one): the fastest of `shape`'s
+    `candidates`, for TFLite only among those that store at most `TFLITE_MAX_STORED` times
+    the live weights (the smallest-storing one where none measured qualifies)."""
     allowed = candidates(shape)
     if runtime in TFLITE_RUNTIMES:
         live = _pattern(shape).live_params

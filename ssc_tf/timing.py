@@ -39,6 +39,23 @@ def interleaved_ms(fns, repeats, *args, warmup=3, statistic=statistics.median):
     return {name: 1e3 * statistic(t) for name, t in times.items()}
 
 
+# The CPU's vector extensions that select TensorFlow's and XNNPACK's kernels (and whether TF
+# turns oneDNN on by default): times measured with and without them are not comparable.
+CPU_FEATURES = ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "avx_vnni", "amx_tile")
+
+
+def cpu_features(cpuinfo="/proc/cpuinfo"):
+    """The `CPU_FEATURES` this CPU has, in that order, from Linux's `cpuinfo` flags; None
+    where that file cannot be read (another OS)."""
+    try:
+        with open(cpuinfo, encoding="utf-8") as f:
+            flags = next((line.split(":", 1)[1].split() for line in f
+                          if line.startswith(("flags", "Features"))), [])
+    except OSError:
+        return None
+    return [feature for feature in CPU_FEATURES if feature in flags]
+
+
 def environment():
     """When, and on what software and machine, a timing ran: a dict for its JSON."""
     import keras
@@ -51,6 +68,7 @@ def environment():
         "python": sys.version.split()[0],
         "machine": platform.machine(),
         "cpu_count": os.cpu_count(),
+        "cpu_features": cpu_features(),
         # None: TensorFlow's default for the CPU (oneDNN only where it has AVX-512 VNNI or AMX).
         "tf_enable_onednn_opts": os.environ.get("TF_ENABLE_ONEDNN_OPTS"),
     }

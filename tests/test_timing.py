@@ -45,5 +45,15 @@ def test_statistic_min_reports_the_least_disturbed_call(monkeypatch):
 def test_environment_names_the_software_and_machine():
     env = timing.environment()
     assert set(env) == {"date", "tensorflow", "keras", "python", "machine", "cpu_count",
-                        "tf_enable_onednn_opts"}
+                        "cpu_features", "tf_enable_onednn_opts"}
     assert env["tensorflow"].count(".") >= 2 and env["cpu_count"] >= 1
+
+
+def test_cpu_features_reads_the_flags_line(tmp_path):
+    cpuinfo = tmp_path / "cpuinfo"
+    cpuinfo.write_text("processor\t: 0\nmodel name\t: AMD EPYC\n"
+                       "flags\t\t: fpu sse2 avx2 fma avx512f avx512_vnni\n")
+    assert timing.cpu_features(str(cpuinfo)) == ["avx2", "avx512f", "avx512_vnni"]
+    cpuinfo.write_text("processor\t: 0\n")
+    assert timing.cpu_features(str(cpuinfo)) == []
+    assert timing.cpu_features(str(tmp_path / "missing")) is None

@@ -13,8 +13,9 @@ candidate form:
   weights and activations), batch 1, one thread in LiteRT (`small_batch` only).
 
 Each time is the minimum over the repeats (the least disturbed by other work on the machine).
-It prints, per shape and regime, the dense time, the fastest form and the speed-up, then how
-many shapes stay below 0.95x, and writes every time as JSON. `--write_costs` also writes them
+It prints, per shape and regime, the dense time, the form the plan picks from those times
+(`execution_plan.fastest`: the fastest; in TFLite the fastest that keeps the file small) and
+the speed-up, then how many shapes stay below 0.95x, and writes every time as JSON. `--write_costs` also writes them
 into the runtime's section of the package's cost table, which the plan reads, keeping the
 other runtimes'. `--only_missing` measures just the shapes that section lacks (after a config
 or an architecture rule changed) and adds them, keeping what it holds.
@@ -196,26 +197,34 @@ def measure_tflite(shape, runtime, repeats):
     return {execution_plan.SMALL_BATCH: _min_ms(fns, None, repeats * 5)}
 
 
-def _best(forms):
-    """The fastest SSC form of one regime's times: what the plan picks from them."""
-    return min(sorted(f for f in forms if f != BASELINE), key=forms.get)
+def _best(shape, runtime, forms):
+    """The form the plan picks from one regime's times (for TFLite, among those that keep
+    the file small)."""
+    return execution_plan.fastest(shape, runtime, forms).name
 
 
-def _line(shape, times):
+def _shape(record):
+    return execution_plan.LayerShape(
+        **{**record["shape"], "input_size": tuple(record["shape"]["input_size"])})
+
+
+def _line(shape, runtime, times):
     line = f"{shape.key:<42}"
     for regime, forms in times.items():
-        best = _best(forms)
+        best = _best(shape, runtime, forms)
         line += (f" | {regime} dense {forms[BASELINE]:.2f} ms, {best} {forms[best]:.2f} ms "
                  f"({forms[BASELINE] / forms[best]:.2f}x)")
     return line
 
 
-def summary(records):
-    """Per regime: shapes measured, how many below 0.95x dense, median and worst speed-up."""
+def summary(records, runtime):
+    """Per regime, of the forms the plan picks: shapes measured, how many below 0.95x dense,
+    median and worst speed-up."""
     speedups = {}
     for record in records:
         for regime, forms in record["times"].items():
-            speedups.setdefault(regime, []).append(forms[BASELINE] / forms[_best(forms)])
+            best = _best(_shape(record), runtime, forms)
+            speedups.setdefault(regime, []).append(forms[BASELINE] / forms[best])
     return {
         regime: {
             "shapes": len(values),
@@ -241,9 +250,8 @@ def _update_costs(result):
         measured_on = {**previous, "configs": configs, "added": added}
     table["measured_on"][runtime] = measured_on
     for record in result["records"]:
-        shape = record["shape"]
-        key = execution_plan.LayerShape(**{**shape, "input_size": tuple(shape["input_size"])}).key
-        table.setdefault("shapes", {})[key] = shape
+        key = _shape(record).key
+        table.setdefault("shapes", {})[key] = record["shape"]
         for regime, forms in record["times"].items():
             table.setdefault(runtime, {}).setdefault(regime, {})[key] = forms
     model_dir_lib.write_json(execution_plan.COSTS_FILE, table)
@@ -271,12 +279,12 @@ def main(argv):
         else:
             times = measure_tf(shape, runtime, batch_size, repeats)
         result["records"].append({"shape": shape.as_dict(), "times": times})
-        result["summary"] = summary(result["records"])
+        result["summary"] = summary(result["records"], runtime)
         # Written after every shape: an interrupted run keeps what it measured.
         model_dir_lib.write_json(FLAGS.output, result)
-        print(f"[{i + 1}/{len(shapes)}] {_line(shape, times)}", flush=True)
+        print(f"[{i + 1}/{len(shapes)}] {_line(shape, runtime, times)}", flush=True)
         keras.backend.clear_session()
-    print("\nThe fastest form against the dense Conv2D of the same shape, per regime:")
+    print("\nThe planned form against the dense Conv2D of the same shape, per regime:")
     for regime, facts in result["summary"].items():
         print(f"  {regime}: {facts['below_0.95x']} of {facts['shapes']} shapes below 0.95x; "
               f"median {facts['median_speedup']:.2f}x, worst {facts['worst_speedup']:.2f}x")

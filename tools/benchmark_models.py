@@ -208,9 +208,11 @@ def format_markdown(result):
     sizes = [f"{TFLITE_LABELS[q]} MB" for q in result["tflite"]]
     header = (["config", "kept", "MAC ideal", "param ideal"] + [label for _, label in columns]
               + sizes)
+    features = result.get("cpu_features")
+    machine = result["machine"] + (f" with {', '.join(features)}" if features else "")
     lines = [
         f"Dense twin -> SSC, median ms of {result['repeats']} calls measured in turns in one "
-        f"run ({result['cpu_count']} CPUs, {result['machine']}, TF {result['tensorflow']}, "
+        f"run ({result['cpu_count']} CPUs, {machine}, TF {result['tensorflow']}, "
         f"{result['date'][:10]}): (**speed-up**, fraction of the MAC ideal). LiteRT: 1 thread; "
         "MB: the TFLite file, dense -> SSC.",
         "",

@@ -36,6 +36,7 @@ import keras
 import numpy as np
 
 from ssc_tf.layers import SSCConv2D
+from ssc_tf.models import cloning
 
 
 def fold_batch_norm(model):
@@ -64,16 +65,12 @@ def fold_batch_norm(model):
             return args[0]
         return layer(*args, **kwargs)
 
-    copy = keras.models.clone_model(model, clone_function=clone, call_function=call)
-    for layer in copy.layers:
-        if not layer.weights:  # The input layer, whose copy may take another name.
-            continue
-        source = model.get_layer(layer.name)
+    def weights_of(layer):
         if layer.name in folded:
-            layer.set_weights(_folded_weights(source, model.get_layer(folded[layer.name])))
-        else:
-            layer.set_weights(source.get_weights())
-    return copy
+            return _folded_weights(layer, model.get_layer(folded[layer.name]))
+        return layer.get_weights()
+
+    return cloning.rebuilt(model, clone, weights_of, call_function=call)
 
 
 def _foldable_pairs(model):

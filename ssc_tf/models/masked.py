@@ -14,6 +14,7 @@ import keras
 import numpy as np
 
 from ssc_tf.models import blocks
+from ssc_tf.models import cloning
 
 
 @keras.saving.register_keras_serializable(package="ssc_tf")
@@ -103,12 +104,11 @@ def bake(model):
         cls = keras.layers.Conv2D if isinstance(layer, MaskedConv2D) else type(layer)
         return cls.from_config(layer.get_config())
 
-    baked = keras.models.clone_model(model, clone_function=plain)
-    for layer in baked.layers:
-        source = model.get_layer(layer.name)
-        weights = source.get_weights()
-        if isinstance(source, MaskedConv2D):
+    def weights_of(layer):
+        weights = layer.get_weights()
+        if isinstance(layer, MaskedConv2D):
             kernel, *rest, mask = weights
             weights = [kernel * mask, *rest]
-        layer.set_weights(weights)
-    return baked
+        return weights
+
+    return cloning.rebuilt(model, plain, weights_of)

@@ -85,9 +85,9 @@ class SSCConv2D(keras.layers.Layer):
     Only live weights are variables, so checkpoints, `.keras` files and SavedModels shrink with
     the density. The layer computes its function in one of several exactly equivalent forms
     (`ssc_tf.execution_plan`): the kh x kw part as grouped, depthwise, shifted depthwise or
-    per-block convolutions on contiguous channel ranges, the 1 x 1 part as a batched matrix product
-    or a grouped 1 x 1 convolution over the p residues, or as one 1 x 1 convolution of the
-    masked kernel, or the whole layer as one dense convolution of the masked kernel
+    per-block convolutions on contiguous channel ranges, the 1 x 1 part as a batched matrix
+    product or a grouped 1 x 1 convolution over the p residues, or as one 1 x 1 convolution of
+    the masked kernel, or the whole layer as one dense convolution of the masked kernel
     (`"dense"`: all the dense work, the test oracle). With `implementation="auto"` (the
     default) the execution plan picks the form measured fastest for the layer's shape, batch
     regime (small or large batch, or a training step) and runtime (TF CPU with or without
@@ -372,10 +372,10 @@ class SSCConv2D(keras.layers.Layer):
 
     def _inference_form(self, inputs):
         """The inference form: the small-batch one for a batch known to be small (TFLite
-        files run at batch 1), else the large-batch one. A graph traced for any batch (a serving signature)
-        takes the large-batch form: holding both forms behind a `tf.cond` on the batch size
-        would store both forms' index constants in every SavedModel (0.3 MB more for
-        ResNet-32, a quarter of its weights)."""
+        files run at batch 1), else the large-batch one. A graph traced for any batch (a
+        serving signature) takes the large-batch form: holding both forms behind a `tf.cond`
+        on the batch size would store both forms' index constants in every SavedModel (0.3 MB
+        more for ResNet-32, a quarter of its weights)."""
         batch = inputs.shape[0]
         small_batch = batch is not None and batch <= execution_plan.SMALL_BATCH_MAX
         if small_batch or current_runtime() in execution_plan.TFLITE_RUNTIMES:

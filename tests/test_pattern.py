@@ -233,3 +233,24 @@ def test_check_pair_takes_numpy_integers_and_rejects_the_rest():
         assert str(error.value) == (
             "Invalid value for argument `kernel_size`: expected a positive integer or a tuple "
             f"of 2 positive integers. Received: kernel_size={value!r}")
+
+
+@pytest.mark.parametrize("k,num_blocks", [(2, 3), (3, 2), (4, 1)])
+def test_shifted_pairs_every_input_and_filter_of_a_block_once(k, num_blocks):
+    """Over the k shifts of a square run, each (input, filter) pair of a block meets exactly
+    once, through its own kernel: the depthwise taps of shift s at input b * k + i hold the
+    kernel of filter (i - s) mod k, and that filter reads the shift's output at that input."""
+    run = pattern_lib.KxKRun(num_blocks, 0, k, 0, k)
+    assert run.square and not pattern_lib.KxKRun(2, 0, 2, 0, 3).square
+    assert not pattern_lib.KxKRun(4, 0, 1, 0, 1).square
+    met = np.zeros((k * num_blocks, k * num_blocks), int)
+    for shift in range(k):
+        taps = run.shifted_taps(shift)
+        order = run.shifted_order(shift)
+        inputs, filters = np.divmod(taps, run.out_channels)
+        for channel, (i, n) in enumerate(zip(inputs, filters)):
+            assert i == channel % k  # The kernel row of the input it convolves.
+            met[channel, n] += 1
+            assert order[n] == channel  # Filter n reads this shift's output here.
+    blocks = np.arange(k * num_blocks) // k
+    np.testing.assert_array_equal(met, (blocks[:, None] == blocks[None, :]).astype(int))

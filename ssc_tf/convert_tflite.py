@@ -48,6 +48,7 @@ from ssc_tf import execution_plan
 from ssc_tf import flagfile
 from ssc_tf import model_dir as model_dir_lib
 from ssc_tf import serving
+from ssc_tf.layers import SSCConv2D
 from ssc_tf.models import masked
 
 QUANTIZATIONS = ("none", "float16", "dynamic", "int8")
@@ -236,9 +237,9 @@ def _calibration_images(config, data_dir, count):
 def to_tflite(model, dataset, quantization, integer_io=False, calibration=()):
     """The TFLite flatbuffer of `model`'s `ServingModel.save_for_tflite` graph.
 
-    The SSC layers are traced for LiteRT (`execution_plan.target_runtime`): the forms the
-    execution plan measured fastest there: the int8 table for int8 files, the float one for
-    the others. `ServingModel` folds the batch norm after each SSC layer into it, which the
+    The SSC layers are traced for LiteRT (`execution_plan.target_runtime`) in the forms the
+    execution plan measured fastest there for the model as a whole (`planned_forms`): the
+    int8 table for int8 files, the float one for the others. `ServingModel` folds the batch norm after each SSC layer into it, which the
     converter does by itself only for a Conv2D.
 
     Args:
@@ -251,9 +252,25 @@ def to_tflite(model, dataset, quantization, integer_io=False, calibration=()):
     # Dynamic range keeps float activations (hybrid kernels, unmeasured): the float plan.
     runtime = execution_plan.TFLITE_INT8 if quantization == "int8" else execution_plan.TFLITE
     with tempfile.TemporaryDirectory() as saved_model_dir:
-        with execution_plan.target_runtime(runtime):
+        with execution_plan.target_runtime(runtime, planned_forms(model, runtime)):
             serving.ServingModel(model, dataset).save_for_tflite(saved_model_dir)
         return _converter(saved_model_dir, quantization, integer_io, calibration).convert()
+
+
+def planned_forms(model, runtime):
+    """{layer name: `Form`} for the SSC layers of `model` that the plan decides
+    (`implementation="auto"`, a square window and stride, a known input size), planned for a
+    TFLite file of `runtime` as one model (`execution_plan.plan_model`: the file stores at
+    most `TFLITE_MAX_STORED` times the model's live weights)."""
+    layers, shapes = [], []
+    for layer in model.layers:
+        if not isinstance(layer, SSCConv2D) or layer.implementation != execution_plan.AUTO:
+            continue
+        shape = layer.plan_shape(layer.input.shape)
+        if shape is not None:
+            layers.append(layer.name)
+            shapes.append(shape)
+    return dict(zip(layers, execution_plan.plan_model(shapes, runtime)))
 
 
 def _converter(saved_model_dir, quantization, integer_io, calibration):

@@ -99,6 +99,7 @@ UNMEASURED_FORM = "grouped+bmm"
 COSTS_FILE = os.path.join(os.path.dirname(__file__), "execution_costs.json")
 
 _runtime_override = contextvars.ContextVar("ssc_tf_runtime", default=None)
+_forms_override = contextvars.ContextVar("ssc_tf_forms", default=None)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -304,7 +305,12 @@ def choose(shape, runtime, regime, path=COSTS_FILE):
     table = measured(runtime, regime, path)
     if not table:
         return parse(UNMEASURED_FORM)
-    return fastest(shape, runtime, table.get(shape.key) or table[_nearest_key(shape, table, path)])
+    return fastest(shape, runtime, _times(shape, table, path))
+
+
+def _times(shape, table, path):
+    """`shape`'s measured times in `table`, or the nearest measured shape's."""
+    return table.get(shape.key) or table[_nearest_key(shape, table, path)]
 
 
 def fastest(shape, runtime, times):
@@ -323,22 +329,84 @@ def fastest(shape, runtime, times):
     return parse(min(sorted(forms), key=forms.get))
 
 
+def plan_model(shapes, runtime, path=COSTS_FILE):
+    """The forms of a whole model's layers in a TFLite file, within one storage budget.
+
+    Per layer, the plan keeps a file within `TFLITE_MAX_STORED` times each layer's live weights
+    (`choose`). Over a whole model the same budget goes further: a small layer (a strided
+    1 x 1 shortcut, a 32-channel layer) can store a faster form's zeros for a few hundred
+    weights, which a large one's savings pay for. Starting from each layer's `choose` form,
+    this repeatedly makes the one change of a layer's form, among its measured `candidates`,
+    that saves the most measured milliseconds per extra stored weight, while the model's
+    stored weights stay within `TFLITE_MAX_STORED` times its live weights. Deterministic,
+    like `choose`.
+
+    Args:
+        shapes: the `LayerShape` of each of the model's layers (repeats included: a layer
+            shape that occurs five times counts five times).
+        runtime: one of `TFLITE_RUNTIMES`.
+        path: the cost table (the package's by default).
+
+    Returns:
+        One `Form` per shape, in order.
+    """
+    if runtime not in TFLITE_RUNTIMES:
+        raise ValueError(
+            f"Invalid value for argument `runtime`: expected one of {TFLITE_RUNTIMES}. "
+            f"Received: runtime={runtime!r}"
+        )
+    table = measured(runtime, SMALL_BATCH, path)
+    forms = [choose(shape, runtime, SMALL_BATCH, path).name for shape in shapes]
+    if not table:
+        return [parse(name) for name in forms]
+    times = [_times(shape, table, path) for shape in shapes]
+    budget = TFLITE_MAX_STORED * sum(_pattern(shape).live_params for shape in shapes)
+    stored = sum(stored_weights(shape, name) for shape, name in zip(shapes, forms))
+    while True:
+        changes = []
+        for i, (shape, measured_ms) in enumerate(zip(shapes, times)):
+            current_ms = measured_ms.get(forms[i])
+            current_stored = stored_weights(shape, forms[i])
+            for name in candidates(shape):
+                if current_ms is None or name not in measured_ms:
+                    continue
+                saved = current_ms - measured_ms[name]
+                extra = stored_weights(shape, name) - current_stored
+                if saved > 0 and stored + extra <= budget:
+                    changes.append((-saved / max(extra, 1), i, name, extra))
+        if not changes:
+            return [parse(name) for name in forms]
+        _, i, name, extra = min(changes)
+        forms[i] = name
+        stored += extra
+
+
 @contextlib.contextmanager
-def target_runtime(runtime):
+def target_runtime(runtime, forms=None):
     """Plans the layers traced inside the block for `runtime` (one of `RUNTIMES`) instead of the
-    one they are traced on: the TFLite converter traces on a CPU for a phone."""
+    one they are traced on: the TFLite converter traces on a CPU for a phone.
+
+    `forms`, optional, is {layer name: `Form`}: those layers (with `implementation="auto"`)
+    run these forms instead of their own `choose` (`plan_model`'s forms for a whole model)."""
     if runtime not in RUNTIMES:
         raise ValueError(
             f"Invalid value for argument `runtime`: expected one of {RUNTIMES}. "
             f"Received: runtime={runtime!r}"
         )
-    token = _runtime_override.set(runtime)
+    runtime_token = _runtime_override.set(runtime)
+    forms_token = _forms_override.set(dict(forms) if forms else None)
     try:
         yield
     finally:
-        _runtime_override.reset(token)
+        _forms_override.reset(forms_token)
+        _runtime_override.reset(runtime_token)
 
 
 def runtime_override():
     """The runtime set by an enclosing `target_runtime`, or None."""
     return _runtime_override.get()
+
+
+def form_override(layer_name):
+    """The `Form` an enclosing `target_runtime` gives the layer `layer_name`, or None."""
+    return (_forms_override.get() or {}).get(layer_name)

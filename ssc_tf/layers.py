@@ -368,6 +368,11 @@ class SSCConv2D(keras.layers.Layer):
         return execution_plan.choose(shape, runtime or current_runtime(), regime)
 
     def _planned(self, inputs, regime):
+        """The form `implementation="auto"` runs now: the one an enclosing
+        `execution_plan.target_runtime` names for this layer, else `planned_form`."""
+        override = execution_plan.form_override(self.name)
+        if override is not None:
+            return override
         return self.planned_form(inputs.shape, regime)
 
     def _inference_form(self, inputs):

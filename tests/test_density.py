@@ -9,6 +9,7 @@ import sys
 
 import pytest
 
+from cli_testing import own_lines
 from spec_oracle import spec_live_params
 from ssc_tf import architectures
 from ssc_tf import flagfile
@@ -146,6 +147,7 @@ def test_bad_flags_fail_with_one_line_naming_the_flag(args, message, tmp_path):
                         .replace("=BROKEN", f"={tmp_path / 'BROKEN'}") for arg in args])
     assert result.returncode == 1
     assert result.stdout == ""
-    assert len(result.stderr.strip().splitlines()) == 1, result.stderr
-    assert result.stderr.startswith("Error: ")
+    lines = own_lines(result.stderr)
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("Error: ")
     assert message in result.stderr

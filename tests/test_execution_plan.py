@@ -7,6 +7,7 @@ import json
 import keras
 import numpy as np
 import pytest
+import tensorflow as tf
 
 from ssc_tf import SSCConv2D
 from ssc_tf import architectures
@@ -254,3 +255,68 @@ def test_auto_layer_runs_the_planned_form_of_its_regime(monkeypatch):
     runtimes = {r for r, _ in picked}
     assert execution_plan.TFLITE in runtimes and len(runtimes) == 2
     assert {g for _, g in picked} == set(execution_plan.REGIMES)
+
+
+def _tflite_table(tmp_path, times):
+    costs = {"shapes": {SHAPE.key: SHAPE.as_dict()},
+             execution_plan.TFLITE: {execution_plan.SMALL_BATCH: {SHAPE.key: times}}}
+    path = tmp_path / f"tflite_{len(list(tmp_path.iterdir()))}.json"
+    path.write_text(json.dumps(costs))
+    return str(path)
+
+
+def test_plan_model_spends_the_models_storage_budget_where_it_saves_most(tmp_path):
+    # 64 -> 64, g = 4, p = 4: 9,984 live weights; grouped+bmm stores 10,240, grouped+conv
+    # 13,312 (the masked 1 x 1 kernel), more than 1.25x alone. Two such layers may store
+    # 24,960: one of them can run conv, not both.
+    stored = {name: execution_plan.stored_weights(SHAPE, name)
+              for name in ("grouped+bmm", "grouped+conv")}
+    live = pattern_lib.SSCPattern(64, 64, 3, 4, 4).live_params
+    assert (live, stored["grouped+bmm"], stored["grouped+conv"]) == (9984, 10240, 13312)
+    path = _tflite_table(tmp_path, {"dense": 1.0, "grouped+bmm": 0.5, "grouped+conv": 0.3})
+    assert execution_plan.choose(SHAPE, execution_plan.TFLITE, execution_plan.SMALL_BATCH,
+                                 path).name == "grouped+bmm"
+    forms = execution_plan.plan_model([SHAPE, SHAPE], execution_plan.TFLITE, path)
+    assert [f.name for f in forms] == ["grouped+conv", "grouped+bmm"]
+    # Three layers have room for two upgrades; one layer alone for none.
+    forms = execution_plan.plan_model([SHAPE] * 3, execution_plan.TFLITE, path)
+    assert [f.name for f in forms] == ["grouped+conv", "grouped+conv", "grouped+bmm"]
+    assert [f.name for f in execution_plan.plan_model([SHAPE], execution_plan.TFLITE, path)] == [
+        "grouped+bmm"]
+    total = sum(execution_plan.stored_weights(SHAPE, f.name) for f in forms)
+    assert total <= execution_plan.TFLITE_MAX_STORED * 3 * live
+
+
+def test_plan_model_prefers_the_larger_saving_per_stored_weight(tmp_path):
+    # Room for one upgrade: the 72-channel layer's saves 0.3 ms for 3,888 more weights, the
+    # 64-channel layer's 0.05 ms for 3,072.
+    wider = execution_plan.LayerShape(72, 72, 3, 1, (16, 16), 4, 4)
+    costs = {"shapes": {SHAPE.key: SHAPE.as_dict(), wider.key: wider.as_dict()},
+             execution_plan.TFLITE: {execution_plan.SMALL_BATCH: {
+                 SHAPE.key: {"grouped+bmm": 0.5, "grouped+conv": 0.45},
+                 wider.key: {"grouped+bmm": 0.5, "grouped+conv": 0.2}}}}
+    path = tmp_path / "two.json"
+    path.write_text(json.dumps(costs))
+    forms = execution_plan.plan_model([SHAPE, wider], execution_plan.TFLITE, str(path))
+    assert [f.name for f in forms] == ["grouped+bmm", "grouped+conv"]
+    with pytest.raises(ValueError, match="`runtime`.*tflite"):
+        execution_plan.plan_model([SHAPE], execution_plan.CPU_EIGEN, str(path))
+
+
+def test_target_runtime_forms_override_the_named_layers_plan():
+    """A form that `target_runtime` names for a layer replaces its plan while tracing; other
+    layers keep theirs, and the function stays the dense oracle's."""
+    layers = same_weights(("dense", "auto"), 16, (1, 8, 8, 16), kernel_size=3, g=4, p=4,
+                          padding="same")
+    layer = layers["auto"]
+    x = random_inputs((1, 8, 8, 16))
+    forced = {layer.name: execution_plan.parse("depthwise+bmm")}
+    ops = {}
+    for name, forms in (("planned", None), ("forced", forced), ("other", {"other": forced})):
+        with execution_plan.target_runtime(execution_plan.TFLITE, forms):
+            traced = tf.function(layer).get_concrete_function(tf.TensorSpec(x.shape))
+        ops[name] = sorted(op.type for op in traced.graph.get_operations())
+        np.testing.assert_allclose(traced(x), layers["dense"](x), atol=ATOL, rtol=1e-4)
+    assert {"DepthwiseConv2dNative", "BatchMatMulV2"} <= set(ops["forced"])
+    assert ops["other"] == ops["planned"] != ops["forced"]
+    assert execution_plan.form_override(layer.name) is None

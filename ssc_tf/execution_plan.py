@@ -34,6 +34,7 @@ The plan (`choose`) is a table lookup in measurements recorded in the package
 (`execution_costs.json`, written by `tools/benchmark_layer.py --write_costs`): for the runtime
 and batch regime, the measured form that was fastest for this layer shape, or, for a shape the
 table lacks, for the nearest measured shape. It is deterministic and never times anything.
+For a TFLite file, `plan_model` plans all of a model's layers within one storage budget.
 
 No TensorFlow here: the layer asks the plan with plain numbers, and the tools and tests read
 the same table.

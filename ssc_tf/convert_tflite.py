@@ -239,8 +239,8 @@ def to_tflite(model, dataset, quantization, integer_io=False, calibration=()):
 
     The SSC layers are traced for LiteRT (`execution_plan.target_runtime`) in the forms the
     execution plan measured fastest there for the model as a whole (`planned_forms`): the
-    int8 table for int8 files, the float one for the others. `ServingModel` folds the batch norm after each SSC layer into it, which the
-    converter does by itself only for a Conv2D.
+    int8 table for int8 files, the float one for the others. `ServingModel` folds the batch
+    norm after each SSC layer into it, which the converter does by itself only for a Conv2D.
 
     Args:
         model: a Keras model of `dataset`'s inputs.

@@ -17,8 +17,9 @@ It prints, per shape and regime, the dense time, the form the plan picks from th
 (`execution_plan.fastest`: the fastest; in TFLite the fastest that keeps the file small) and
 the speed-up, then how many shapes stay below 0.95x, and writes every time as JSON.
 `--write_costs` also writes them into the runtime's section of the package's cost table,
-which the plan reads, keeping the other runtimes'. `--only_missing` measures just the shapes that section lacks (after a config
-or an architecture rule changed) and adds them, keeping what it holds.
+which the plan reads, keeping the other runtimes'. `--only_missing` measures just the
+shapes that section lacks (after a config or an architecture rule changed) and adds them,
+keeping what it holds.
 
 Usage:
     python tools/benchmark_layer.py --write_costs                          # this CPU runtime

@@ -360,19 +360,22 @@ def plan_model(shapes, runtime, path=COSTS_FILE):
     forms = [choose(shape, runtime, SMALL_BATCH, path).name for shape in shapes]
     if not table:
         return [parse(name) for name in forms]
-    times = [_times(shape, table, path) for shape in shapes]
+    # Per layer, {form: (measured ms, stored weights)} of its measured candidates, once.
+    options = []
+    for shape in shapes:
+        times = _times(shape, table, path)
+        options.append({name: (times[name], stored_weights(shape, name))
+                        for name in candidates(shape) if name in times})
     budget = TFLITE_MAX_STORED * sum(_pattern(shape).live_params for shape in shapes)
     stored = sum(stored_weights(shape, name) for shape, name in zip(shapes, forms))
     while True:
         changes = []
-        for i, (shape, measured_ms) in enumerate(zip(shapes, times)):
-            current_ms = measured_ms.get(forms[i])
-            current_stored = stored_weights(shape, forms[i])
-            for name in candidates(shape):
-                if current_ms is None or name not in measured_ms:
-                    continue
-                saved = current_ms - measured_ms[name]
-                extra = stored_weights(shape, name) - current_stored
+        for i, layer_options in enumerate(options):
+            if forms[i] not in layer_options:  # A fallback form with no time to improve on.
+                continue
+            current_ms, current_stored = layer_options[forms[i]]
+            for name, (ms, name_stored) in layer_options.items():
+                saved, extra = current_ms - ms, name_stored - current_stored
                 if saved > 0 and stored + extra <= budget:
                     changes.append((-saved / max(extra, 1), i, name, extra))
         if not changes:

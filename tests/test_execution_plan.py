@@ -85,9 +85,9 @@ def test_candidates_follow_the_pattern():
         "dense", "grouped+bmm", "grouped+conv", "grouped+gconv"]
 
 
-def _table(tmp_path, times):
+def _table(tmp_path, times, runtime=execution_plan.CPU_EIGEN, regime=execution_plan.TRAIN):
     shape_fields = {SHAPE.key: SHAPE.as_dict()}
-    costs = {"shapes": shape_fields, execution_plan.CPU_EIGEN: {execution_plan.TRAIN: times}}
+    costs = {"shapes": shape_fields, runtime: {regime: times}}
     # A new file per table: the plan caches each file it reads.
     path = tmp_path / f"costs_{len(list(tmp_path.iterdir()))}.json"
     path.write_text(json.dumps(costs))
@@ -257,14 +257,6 @@ def test_auto_layer_runs_the_planned_form_of_its_regime(monkeypatch):
     assert {g for _, g in picked} == set(execution_plan.REGIMES)
 
 
-def _tflite_table(tmp_path, times):
-    costs = {"shapes": {SHAPE.key: SHAPE.as_dict()},
-             execution_plan.TFLITE: {execution_plan.SMALL_BATCH: {SHAPE.key: times}}}
-    path = tmp_path / f"tflite_{len(list(tmp_path.iterdir()))}.json"
-    path.write_text(json.dumps(costs))
-    return str(path)
-
-
 def test_plan_model_spends_the_models_storage_budget_where_it_saves_most(tmp_path):
     # 64 -> 64, g = 4, p = 4: 9,984 live weights; grouped+bmm stores 10,240, grouped+conv
     # 13,312 (the masked 1 x 1 kernel), more than 1.25x alone. Two such layers may store
@@ -273,7 +265,8 @@ def test_plan_model_spends_the_models_storage_budget_where_it_saves_most(tmp_pat
               for name in ("grouped+bmm", "grouped+conv")}
     live = pattern_lib.SSCPattern(64, 64, 3, 4, 4).live_params
     assert (live, stored["grouped+bmm"], stored["grouped+conv"]) == (9984, 10240, 13312)
-    path = _tflite_table(tmp_path, {"dense": 1.0, "grouped+bmm": 0.5, "grouped+conv": 0.3})
+    path = _table(tmp_path, {SHAPE.key: {"dense": 1.0, "grouped+bmm": 0.5, "grouped+conv": 0.3}},
+                  execution_plan.TFLITE, execution_plan.SMALL_BATCH)
     assert execution_plan.choose(SHAPE, execution_plan.TFLITE, execution_plan.SMALL_BATCH,
                                  path).name == "grouped+bmm"
     forms = execution_plan.plan_model([SHAPE, SHAPE], execution_plan.TFLITE, path)

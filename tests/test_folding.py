@@ -110,16 +110,24 @@ def test_masked_convolutions_keep_their_batch_norm():
 
 
 def test_serving_signatures_run_the_folded_model():
+    keras.utils.set_random_seed(6)
     model = models.build("resnet32", num_classes=10, input_shape=(32, 32, 3),
                          g=(2, 4, 15), p=(2, 4, 4))
     _randomize_batch_norms(model, seed=6)
+    pixels = np.random.default_rng(7).uniform(0, 255, (2, 32, 32, 3)).astype(np.float32)
+    inputs = data.normalize(pixels, "cifar10")
+    # The random batch norms grow the logits to ~1e4, where float32 rounding alone moves
+    # near-tied probabilities by 1e-3: scale the classifier to logits of a few units.
+    classifier = model.get_layer("logits")
+    scale = 3 / np.abs(model(inputs, training=False).numpy()).max()
+    classifier.set_weights([w * scale for w in classifier.get_weights()])
+    logits = model(inputs, training=False).numpy()
     serving_model = serving.ServingModel(model, "cifar10")
     graph = serving_model.probabilities.get_concrete_function().graph
     assert not [op.name for op in graph.get_operations() if "batchnorm" in op.name]
-    pixels = np.random.default_rng(7).uniform(0, 255, (2, 32, 32, 3)).astype(np.float32)
-    logits = model(data.normalize(pixels, "cifar10"), training=False).numpy()
     # Unfolded, the graph does run batch norms: the check above can fail.
     assert [op.name for op in tf.function(lambda x: model(x, training=False)).get_concrete_function(
         tf.TensorSpec((None, 32, 32, 3))).graph.get_operations() if "batchnorm" in op.name]
-    np.testing.assert_allclose(serving_model.probabilities(pixels).numpy(),
-                               tf.nn.softmax(logits).numpy(), atol=1e-5)
+    expected = tf.nn.softmax(logits).numpy()
+    assert expected.max() < 0.99  # Not one-hot: the comparison below can fail.
+    np.testing.assert_allclose(serving_model.probabilities(pixels).numpy(), expected, atol=1e-5)

@@ -617,7 +617,7 @@ def format_markdown(result):
     env = result["environment"]
     lines = [
         f"SSC against the pruning baselines, `ssc-compare` on {env['date'][:10]} "
-        f"({env['cpu_count']} CPUs, {env['machine']}, TF {env['tensorflow']}). "
+        f"({env['cpu_count']} CPUs, {timing.machine(env)}, TF {env['tensorflow']}). "
         + "; ".join(result["notes"][key] for key in ("top1", "kept", "macs")) + ". "
         + f"Paper: {published.SOURCE}.",
         "",

@@ -64,7 +64,8 @@ _BUILTIN_NAMES = {
 
 
 def convert(model_dir, output, *, quantization="none", integer_io=False,
-            num_calibration_images=200, data_dir=None, overwrite=False):
+            num_calibration_images=200, data_dir=None, overwrite=False,
+            max_stored=execution_plan.TFLITE_MAX_STORED):
     """Converts the newest checkpoint of `model_dir` to a TFLite file at `output`.
 
     Every argument is checked, and for int8 the calibration images are read, before the
@@ -83,10 +84,13 @@ def convert(model_dir, output, *, quantization="none", integer_io=False,
         data_dir: str or None, where the dataset lives for int8 calibration; default: the
             data_dir the run trained with. Unused by the other quantizations.
         overwrite: bool, replace an existing `output`. Defaults to False.
+        max_stored: number >= 1.25 (the default), the most weights the file may store, as a
+            multiple of the model's live weights (`execution_plan.plan_model`): larger trades
+            size for speed. `float("inf")` runs each SSC layer in its fastest measured form.
 
     Returns:
         A dict of facts about the written file: `path`, `bytes`, `quantization`,
-        `integer_io`, `calibration_images` (int8; else 0), `epoch` (epochs the weights were
+        `integer_io`, `calibration_images` (int8; else 0), `max_stored`, `epoch` (epochs the weights were
         trained), `input_dtype`, `input_shape` (None for the batch), `input_quantization`
         (`(scale, zero_point)` of an integer input, else None), and the same three for the
         output, and `ops` (`op_names` of the file).
@@ -103,6 +107,7 @@ def convert(model_dir, output, *, quantization="none", integer_io=False,
     an op that TFLite's builtins lack; none of ssc_tf's models does.
     """
     _check_arguments(output, quantization, integer_io, num_calibration_images, overwrite)
+    execution_plan.check_max_stored(max_stored)
     model, config, saved_data_dir, epoch = model_dir_lib.load_model(model_dir)
     calibration = []
     if quantization == "int8":
@@ -110,7 +115,7 @@ def convert(model_dir, output, *, quantization="none", integer_io=False,
             config, data_dir or saved_data_dir, num_calibration_images)
     # A pruned run's mask is baked into plain kernels: the file holds no mask.
     flatbuffer = to_tflite(masked.bake(model), config.dataset, quantization, integer_io,
-                           calibration)
+                           calibration, max_stored)
     ops = op_names(flatbuffer)
     custom = [name for name in ops if name.startswith(CUSTOM_PREFIX)]
     if custom:
@@ -129,6 +134,7 @@ def convert(model_dir, output, *, quantization="none", integer_io=False,
         "quantization": quantization,
         "integer_io": integer_io,
         "calibration_images": len(calibration),
+        "max_stored": max_stored,
         "epoch": epoch,
         **facts,
         "ops": ops,
@@ -234,7 +240,8 @@ def _calibration_images(config, data_dir, count):
         ) from e
 
 
-def to_tflite(model, dataset, quantization, integer_io=False, calibration=()):
+def to_tflite(model, dataset, quantization, integer_io=False, calibration=(),
+              max_stored=execution_plan.TFLITE_MAX_STORED):
     """The TFLite flatbuffer of `model`'s `ServingModel.save_for_tflite` graph.
 
     The SSC layers are traced for LiteRT (`execution_plan.target_runtime`) in the forms the
@@ -248,20 +255,23 @@ def to_tflite(model, dataset, quantization, integer_io=False, calibration=()):
         quantization: str, one of `QUANTIZATIONS`.
         integer_io: bool, uint8 inputs and outputs (int8 only).
         calibration: float32 pixel batches that calibrate int8's activation ranges.
+        max_stored: number >= `execution_plan.TFLITE_MAX_STORED` (the default), the file's
+            storage budget as a multiple of the live weights (`planned_forms`).
     """
     # Dynamic range keeps float activations (hybrid kernels, unmeasured): the float plan.
     runtime = execution_plan.TFLITE_INT8 if quantization == "int8" else execution_plan.TFLITE
     with tempfile.TemporaryDirectory() as saved_model_dir:
-        with execution_plan.target_runtime(runtime, planned_forms(model, runtime)):
+        forms = planned_forms(model, runtime, max_stored)
+        with execution_plan.target_runtime(runtime, forms):
             serving.ServingModel(model, dataset).save_for_tflite(saved_model_dir)
         return _converter(saved_model_dir, quantization, integer_io, calibration).convert()
 
 
-def planned_forms(model, runtime):
+def planned_forms(model, runtime, max_stored=execution_plan.TFLITE_MAX_STORED):
     """{layer name: `Form`} for the SSC layers of `model` that the plan decides
     (`implementation="auto"`, a square window and stride, a known input size), planned for a
     TFLite file of `runtime` as one model (`execution_plan.plan_model`: the file stores at
-    most `TFLITE_MAX_STORED` times the model's live weights)."""
+    most `max_stored` times the model's live weights)."""
     layers, shapes = [], []
     for layer in model.layers:
         if not isinstance(layer, SSCConv2D) or layer.implementation != execution_plan.AUTO:
@@ -270,7 +280,8 @@ def planned_forms(model, runtime):
         if shape is not None:
             layers.append(layer.name)
             shapes.append(shape)
-    return dict(zip(layers, execution_plan.plan_model(shapes, runtime)))
+    forms = execution_plan.plan_model(shapes, runtime, max_stored=max_stored)
+    return dict(zip(layers, forms))
 
 
 def _converter(saved_model_dir, quantization, integer_io, calibration):
@@ -325,7 +336,7 @@ def main(argv):
                 FLAGS.model_dir, FLAGS.output, quantization=FLAGS.quantization,
                 integer_io=FLAGS.integer_io,
                 num_calibration_images=FLAGS.num_calibration_images, data_dir=FLAGS.data_dir,
-                overwrite=FLAGS.overwrite)
+                overwrite=FLAGS.overwrite, max_stored=FLAGS.max_stored)
     except (ValueError, FileNotFoundError) as e:
         sys.exit(f"Error: {e}")
     io = "uint8 in and out" if result["integer_io"] else "float32 in and out"
@@ -367,6 +378,11 @@ def _define_flags():
         "Where the dataset lives, for int8 calibration; default: the --data_dir the run "
         "trained with.")
     flags.DEFINE_bool("overwrite", False, "Replace --output if it exists.")
+    flags.DEFINE_float(
+        "max_stored", execution_plan.TFLITE_MAX_STORED,
+        "The most weights the file may store, as a multiple of the model's live weights "
+        f"(at least {execution_plan.TFLITE_MAX_STORED}, the default): larger trades size for "
+        "speed, and inf runs each SSC layer in its fastest measured form, zeros included.")
 
 
 def run():

@@ -48,6 +48,7 @@ import json
 import math
 import os
 
+from ssc_tf import arguments
 from ssc_tf import pattern as pattern_lib
 
 KXK_FORMS = ("grouped", "depthwise", "split", "shifted")
@@ -330,16 +331,22 @@ def fastest(shape, runtime, times):
     return parse(min(sorted(forms), key=forms.get))
 
 
-def plan_model(shapes, runtime, path=COSTS_FILE):
+def check_max_stored(max_stored):
+    """Returns `max_stored` if `plan_model` can keep a file within it: a number >=
+    `TFLITE_MAX_STORED`, the bound each layer's `choose` form already keeps."""
+    return arguments.check_range("max_stored", max_stored, TFLITE_MAX_STORED, None)
+
+
+def plan_model(shapes, runtime, path=COSTS_FILE, max_stored=TFLITE_MAX_STORED):
     """The forms of a whole model's layers in a TFLite file, within one storage budget.
 
     Per layer, the plan keeps a file within `TFLITE_MAX_STORED` times each layer's live weights
-    (`choose`). Over a whole model the same budget goes further: a small layer (a strided
+    (`choose`). Over a whole model the budget goes further: a small layer (a strided
     1 x 1 shortcut, a 32-channel layer) can store a faster form's zeros for a few hundred
     weights, which a large one's savings pay for. Starting from each layer's `choose` form,
     this repeatedly makes the one change of a layer's form, among its measured `candidates`,
     that saves the most measured milliseconds per extra stored weight, while the model's
-    stored weights stay within `TFLITE_MAX_STORED` times its live weights. Deterministic,
+    stored weights stay within `max_stored` times its live weights. Deterministic,
     like `choose`.
 
     Args:
@@ -347,6 +354,9 @@ def plan_model(shapes, runtime, path=COSTS_FILE):
             shape that occurs five times counts five times).
         runtime: one of `TFLITE_RUNTIMES`.
         path: the cost table (the package's by default).
+        max_stored: number >= `TFLITE_MAX_STORED` (the default), the most weights the file
+            may store, as a multiple of the model's live weights: a larger one trades size
+            for speed, up to each layer's fastest measured form (`float("inf")`).
 
     Returns:
         One `Form` per shape, in order.
@@ -356,6 +366,7 @@ def plan_model(shapes, runtime, path=COSTS_FILE):
             f"Invalid value for argument `runtime`: expected one of {TFLITE_RUNTIMES}. "
             f"Received: runtime={runtime!r}"
         )
+    check_max_stored(max_stored)
     table = measured(runtime, SMALL_BATCH, path)
     forms = [choose(shape, runtime, SMALL_BATCH, path).name for shape in shapes]
     if not table:
@@ -366,7 +377,7 @@ def plan_model(shapes, runtime, path=COSTS_FILE):
         times = _times(shape, table, path)
         options.append({name: (times[name], stored_weights(shape, name))
                         for name in candidates(shape) if name in times})
-    budget = TFLITE_MAX_STORED * sum(_pattern(shape).live_params for shape in shapes)
+    budget = max_stored * sum(_pattern(shape).live_params for shape in shapes)
     stored = sum(stored_weights(shape, name) for shape, name in zip(shapes, forms))
     while True:
         changes = []

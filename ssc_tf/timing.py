@@ -56,6 +56,13 @@ def cpu_features(cpuinfo="/proc/cpuinfo"):
     return [feature for feature in CPU_FEATURES if feature in flags]
 
 
+def machine(env):
+    """The machine of an `environment()` record in words: its architecture and vector
+    extensions ("x86_64 with avx2, avx512f"), which decide TF's CPU kernels and XNNPACK's."""
+    features = env.get("cpu_features")
+    return env["machine"] + (f" with {', '.join(features)}" if features else "")
+
+
 def environment():
     """When, and on what software and machine, a timing ran: a dict for its JSON."""
     import keras

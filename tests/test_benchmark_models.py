@@ -53,7 +53,7 @@ def _stats(sparsity):
 def test_json_holds_one_record_with_every_measurement(outputs):
     report, _, _, _ = outputs
     assert report["batch_size"] == 2 and report["repeats"] == 1
-    assert report["tflite"] == ["none"]
+    assert report["tflite"] == ["none"] and report["max_stored"] == 1.25
     assert report["tf_enable_onednn_opts"] == os.environ.get("TF_ENABLE_ONEDNN_OPTS")
     (record,) = report["records"]
     assert (record["config"], record["model"], record["dataset"], record["ticket"]) == (
@@ -106,6 +106,7 @@ def test_plot_is_a_png_file(outputs):
 @pytest.mark.parametrize("flag, message", [
     ("--tflite=float64", "flag --tflite=['float64']: expected a comma-separated list of none"),
     ("--configs=cifar10_vgg19_dense", "flag --configs: cifar10_vgg19_dense is a dense config"),
+    ("--max_stored=1", "flag --max_stored=1: 1.0 is not number >= 1.25"),
 ])
 def test_a_bad_flag_fails_with_one_line_naming_it(flag, message):
     result = _run(flag)

@@ -23,6 +23,7 @@ from ssc_tf import execution_plan
 from ssc_tf import model_dir as model_dir_lib
 from ssc_tf import models
 from ssc_tf import train
+from ssc_tf.data import datasets
 from ssc_tf.layers import SSCConv2D
 
 from cli_testing import own_lines
@@ -230,11 +231,32 @@ def test_planned_forms_plan_the_ssc_layers_as_one_model(runtime):
     stored = sum(execution_plan.stored_weights(s, f.name) for s, f in zip(shapes, forms.values()))
     live = sum(layer.live_params for layer in ssc)
     assert stored <= execution_plan.TFLITE_MAX_STORED * live
+    # Without a budget, the 2 % model's layers run faster forms that store more zeros.
+    fastest = convert_tflite.planned_forms(model, runtime, max_stored=float("inf"))
+    assert list(fastest.values()) == execution_plan.plan_model(
+        shapes, runtime, max_stored=float("inf"))
+    assert fastest != forms
     inputs = keras.Input((8, 8, 16))
     forced = SSCConv2D(16, 3, g=4, p=4, implementation="grouped+bmm", name="forced")
     planned = SSCConv2D(16, 3, g=4, p=4, name="planned")
     two = keras.Model(inputs, planned(forced(inputs)))
     assert list(convert_tflite.planned_forms(two, runtime)) == ["planned"]
+
+
+def test_to_tflite_plans_the_file_within_max_stored(monkeypatch):
+    budgets = []
+    plan = convert_tflite.planned_forms
+
+    def recorded(model, runtime, max_stored):
+        budgets.append((runtime, max_stored))
+        return plan(model, runtime, max_stored)
+
+    monkeypatch.setattr(convert_tflite, "planned_forms", recorded)
+    inputs = keras.Input(datasets.get("digits").input_shape)
+    x = SSCConv2D(16, 3, g=4, p=4, padding="same")(keras.layers.Conv2D(16, 3)(inputs))
+    model = keras.Model(inputs, keras.layers.Dense(10)(keras.layers.GlobalAveragePooling2D()(x)))
+    assert convert_tflite.to_tflite(model, "digits", "none", max_stored=3.0)
+    assert budgets == [(execution_plan.TFLITE, 3.0)]
 
 
 def _converter_with_other_ops(kind):
@@ -309,6 +331,9 @@ def test_integer_io_needs_int8(tmp_path, quantization):
     (dict(quantization="int8", num_calibration_images=True),
      "Invalid value for argument `num_calibration_images`: expected an integer >= 1. "
      "Received: num_calibration_images=True"),
+    (dict(max_stored=1.0),
+     "Invalid value for argument `max_stored`: expected a number in [1.25, inf). "
+     "Received: max_stored=1.0"),
 ])
 def test_bad_argument_values_name_the_argument_in_one_line(tmp_path, kwargs, message):
     output = str(tmp_path / kwargs.pop("output", "m.tflite"))
@@ -405,7 +430,9 @@ def test_importing_defines_no_flags():
     ("file/model.tflite", [], "Error: Invalid value for flag --output: '{tmp}/file' is a file"),
     ("model.lite", [], "Error: Invalid value for flag --output: expected a file name ending in "
                        "'.tflite'. Received: output='{tmp}/model.lite'"),
-], ids=["integer_io_without_int8", "output_under_a_file", "output_suffix"])
+    ("model.tflite", ["--max_stored=1"], "Error: Invalid value for flag --max_stored: expected "
+                                         "a number in [1.25, inf). Received: max_stored=1.0"),
+], ids=["integer_io_without_int8", "output_under_a_file", "output_suffix", "max_stored"])
 def test_cli_reports_a_bad_flag_in_one_line(tmp_path, output, flags, message):
     (tmp_path / "file").write_bytes(b"not a directory")
     result = subprocess.run(

@@ -278,6 +278,13 @@ def test_plan_model_spends_the_models_storage_budget_where_it_saves_most(tmp_pat
         "grouped+bmm"]
     total = sum(execution_plan.stored_weights(SHAPE, f.name) for f in forms)
     assert total <= execution_plan.TFLITE_MAX_STORED * 3 * live
+    # A budget of 13,312 / 9,984 live weights lets one layer alone upgrade; none stops all.
+    forms = execution_plan.plan_model([SHAPE], execution_plan.TFLITE, path, 13312 / 9984)
+    assert [f.name for f in forms] == ["grouped+conv"]
+    forms = execution_plan.plan_model([SHAPE] * 3, execution_plan.TFLITE, path, float("inf"))
+    assert [f.name for f in forms] == ["grouped+conv"] * 3
+    with pytest.raises(ValueError, match=r"`max_stored`: expected a number in \[1.25, inf\)"):
+        execution_plan.plan_model([SHAPE], execution_plan.TFLITE, path, 1.0)
 
 
 def test_plan_model_prefers_the_larger_saving_per_stored_weight(tmp_path):

@@ -49,6 +49,14 @@ def test_environment_names_the_software_and_machine():
     assert env["tensorflow"].count(".") >= 2 and env["cpu_count"] >= 1
 
 
+def test_machine_names_the_architecture_and_its_vector_extensions():
+    assert timing.machine({"machine": "x86_64", "cpu_features": ["avx2", "avx512f"]}) == (
+        "x86_64 with avx2, avx512f")
+    # Records from before cpu_features, and machines whose flags say none.
+    assert timing.machine({"machine": "aarch64"}) == "aarch64"
+    assert timing.machine({"machine": "x86_64", "cpu_features": []}) == "x86_64"
+
+
 def test_cpu_features_reads_the_flags_line(tmp_path):
     cpuinfo = tmp_path / "cpuinfo"
     cpuinfo.write_text("processor\t: 0\nmodel name\t: AMD EPYC\n"

@@ -48,6 +48,7 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 from ssc_tf import convert_tflite  # noqa: E402
+from ssc_tf import execution_plan  # noqa: E402
 from ssc_tf import flagfile  # noqa: E402
 from ssc_tf import model_dir as model_dir_lib  # noqa: E402
 from ssc_tf import models  # noqa: E402
@@ -93,7 +94,7 @@ def _is_config(name):
         return False
 
 
-def _prepare(config, quantizations):
+def _prepare(config, quantizations, max_stored):
     """Builds and compiles `config`'s model as `ssc_tf.train` does, and converts it to TFLite."""
     keras.utils.set_random_seed(config.seed)
     model = models.build(config.model, **config.model_kwargs())
@@ -113,7 +114,8 @@ def _prepare(config, quantizations):
         for _ in range(_CALIBRATION_IMAGES)
     ]
     tflite = {
-        q: convert_tflite.to_tflite(model, config.dataset, q, calibration=calibration)
+        q: convert_tflite.to_tflite(model, config.dataset, q, calibration=calibration,
+                                    max_stored=max_stored)
         for q in quantizations
     }
     return _Subject(model, report.model_stats(model), tflite)
@@ -208,13 +210,12 @@ def format_markdown(result):
     sizes = [f"{TFLITE_LABELS[q]} MB" for q in result["tflite"]]
     header = (["config", "kept", "MAC ideal", "param ideal"] + [label for _, label in columns]
               + sizes)
-    features = result.get("cpu_features")
-    machine = result["machine"] + (f" with {', '.join(features)}" if features else "")
     lines = [
         f"Dense twin -> SSC, median ms of {result['repeats']} calls measured in turns in one "
-        f"run ({result['cpu_count']} CPUs, {machine}, TF {result['tensorflow']}, "
+        f"run ({result['cpu_count']} CPUs, {timing.machine(result)}, TF {result['tensorflow']}, "
         f"{result['date'][:10]}): (**speed-up**, fraction of the MAC ideal). LiteRT: 1 thread; "
-        "MB: the TFLite file, dense -> SSC.",
+        f"MB: the TFLite file, dense -> SSC, which stores at most {result['max_stored']:g}x its "
+        "live weights (convert_tflite --max_stored).",
         "",
         "| " + " | ".join(header) + " |",
         "|" + "---|" * len(header),
@@ -286,8 +287,9 @@ def main(argv):
         # Configs of one network share a dense twin: built and converted once.
         key = (dense.model, tuple(dense.model_kwargs().items()))
         if key not in dense_twins:
-            dense_twins[key] = _prepare(dense, quantizations)
-        subjects = {"dense": dense_twins[key], "ssc": _prepare(config, quantizations)}
+            dense_twins[key] = _prepare(dense, quantizations, FLAGS.max_stored)
+        subjects = {"dense": dense_twins[key],
+                    "ssc": _prepare(config, quantizations, FLAGS.max_stored)}
         print(f"[{i + 1}/{len(configs)}] {name}: timing...", flush=True)
         records.append(benchmark(name, config, subjects, batch_size, repeats, quantizations))
     result = {
@@ -295,6 +297,7 @@ def main(argv):
         "batch_size": batch_size,
         "repeats": repeats,
         "tflite": quantizations,
+        "max_stored": FLAGS.max_stored,
         "records": records,
     }
     markdown = format_markdown(result)
@@ -333,6 +336,11 @@ def _define_flags():
     flags.register_validator(
         "tflite", lambda values: set(values) <= set(convert_tflite.QUANTIZATIONS),
         message=f"expected a comma-separated list of {', '.join(convert_tflite.QUANTIZATIONS)}")
+    flags.DEFINE_float(
+        "max_stored", execution_plan.TFLITE_MAX_STORED,
+        "As convert_tflite's --max_stored: the SSC files' storage budget, a multiple of the "
+        f"live weights (at least {execution_plan.TFLITE_MAX_STORED}, the default; inf for "
+        "each layer's fastest form).", lower_bound=execution_plan.TFLITE_MAX_STORED)
     flags.DEFINE_bool(
         "quick", False,
         f"A smoke run: {QUICK_REPEATS} repeats and batch size {QUICK_BATCH_SIZE}, where "

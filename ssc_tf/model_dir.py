@@ -120,27 +120,48 @@ def read_run(model_dir):
         ) from None
 
 
+def _differences(saved, config, names):
+    return [
+        f"--{name}: saved {getattr(saved, name)!r}, requested {getattr(config, name)!r}"
+        for name in names
+        if getattr(saved, name) != getattr(config, name)
+    ]
+
+
 def model_differences(saved, config):
     """The flags in which two `ExperimentConfig`s build different networks.
 
     Returns:
         A list of "--flag: saved X, requested Y" strings, empty for the same network.
     """
-    return [
-        f"--{name}: saved {getattr(saved, name)!r}, requested {getattr(config, name)!r}"
-        for name in _MODEL_FIELDS
-        if getattr(saved, name) != getattr(config, name)
-    ]
+    return _differences(saved, config, _MODEL_FIELDS)
 
 
-def check_same_model(model_dir, saved, config):
-    """Raises `ValueError` if `config` builds another network than the saved `saved`."""
+def schedule_differences(saved, config):
+    """The other flags in which two `ExperimentConfig`s differ: the schedule, the data, the
+    seed. Same form as `model_differences`."""
+    names = [f.name for f in dataclasses.fields(saved) if f.name not in _MODEL_FIELDS]
+    return _differences(saved, config, names)
+
+
+def check_resume(model_dir, saved, config):
+    """Checks that a run of `config` can resume the run `saved` in `model_dir`.
+
+    Raises `ValueError` if `config` builds another network. A changed schedule is allowed
+    (more --epochs to train on), and logged as a warning that names each changed flag: the
+    epochs still to run use the new values, and the run file keeps the new flags.
+    """
     differing = model_differences(saved, config)
     if differing:
         raise ValueError(
             f"--model_dir={model_dir!r} holds a different model, so this run cannot resume "
             f"into it ({'; '.join(differing)}). Use a new --model_dir, or the saved flags."
         )
+    changed = schedule_differences(saved, config)
+    if changed:
+        logging.warning(
+            "--model_dir=%s was started with other flags (%s): the epochs still to run use "
+            "the new values.", model_dir, "; ".join(changed))
 
 
 @contextlib.contextmanager

@@ -116,7 +116,7 @@ def train(config, *, model_dir, data_dir=None, strategy="default", mixed_precisi
         data.load(config.dataset, "train", batch_size=config.batch_size, data_dir=data_dir)
     if tf.io.gfile.exists(os.path.join(model_dir, model_dir_lib.RUN_FILE)):
         saved, _ = model_dir_lib.read_run(model_dir)
-        model_dir_lib.check_same_model(model_dir, saved, config)
+        model_dir_lib.check_resume(model_dir, saved, config)
 
     keras.utils.set_random_seed(config.seed)
     keras.config.set_dtype_policy(MIXED_PRECISION[mixed_precision])

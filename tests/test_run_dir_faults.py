@@ -210,6 +210,23 @@ def test_unreadable_run_json_names_the_file_and_the_remedy(tmp_path, contents):
     assert sorted(os.listdir(tmp_path)) == ["run.json"]
 
 
+def test_resume_refuses_another_network_and_warns_of_a_changed_schedule(tmp_path, caplog):
+    saved = _config()
+    with caplog.at_level(logging.WARNING):
+        model_dir_lib.check_resume(str(tmp_path), saved, saved)
+    assert not caplog.records
+    with caplog.at_level(logging.WARNING):
+        model_dir_lib.check_resume(str(tmp_path), saved, dataclasses.replace(
+            saved, epochs=saved.epochs + 2, learning_rate=0.02))
+    (record,) = caplog.records
+    assert record.getMessage() == (
+        f"--model_dir={tmp_path} was started with other flags (--epochs: saved "
+        f"{saved.epochs}, requested {saved.epochs + 2}; --learning_rate: saved "
+        f"{saved.learning_rate!r}, requested 0.02): the epochs still to run use the new values.")
+    with pytest.raises(ValueError, match=r"holds a different model.*\(--g: saved"):
+        model_dir_lib.check_resume(str(tmp_path), saved, dataclasses.replace(saved, g=(1, 2, 4)))
+
+
 def test_failed_start_leaves_no_run_json(tmp_path):
     model_dir = tmp_path / "run"
     with pytest.raises(ValueError, match="batch_size=4096"):

@@ -291,7 +291,7 @@ def _train_pruned(config, model_dir, data_dir, steps_per_epoch, verbose):
     sparsity = _sparsity()
     if tf.io.gfile.exists(os.path.join(model_dir, model_dir_lib.RUN_FILE)):
         saved, _ = model_dir_lib.read_run(model_dir)
-        model_dir_lib.check_same_model(model_dir, saved, config)
+        model_dir_lib.check_resume(model_dir, saved, config)
     tf_keras.utils.set_random_seed(config.seed)
     train_data, eval_data = data.experiment_batches(
         config, data_dir=data_dir, steps_per_epoch=steps_per_epoch)

@@ -2,6 +2,7 @@
 it writes (JSON, Markdown, PNG) and the exact numbers in it, never how fast anything ran."""
 
 import dataclasses
+import importlib.util
 import json
 import os
 import subprocess
@@ -96,6 +97,18 @@ def test_markdown_has_one_row_per_config_and_is_printed(outputs):
     assert len(body) == 1 and body[0].startswith("| quickstart | 14.99 % | ")
     assert len(body[0].split(" | ")) == len(header.split(" | "))
     assert markdown in stdout
+    assert "(storing at most 1.25x the live weights: --max_stored=1.25)" in markdown
+
+
+@pytest.mark.slow
+def test_markdown_says_when_the_files_had_no_storage_budget(outputs):
+    spec = importlib.util.spec_from_file_location("benchmark_models", TOOL)
+    tool = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tool)
+    report = outputs[0]
+    assert tool.format_markdown(report) == outputs[1]
+    assert "(no storage budget: --max_stored=inf)" in tool.format_markdown(
+        {**report, "max_stored": None})
 
 
 @pytest.mark.slow

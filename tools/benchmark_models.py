@@ -33,6 +33,7 @@ with AVX-512 VNNI, BF16 or AMX); the JSON records it.
 
 import dataclasses
 import io
+import math
 import os
 import sys
 
@@ -214,8 +215,7 @@ def format_markdown(result):
         f"Dense twin -> SSC, median ms of {result['repeats']} calls measured in turns in one "
         f"run ({result['cpu_count']} CPUs, {timing.machine(result)}, TF {result['tensorflow']}, "
         f"{result['date'][:10]}): (**speed-up**, fraction of the MAC ideal). LiteRT: 1 thread; "
-        f"MB: the TFLite file, dense -> SSC, which stores at most {result['max_stored']:g}x its "
-        "live weights (convert_tflite --max_stored).",
+        f"MB: the TFLite file, dense -> SSC ({_budget(result['max_stored'])}).",
         "",
         "| " + " | ".join(header) + " |",
         "|" + "---|" * len(header),
@@ -232,6 +232,13 @@ def format_markdown(result):
             cells.append(f"{size['dense'] / 1e6:.2f} -> {size['ssc'] / 1e6:.2f}")
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
+
+
+def _budget(max_stored):
+    """The SSC files' storage budget (convert_tflite --max_stored; None: inf) in words."""
+    if max_stored is None:
+        return "no storage budget: --max_stored=inf"
+    return f"storing at most {max_stored:g}x the live weights: --max_stored={max_stored:g}"
 
 
 def plot_png(result):
@@ -297,7 +304,8 @@ def main(argv):
         "batch_size": batch_size,
         "repeats": repeats,
         "tflite": quantizations,
-        "max_stored": FLAGS.max_stored,
+        # None for inf, which strict JSON cannot spell.
+        "max_stored": None if math.isinf(FLAGS.max_stored) else FLAGS.max_stored,
         "records": records,
     }
     markdown = format_markdown(result)

@@ -131,7 +131,7 @@ def test_every_variant_runs_builtin_ops_only(converted, variant):
     assert result["output_shape"] == [None, 10]
     assert result["calibration_images"] == (
         NUM_CALIBRATION_IMAGES if variant.startswith("int8") else 0)
-    assert result["epoch"] == 1
+    assert result["epoch"] == 1 and result["max_stored"] == execution_plan.TFLITE_MAX_STORED
     # The float-in int8 file quantizes its input and dequantizes its output itself.
     if variant == "int8":
         assert {"QUANTIZE", "DEQUANTIZE"} <= set(ops)

@@ -106,8 +106,8 @@ def convert(model_dir, output, *, quantization="none", integer_io=False,
     The converter's own `ConverterError` (not public API) propagates where the graph needs
     an op that TFLite's builtins lack; none of ssc_tf's models does.
     """
-    _check_arguments(output, quantization, integer_io, num_calibration_images, overwrite)
-    execution_plan.check_max_stored(max_stored)
+    _check_arguments(output, quantization, integer_io, num_calibration_images, overwrite,
+                     max_stored)
     model, config, saved_data_dir, epoch = model_dir_lib.load_model(model_dir)
     calibration = []
     if quantization == "int8":
@@ -178,9 +178,11 @@ def op_names(tflite_bytes):
     return sorted(names)
 
 
-def _check_arguments(output, quantization, integer_io, num_calibration_images, overwrite):
+def _check_arguments(output, quantization, integer_io, num_calibration_images, overwrite,
+                     max_stored):
     spelled = arguments.spelled
     arguments.check_choice("quantization", quantization, QUANTIZATIONS)
+    execution_plan.check_max_stored(max_stored)
     if integer_io and quantization != "int8":
         raise ValueError(
             f"{arguments.kind().capitalize()} {spelled('integer_io')} needs "

@@ -54,6 +54,11 @@ def is_int(value):
     return isinstance(value, numbers.Integral) and not isinstance(value, bool)
 
 
+def is_number(value):
+    """Whether `value` is a real number (numpy's too, inf and nan included), not a bool."""
+    return isinstance(value, numbers.Real) and not isinstance(value, bool)
+
+
 def check_choice(name, value, choices):
     """Returns `value` if it is one of `choices`; raises `ValueError` listing them."""
     if value not in choices:
@@ -74,7 +79,7 @@ def check_int(name, value, minimum, maximum=None):
 
 def check_range(name, value, low, high, low_open=False, high_open=False):
     """Returns `value` if low (<|<=) value (<|<=) high; `high` None means unbounded."""
-    ok = isinstance(value, numbers.Real) and not isinstance(value, bool)
+    ok = is_number(value)
     if ok:
         ok = (value > low if low_open else value >= low) and (
             high is None or (value < high if high_open else value <= high)

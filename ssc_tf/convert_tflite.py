@@ -65,7 +65,7 @@ _BUILTIN_NAMES = {
 
 def convert(model_dir, output, *, quantization="none", integer_io=False,
             num_calibration_images=200, data_dir=None, overwrite=False,
-            max_stored=execution_plan.TFLITE_MAX_STORED):
+            max_stored=execution_plan.MAX_STORED_AUTO):
     """Converts the newest checkpoint of `model_dir` to a TFLite file at `output`.
 
     Every argument is checked, and for int8 the calibration images are read, before the
@@ -84,9 +84,11 @@ def convert(model_dir, output, *, quantization="none", integer_io=False,
         data_dir: str or None, where the dataset lives for int8 calibration; default: the
             data_dir the run trained with. Unused by the other quantizations.
         overwrite: bool, replace an existing `output`. Defaults to False.
-        max_stored: number >= 1.25 (the default), the most weights the file may store, as a
-            multiple of the model's live weights (`execution_plan.plan_model`): larger trades
-            size for speed. `float("inf")` runs each SSC layer in its fastest measured form.
+        max_stored: "auto" (the default), or a number >= 1.25: the most weights the file may
+            store, as a multiple of the model's live weights (`execution_plan.plan_model`).
+            A larger one trades size for speed, and `float("inf")` runs each SSC layer in its
+            fastest measured form. "auto" stores 1.25x, or more where the plan's measurements
+            say that a file so small would run slower than the dense twin's.
 
     Returns:
         A dict of facts about the written file: `path`, `bytes`, `quantization`,
@@ -243,7 +245,7 @@ def _calibration_images(config, data_dir, count):
 
 
 def to_tflite(model, dataset, quantization, integer_io=False, calibration=(),
-              max_stored=execution_plan.TFLITE_MAX_STORED):
+              max_stored=execution_plan.MAX_STORED_AUTO):
     """The TFLite flatbuffer of `model`'s `ServingModel.save_for_tflite` graph.
 
     The SSC layers are traced for LiteRT (`execution_plan.target_runtime`) in the forms the
@@ -257,8 +259,8 @@ def to_tflite(model, dataset, quantization, integer_io=False, calibration=(),
         quantization: str, one of `QUANTIZATIONS`.
         integer_io: bool, uint8 inputs and outputs (int8 only).
         calibration: float32 pixel batches that calibrate int8's activation ranges.
-        max_stored: number >= `execution_plan.TFLITE_MAX_STORED` (the default), the file's
-            storage budget as a multiple of the live weights (`planned_forms`).
+        max_stored: the file's storage budget: a multiple of the live weights, or
+            `execution_plan.MAX_STORED_AUTO` (the default; `planned_forms`).
     """
     # Dynamic range keeps float activations (hybrid kernels, unmeasured): the float plan.
     runtime = execution_plan.TFLITE_INT8 if quantization == "int8" else execution_plan.TFLITE
@@ -269,11 +271,11 @@ def to_tflite(model, dataset, quantization, integer_io=False, calibration=(),
         return _converter(saved_model_dir, quantization, integer_io, calibration).convert()
 
 
-def planned_forms(model, runtime, max_stored=execution_plan.TFLITE_MAX_STORED):
+def planned_forms(model, runtime, max_stored=execution_plan.MAX_STORED_AUTO):
     """{layer name: `Form`} for the SSC layers of `model` that the plan decides
     (`implementation="auto"`, a square window and stride, a known input size), planned for a
-    TFLite file of `runtime` as one model (`execution_plan.plan_model`: the file stores at
-    most `max_stored` times the model's live weights)."""
+    TFLite file of `runtime` as one model within the storage budget `max_stored`
+    (`execution_plan.plan_model`)."""
     layers, shapes = [], []
     for layer in model.layers:
         if not isinstance(layer, SSCConv2D) or layer.implementation != execution_plan.AUTO:
@@ -380,11 +382,37 @@ def _define_flags():
         "Where the dataset lives, for int8 calibration; default: the --data_dir the run "
         "trained with.")
     flags.DEFINE_bool("overwrite", False, "Replace --output if it exists.")
-    flags.DEFINE_float(
-        "max_stored", execution_plan.TFLITE_MAX_STORED,
-        "The most weights the file may store, as a multiple of the model's live weights "
-        f"(at least {execution_plan.TFLITE_MAX_STORED}, the default): larger trades size for "
-        "speed, and inf runs each SSC layer in its fastest measured form, zeros included.")
+    define_max_stored_flag("The most weights the file may store")
+
+
+class _MaxStoredParser(flags.ArgumentParser):
+    """--max_stored's values: "auto", or a number (inf too) >= 1.25."""
+
+    def parse(self, argument):
+        value = argument
+        if isinstance(argument, str) and argument != execution_plan.MAX_STORED_AUTO:
+            try:
+                value = float(argument)
+            except ValueError:
+                pass
+        with arguments.as_flags():
+            return execution_plan.check_max_stored(value)
+
+    def flag_type(self):
+        return "string"
+
+
+def define_max_stored_flag(what, flag_values=flags.FLAGS):
+    """Defines --max_stored (this CLI's, and tools/benchmark_models.py's for its files), the
+    TFLite storage budget; `what` begins its help ("The most weights the file may store")."""
+    flags.DEFINE(
+        _MaxStoredParser(), "max_stored", execution_plan.MAX_STORED_AUTO,
+        f"{what}, as a multiple of the model's live weights: a number >= "
+        f"{execution_plan.TFLITE_MAX_STORED}, where a larger one trades size for speed and inf "
+        "runs each SSC layer in its fastest measured form, zeros included; or auto (the "
+        f"default): {execution_plan.TFLITE_MAX_STORED}, or more where the execution plan's "
+        "measurements say that a file so small would run slower than the dense twin's.",
+        flag_values=flag_values)
 
 
 def run():

@@ -94,6 +94,13 @@ SHIFTED_MAX_BLOCK = 4
 # twice its live weights).
 TFLITE_MAX_STORED = 1.25
 
+# `plan_model`'s default budget: `TFLITE_MAX_STORED`, raised where the table predicts that a
+# file so small would run slower than the dense twin's, as far as it takes to run no slower.
+MAX_STORED_AUTO = "auto"
+
+# The cost table's key of the dense Keras `Conv2D` of each shape: the dense twin's layer.
+DENSE_TWIN = "conv2d"
+
 # With no measurement of a runtime (no GPU has been lent to measure one), the plan keeps the
 # form that does the least work: cuDNN's grouped convolutions and batched matmuls.
 UNMEASURED_FORM = "grouped+bmm"
@@ -332,12 +339,18 @@ def fastest(shape, runtime, times):
 
 
 def check_max_stored(max_stored):
-    """Returns `max_stored` if `plan_model` can keep a file within it: a number >=
-    `TFLITE_MAX_STORED`, the bound each layer's `choose` form already keeps."""
-    return arguments.check_range("max_stored", max_stored, TFLITE_MAX_STORED, None)
+    """Returns `max_stored` if `plan_model` takes it: `MAX_STORED_AUTO`, or a number >=
+    `TFLITE_MAX_STORED` (the bound each layer's `choose` form already keeps), inf included."""
+    if max_stored == MAX_STORED_AUTO:
+        return max_stored
+    if not arguments.is_number(max_stored) or not max_stored >= TFLITE_MAX_STORED:
+        raise arguments.invalid(
+            "max_stored", f"{MAX_STORED_AUTO!r} or a number >= {TFLITE_MAX_STORED}",
+            repr(max_stored))
+    return max_stored
 
 
-def plan_model(shapes, runtime, path=COSTS_FILE, max_stored=TFLITE_MAX_STORED):
+def plan_model(shapes, runtime, path=COSTS_FILE, max_stored=MAX_STORED_AUTO):
     """The forms of a whole model's layers in a TFLite file, within one storage budget.
 
     Per layer, the plan keeps a file within `TFLITE_MAX_STORED` times each layer's live weights
@@ -346,17 +359,20 @@ def plan_model(shapes, runtime, path=COSTS_FILE, max_stored=TFLITE_MAX_STORED):
     weights, which a large one's savings pay for. Starting from each layer's `choose` form,
     this repeatedly makes the one change of a layer's form, among its measured `candidates`,
     that saves the most measured milliseconds per extra stored weight, while the model's
-    stored weights stay within `max_stored` times its live weights. Deterministic,
-    like `choose`.
+    stored weights stay within the budget. Deterministic, like `choose`.
 
     Args:
         shapes: the `LayerShape` of each of the model's layers (repeats included: a layer
             shape that occurs five times counts five times).
         runtime: one of `TFLITE_RUNTIMES`.
         path: the cost table (the package's by default).
-        max_stored: number >= `TFLITE_MAX_STORED` (the default), the most weights the file
-            may store, as a multiple of the model's live weights: a larger one trades size
-            for speed, up to each layer's fastest measured form (`float("inf")`).
+        max_stored: the most weights the file may store, as a multiple of the model's live
+            weights: a number >= `TFLITE_MAX_STORED`, where a larger one trades size for
+            speed, up to each layer's fastest measured form (`float("inf")`); or
+            `MAX_STORED_AUTO` (the default): `TFLITE_MAX_STORED`, and then, while the
+            measured times of the layers' forms add up to more than their dense twins'
+            (`DENSE_TWIN`), the same changes beyond it, until they do not or none saves time.
+            So the file is the smallest the plan finds that is no slower than the dense twin.
 
     Returns:
         One `Form` per shape, in order.
@@ -372,28 +388,52 @@ def plan_model(shapes, runtime, path=COSTS_FILE, max_stored=TFLITE_MAX_STORED):
     if not table:
         return [parse(name) for name in forms]
     # Per layer, {form: (measured ms, stored weights)} of its measured candidates, once.
-    options = []
+    options, dense_twin_ms = [], []
     for shape in shapes:
         times = _times(shape, table, path)
         options.append({name: (times[name], stored_weights(shape, name))
                         for name in candidates(shape) if name in times})
-    budget = max_stored * sum(_pattern(shape).live_params for shape in shapes)
+        dense_twin_ms.append(times.get(DENSE_TWIN))
+    live = sum(_pattern(shape).live_params for shape in shapes)
+    auto = max_stored == MAX_STORED_AUTO
+    budget = (TFLITE_MAX_STORED if auto else max_stored) * live
     stored = sum(stored_weights(shape, name) for shape, name in zip(shapes, forms))
-    while True:
-        changes = []
-        for i, layer_options in enumerate(options):
-            if forms[i] not in layer_options:  # A fallback form with no time to improve on.
-                continue
-            current_ms, current_stored = layer_options[forms[i]]
-            for name, (ms, name_stored) in layer_options.items():
-                saved, extra = current_ms - ms, name_stored - current_stored
-                if saved > 0 and stored + extra <= budget:
-                    changes.append((-saved / max(extra, 1), i, name, extra))
-        if not changes:
-            return [parse(name) for name in forms]
-        _, i, name, extra = min(changes)
-        forms[i] = name
+    while change := _best_change(forms, options, stored, budget):
+        i, forms[i], extra = change
         stored += extra
+    if auto and None not in dense_twin_ms:
+        while _slower_than_dense_twin(forms, options, dense_twin_ms) and (
+                change := _best_change(forms, options, stored, math.inf)):
+            i, forms[i], extra = change
+            stored += extra
+    return [parse(name) for name in forms]
+
+
+def _best_change(forms, options, stored, budget):
+    """(layer index, form, extra stored weights) of the change of one layer's form that saves
+    the most measured ms per extra stored weight and keeps the `stored` weights within
+    `budget`; None where no such change saves time."""
+    changes = []
+    for i, layer_options in enumerate(options):
+        if forms[i] not in layer_options:  # A fallback form with no time to improve on.
+            continue
+        current_ms, current_stored = layer_options[forms[i]]
+        for name, (ms, name_stored) in layer_options.items():
+            saved, extra = current_ms - ms, name_stored - current_stored
+            if saved > 0 and stored + extra <= budget:
+                changes.append((-saved / max(extra, 1), i, name, extra))
+    if not changes:
+        return None
+    _, i, name, extra = min(changes)
+    return i, name, extra
+
+
+def _slower_than_dense_twin(forms, options, dense_twin_ms):
+    """Whether the measured ms of the layers' `forms` add up to more than their dense twins'
+    (over the layers whose form has a time: not a fallback)."""
+    pairs = [(layer_options[form][0], dense) for form, layer_options, dense
+             in zip(forms, options, dense_twin_ms) if form in layer_options]
+    return sum(ms for ms, _ in pairs) > sum(dense for _, dense in pairs)
 
 
 @contextlib.contextmanager

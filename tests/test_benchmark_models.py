@@ -54,7 +54,7 @@ def _stats(sparsity):
 def test_json_holds_one_record_with_every_measurement(outputs):
     report, _, _, _ = outputs
     assert report["batch_size"] == 2 and report["repeats"] == 1
-    assert report["tflite"] == ["none"] and report["max_stored"] == 1.25
+    assert report["tflite"] == ["none"] and report["max_stored"] == "auto"
     assert report["tf_enable_onednn_opts"] == os.environ.get("TF_ENABLE_ONEDNN_OPTS")
     (record,) = report["records"]
     assert (record["config"], record["model"], record["dataset"], record["ticket"]) == (
@@ -97,11 +97,12 @@ def test_markdown_has_one_row_per_config_and_is_printed(outputs):
     assert len(body) == 1 and body[0].startswith("| quickstart | 14.99 % | ")
     assert len(body[0].split(" | ")) == len(header.split(" | "))
     assert markdown in stdout
-    assert "(storing at most 1.25x the live weights: --max_stored=1.25)" in markdown
+    assert ("(storing 1.25x the live weights, or more where the plan's layer times say that "
+            "would be slower than dense: --max_stored=auto)") in markdown
 
 
 @pytest.mark.slow
-def test_markdown_says_when_the_files_had_no_storage_budget(outputs):
+def test_markdown_names_the_files_storage_budget(outputs):
     spec = importlib.util.spec_from_file_location("benchmark_models", TOOL)
     tool = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(tool)
@@ -109,6 +110,8 @@ def test_markdown_says_when_the_files_had_no_storage_budget(outputs):
     assert tool.format_markdown(report) == outputs[1]
     assert "(no storage budget: --max_stored=inf)" in tool.format_markdown(
         {**report, "max_stored": None})
+    assert "(storing at most 4x the live weights: --max_stored=4)" in tool.format_markdown(
+        {**report, "max_stored": 4.0})
 
 
 @pytest.mark.slow
@@ -119,7 +122,8 @@ def test_plot_is_a_png_file(outputs):
 @pytest.mark.parametrize("flag, message", [
     ("--tflite=float64", "flag --tflite=['float64']: expected a comma-separated list of none"),
     ("--configs=cifar10_vgg19_dense", "flag --configs: cifar10_vgg19_dense is a dense config"),
-    ("--max_stored=1", "flag --max_stored=1: 1.0 is not number >= 1.25"),
+    ("--max_stored=1", "flag --max_stored=1: Invalid value for flag --max_stored: expected "
+                       "'auto' or a number >= 1.25. Received: max_stored=1.0"),
 ])
 def test_a_bad_flag_fails_with_one_line_naming_it(flag, message):
     result = _run(flag)

@@ -131,7 +131,7 @@ def test_every_variant_runs_builtin_ops_only(converted, variant):
     assert result["output_shape"] == [None, 10]
     assert result["calibration_images"] == (
         NUM_CALIBRATION_IMAGES if variant.startswith("int8") else 0)
-    assert result["epoch"] == 1 and result["max_stored"] == execution_plan.TFLITE_MAX_STORED
+    assert result["epoch"] == 1 and result["max_stored"] == execution_plan.MAX_STORED_AUTO
     # The float-in int8 file quantizes its input and dequantizes its output itself.
     if variant == "int8":
         assert {"QUANTIZE", "DEQUANTIZE"} <= set(ops)
@@ -219,8 +219,8 @@ def test_files_shrink_with_the_live_weights_and_the_quantization(run, converted)
 
 @pytest.mark.parametrize("runtime", execution_plan.TFLITE_RUNTIMES)
 def test_planned_forms_plan_the_ssc_layers_as_one_model(runtime):
-    """Every SSC layer the plan decides gets `plan_model`'s form for the whole model, which
-    keeps the model within the storage budget; a layer with a forced form is left alone."""
+    """Every SSC layer the plan decides gets `plan_model`'s form for the whole model, within
+    the storage budget; a layer with a forced form is left alone."""
     model = models.build("resnet32", num_classes=10, input_shape=(32, 32, 3),
                          g=(16, 32, 64), p=(8, 32, 64))
     ssc = [layer for layer in model.layers if isinstance(layer, SSCConv2D)]
@@ -228,14 +228,17 @@ def test_planned_forms_plan_the_ssc_layers_as_one_model(runtime):
     forms = convert_tflite.planned_forms(model, runtime)
     assert list(forms) == [layer.name for layer in ssc]
     assert list(forms.values()) == execution_plan.plan_model(shapes, runtime)
-    stored = sum(execution_plan.stored_weights(s, f.name) for s, f in zip(shapes, forms.values()))
+    smallest = convert_tflite.planned_forms(model, runtime, max_stored=1.25)
+    assert list(smallest.values()) == execution_plan.plan_model(shapes, runtime, max_stored=1.25)
+    stored = sum(execution_plan.stored_weights(s, f.name)
+                 for s, f in zip(shapes, smallest.values()))
     live = sum(layer.live_params for layer in ssc)
     assert stored <= execution_plan.TFLITE_MAX_STORED * live
     # Without a budget, the 2 % model's layers run faster forms that store more zeros.
     fastest = convert_tflite.planned_forms(model, runtime, max_stored=float("inf"))
     assert list(fastest.values()) == execution_plan.plan_model(
         shapes, runtime, max_stored=float("inf"))
-    assert fastest != forms
+    assert fastest != smallest
     inputs = keras.Input((8, 8, 16))
     forced = SSCConv2D(16, 3, g=4, p=4, implementation="grouped+bmm", name="forced")
     planned = SSCConv2D(16, 3, g=4, p=4, name="planned")
@@ -332,8 +335,11 @@ def test_integer_io_needs_int8(tmp_path, quantization):
      "Invalid value for argument `num_calibration_images`: expected an integer >= 1. "
      "Received: num_calibration_images=True"),
     (dict(max_stored=1.0),
-     "Invalid value for argument `max_stored`: expected a number in [1.25, inf). "
+     "Invalid value for argument `max_stored`: expected 'auto' or a number >= 1.25. "
      "Received: max_stored=1.0"),
+    (dict(max_stored="small"),
+     "Invalid value for argument `max_stored`: expected 'auto' or a number >= 1.25. "
+     "Received: max_stored='small'"),
 ])
 def test_bad_argument_values_name_the_argument_in_one_line(tmp_path, kwargs, message):
     output = str(tmp_path / kwargs.pop("output", "m.tflite"))
@@ -430,19 +436,32 @@ def test_importing_defines_no_flags():
     ("file/model.tflite", [], "Error: Invalid value for flag --output: '{tmp}/file' is a file"),
     ("model.lite", [], "Error: Invalid value for flag --output: expected a file name ending in "
                        "'.tflite'. Received: output='{tmp}/model.lite'"),
-    ("model.tflite", ["--max_stored=1"], "Error: Invalid value for flag --max_stored: expected "
-                                         "a number in [1.25, inf). Received: max_stored=1.0"),
-], ids=["integer_io_without_int8", "output_under_a_file", "output_suffix", "max_stored"])
+], ids=["integer_io_without_int8", "output_under_a_file", "output_suffix"])
 def test_cli_reports_a_bad_flag_in_one_line(tmp_path, output, flags, message):
+    lines = _failed_cli_lines(tmp_path, output, flags)
+    assert len(lines) == 1 and lines[0].startswith(message.format(tmp=tmp_path)), lines
+
+
+@pytest.mark.parametrize("value, received", [("1", "1.0"), ("small", "'small'")])
+def test_cli_refuses_a_bad_max_stored_while_parsing_flags(tmp_path, value, received):
+    lines = _failed_cli_lines(tmp_path, "model.tflite", [f"--max_stored={value}"])
+    assert lines == [
+        f"FATAL Flags parsing error: flag --max_stored={value}: Invalid value for flag "
+        f"--max_stored: expected 'auto' or a number >= 1.25. Received: max_stored={received}",
+        "Pass --helpshort or --helpfull to see help on flags.",
+    ]
+
+
+def _failed_cli_lines(tmp_path, output, flags):
+    """The stderr lines of a convert_tflite run with `flags` that fails and writes nothing."""
     (tmp_path / "file").write_bytes(b"not a directory")
     result = subprocess.run(
         [sys.executable, "-m", "ssc_tf.convert_tflite", f"--model_dir={tmp_path}",
          f"--output={tmp_path / output}", *flags],
         env=_env(), capture_output=True, text=True, timeout=120)
     assert result.returncode != 0
-    lines = own_lines(result.stderr)
-    assert len(lines) == 1 and lines[0].startswith(message.format(tmp=tmp_path)), result.stderr
     assert sorted(os.listdir(tmp_path)) == ["file"]
+    return own_lines(result.stderr)
 
 
 @pytest.mark.slow

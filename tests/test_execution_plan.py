@@ -283,8 +283,9 @@ def test_plan_model_spends_the_models_storage_budget_where_it_saves_most(tmp_pat
     assert [f.name for f in forms] == ["grouped+conv"]
     forms = execution_plan.plan_model([SHAPE] * 3, execution_plan.TFLITE, path, float("inf"))
     assert [f.name for f in forms] == ["grouped+conv"] * 3
-    with pytest.raises(ValueError, match=r"`max_stored`: expected a number in \[1.25, inf\)"):
-        execution_plan.plan_model([SHAPE], execution_plan.TFLITE, path, 1.0)
+    for bad in (1.0, float("nan"), "1.5", True):
+        with pytest.raises(ValueError, match="`max_stored`: expected 'auto' or a number >= 1.25"):
+            execution_plan.plan_model([SHAPE], execution_plan.TFLITE, path, bad)
 
 
 def test_plan_model_prefers_the_larger_saving_per_stored_weight(tmp_path):
@@ -301,6 +302,23 @@ def test_plan_model_prefers_the_larger_saving_per_stored_weight(tmp_path):
     assert [f.name for f in forms] == ["grouped+bmm", "grouped+conv"]
     with pytest.raises(ValueError, match="`runtime`.*tflite"):
         execution_plan.plan_model([SHAPE], execution_plan.CPU_EIGEN, str(path))
+
+
+@pytest.mark.parametrize("dense_twin_ms, planned", [
+    (0.6, "grouped+bmm"),  # Within 1.25x the file is already faster than the dense twin.
+    (0.48, "grouped+conv"),  # It stores 13,312 weights, 1.33x, to run no slower.
+    (0.4, "dense"),  # No structured form is as fast: the dense kernel's 36,864.
+])
+def test_plan_model_auto_stores_more_only_to_run_no_slower_than_dense(
+        tmp_path, dense_twin_ms, planned):
+    times = {"conv2d": dense_twin_ms, "dense": 0.4, "grouped+bmm": 0.5, "grouped+conv": 0.45}
+    path = _table(tmp_path, {SHAPE.key: times}, execution_plan.TFLITE,
+                  execution_plan.SMALL_BATCH)
+    auto = execution_plan.plan_model([SHAPE], execution_plan.TFLITE, path)
+    assert auto == execution_plan.plan_model([SHAPE], execution_plan.TFLITE, path, "auto")
+    assert [f.name for f in auto] == [planned]
+    assert [f.name for f in execution_plan.plan_model(
+        [SHAPE], execution_plan.TFLITE, path, 1.25)] == ["grouped+bmm"]
 
 
 def test_target_runtime_forms_override_the_named_layers_plan():

@@ -50,7 +50,7 @@ from ssc_tf import timing  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DEFAULT_CONFIGS = [n for n in flagfile.names() if n.startswith(("cifar", "tinyimagenet"))]
-BASELINE = "conv2d"
+BASELINE = execution_plan.DENSE_TWIN
 
 FLAGS = flags.FLAGS
 flags.DEFINE_list("configs", DEFAULT_CONFIGS, "Names of packaged configs whose layers "

@@ -238,6 +238,10 @@ def _budget(max_stored):
     """The SSC files' storage budget (convert_tflite --max_stored; None: inf) in words."""
     if max_stored is None:
         return "no storage budget: --max_stored=inf"
+    if max_stored == execution_plan.MAX_STORED_AUTO:
+        return (f"storing {execution_plan.TFLITE_MAX_STORED:g}x the live weights, or more "
+                "where the plan's layer times say that would be slower than dense: "
+                "--max_stored=auto")
     return f"storing at most {max_stored:g}x the live weights: --max_stored={max_stored:g}"
 
 
@@ -305,7 +309,7 @@ def main(argv):
         "repeats": repeats,
         "tflite": quantizations,
         # None for inf, which strict JSON cannot spell.
-        "max_stored": None if math.isinf(FLAGS.max_stored) else FLAGS.max_stored,
+        "max_stored": None if FLAGS.max_stored == math.inf else FLAGS.max_stored,
         "records": records,
     }
     markdown = format_markdown(result)
@@ -344,11 +348,8 @@ def _define_flags():
     flags.register_validator(
         "tflite", lambda values: set(values) <= set(convert_tflite.QUANTIZATIONS),
         message=f"expected a comma-separated list of {', '.join(convert_tflite.QUANTIZATIONS)}")
-    flags.DEFINE_float(
-        "max_stored", execution_plan.TFLITE_MAX_STORED,
-        "As convert_tflite's --max_stored: the SSC files' storage budget, a multiple of the "
-        f"live weights (at least {execution_plan.TFLITE_MAX_STORED}, the default; inf for "
-        "each layer's fastest form).", lower_bound=execution_plan.TFLITE_MAX_STORED)
+    convert_tflite.define_max_stored_flag(
+        "As convert_tflite's --max_stored: the most weights the SSC files may store")
     flags.DEFINE_bool(
         "quick", False,
         f"A smoke run: {QUICK_REPEATS} repeats and batch size {QUICK_BATCH_SIZE}, where "

@@ -52,6 +52,14 @@ from ssc_tf.layers import SSCConv2D
 from ssc_tf.models import masked
 
 QUANTIZATIONS = ("none", "float16", "dynamic", "int8")
+# The execution plan's table each quantization's file is planned with: LiteRT runs float16
+# weights in float32, and dynamic-range and int8 files in kernels of their own.
+PLANNED_RUNTIME = {
+    "none": execution_plan.TFLITE,
+    "float16": execution_plan.TFLITE,
+    "dynamic": execution_plan.TFLITE_DYNAMIC,
+    "int8": execution_plan.TFLITE_INT8,
+}
 SUFFIX = ".tflite"
 # How `op_names` spells a custom op: the prefix, then its custom code (Flex ops: "Flex...").
 CUSTOM_PREFIX = "CUSTOM:"
@@ -249,8 +257,8 @@ def to_tflite(model, dataset, quantization, integer_io=False, calibration=(),
     """The TFLite flatbuffer of `model`'s `ServingModel.save_for_tflite` graph.
 
     The SSC layers are traced for LiteRT (`execution_plan.target_runtime`) in the forms the
-    execution plan measured fastest there for the model as a whole (`planned_forms`): the
-    int8 table for int8 files, the float one for the others. `ServingModel` folds the batch
+    execution plan measured fastest there for the model as a whole (`planned_forms`), in the
+    table of the quantization's kernels (`PLANNED_RUNTIME`). `ServingModel` folds the batch
     norm after each SSC layer into it, which the converter does by itself only for a Conv2D.
 
     Args:
@@ -262,8 +270,7 @@ def to_tflite(model, dataset, quantization, integer_io=False, calibration=(),
         max_stored: the file's storage budget: a multiple of the live weights, or
             `execution_plan.MAX_STORED_AUTO` (the default; `planned_forms`).
     """
-    # Dynamic range keeps float activations (hybrid kernels, unmeasured): the float plan.
-    runtime = execution_plan.TFLITE_INT8 if quantization == "int8" else execution_plan.TFLITE
+    runtime = PLANNED_RUNTIME[quantization]
     with tempfile.TemporaryDirectory() as saved_model_dir:
         forms = planned_forms(model, runtime, max_stored)
         with execution_plan.target_runtime(runtime, forms):

@@ -64,13 +64,15 @@ IMPLEMENTATIONS = (AUTO,) + FORMS
 CPU_ONEDNN = "cpu_onednn"
 CPU_EIGEN = "cpu_eigen"
 GPU = "gpu"
-# LiteRT on one thread at batch 1: float32 files (float16 and dynamic-range files, whose
-# activations stay float, use their rule), and int8 files, whose kernels differ.
+# LiteRT on one thread at batch 1: float32 files (float16 files, which LiteRT runs in float32,
+# use their rule), dynamic-range files (int8 weights, activations quantized at each op) and
+# int8 files, whose kernels differ.
 TFLITE = "tflite"
+TFLITE_DYNAMIC = "tflite_dynamic"
 TFLITE_INT8 = "tflite_int8"
-RUNTIMES = (CPU_ONEDNN, CPU_EIGEN, GPU, TFLITE, TFLITE_INT8)
-# LiteRT's runtimes, float and int8.
-TFLITE_RUNTIMES = (TFLITE, TFLITE_INT8)
+RUNTIMES = (CPU_ONEDNN, CPU_EIGEN, GPU, TFLITE, TFLITE_DYNAMIC, TFLITE_INT8)
+# LiteRT's runtimes: float, dynamic range and int8.
+TFLITE_RUNTIMES = (TFLITE, TFLITE_DYNAMIC, TFLITE_INT8)
 
 # Batch regimes: inference at a small batch (measured at 1), at a large batch (measured at
 # 128), and a training step (forward and backward, measured at 128).

@@ -246,7 +246,8 @@ def test_planned_forms_plan_the_ssc_layers_as_one_model(runtime):
     assert list(convert_tflite.planned_forms(two, runtime)) == ["planned"]
 
 
-def test_to_tflite_plans_the_file_within_max_stored(monkeypatch):
+@pytest.mark.parametrize("quantization", ["none", "dynamic"])
+def test_to_tflite_plans_the_file_within_max_stored(monkeypatch, quantization):
     budgets = []
     plan = convert_tflite.planned_forms
 
@@ -258,8 +259,9 @@ def test_to_tflite_plans_the_file_within_max_stored(monkeypatch):
     inputs = keras.Input(datasets.get("digits").input_shape)
     x = SSCConv2D(16, 3, g=4, p=4, padding="same")(keras.layers.Conv2D(16, 3)(inputs))
     model = keras.Model(inputs, keras.layers.Dense(10)(keras.layers.GlobalAveragePooling2D()(x)))
-    assert convert_tflite.to_tflite(model, "digits", "none", max_stored=3.0)
-    assert budgets == [(execution_plan.TFLITE, 3.0)]
+    assert convert_tflite.to_tflite(model, "digits", quantization, max_stored=3.0)
+    runtime = {"none": execution_plan.TFLITE, "dynamic": execution_plan.TFLITE_DYNAMIC}
+    assert budgets == [(runtime[quantization], 3.0)]
 
 
 def _converter_with_other_ops(kind):

@@ -9,8 +9,9 @@ candidate form:
 - `small_batch`: forward at batch 1;
 - `large_batch`: forward at batch 128;
 - `train`: forward and backward (input and weight gradients) at batch 128;
-- with `--runtime=tflite` or `tflite_int8`: the layer converted to TFLite (float32, or int8
-  weights and activations), batch 1, one thread in LiteRT (`small_batch` only).
+- with `--runtime=tflite`, `tflite_dynamic` or `tflite_int8`: the layer converted to TFLite
+  (float32; int8 weights with float activations, dynamic range; or int8 weights and
+  activations), batch 1, one thread in LiteRT (`small_batch` only).
 
 Each time is the minimum over the repeats (the least disturbed by other work on the machine).
 It prints, per shape and regime, the dense time, the form the plan picks from those times
@@ -56,7 +57,8 @@ FLAGS = flags.FLAGS
 flags.DEFINE_list("configs", DEFAULT_CONFIGS, "Names of packaged configs whose layers "
                   "to measure.")
 flags.DEFINE_enum("runtime", None, list(execution_plan.TFLITE_RUNTIMES),
-                  "Measure TFLite (float32, or int8 weights and activations) instead of this "
+                  "Measure TFLite (float32; int8 weights, dynamic range; or int8 weights and "
+                  "activations) instead of this "
                   "process's TensorFlow runtime (which TF_ENABLE_ONEDNN_OPTS selects).")
 flags.DEFINE_integer("repeats", 7, "Timed calls per form (the minimum is kept).", lower_bound=1)
 flags.DEFINE_integer("batch_size", 128, "The large batch.", lower_bound=2)
@@ -169,9 +171,10 @@ def _tflite_interpreter(layer, shape, runtime):
         with tempfile.TemporaryDirectory() as saved_model_dir:
             model.export(saved_model_dir, verbose=False)
             converter = tf.lite.TFLiteConverter.from_saved_model(saved_model_dir)
+            if runtime != execution_plan.TFLITE:
+                converter.optimizations = [tf.lite.Optimize.DEFAULT]
             if runtime == execution_plan.TFLITE_INT8:
                 rng = np.random.default_rng(0)
-                converter.optimizations = [tf.lite.Optimize.DEFAULT]
                 converter.representative_dataset = lambda: (
                     [rng.standard_normal((1,) + size).astype(np.float32)] for _ in range(8)
                 )

@@ -454,6 +454,17 @@ def test_cli_refuses_a_bad_max_stored_while_parsing_flags(tmp_path, value, recei
     ]
 
 
+def test_max_stored_flag_parses_auto_numbers_and_inf():
+    values = {}
+    for argv in ([], ["--max_stored=4"], ["--max_stored=inf"], ["--max_stored=auto"]):
+        flag_values = flags.FlagValues()
+        convert_tflite.define_max_stored_flag("The most weights", flag_values)
+        flag_values(["convert_tflite", *argv])
+        values[tuple(argv)] = flag_values.max_stored
+    assert list(values.values()) == ["auto", 4.0, float("inf"), "auto"]
+    assert flag_values["max_stored"].help.startswith("The most weights, as a multiple of")
+
+
 def _failed_cli_lines(tmp_path, output, flags):
     """The stderr lines of a convert_tflite run with `flags` that fails and writes nothing."""
     (tmp_path / "file").write_bytes(b"not a directory")

@@ -275,7 +275,7 @@ def to_tflite(model, dataset, quantization, integer_io=False, calibration=(),
         forms = planned_forms(model, runtime, max_stored)
         with execution_plan.target_runtime(runtime, forms):
             serving.ServingModel(model, dataset).save_for_tflite(saved_model_dir)
-        return _converter(saved_model_dir, quantization, integer_io, calibration).convert()
+        return converter(saved_model_dir, quantization, integer_io, calibration).convert()
 
 
 def planned_forms(model, runtime, max_stored=execution_plan.MAX_STORED_AUTO):
@@ -295,22 +295,30 @@ def planned_forms(model, runtime, max_stored=execution_plan.MAX_STORED_AUTO):
     return dict(zip(layers, forms))
 
 
-def _converter(saved_model_dir, quantization, integer_io, calibration):
-    """The TFLite converter of one quantization, restricted to builtin ops."""
-    converter = tf.lite.TFLiteConverter.from_saved_model(saved_model_dir)
-    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
+def converter(saved_model_dir, quantization, integer_io=False, calibration=()):
+    """The TFLite converter of a SavedModel in one of `QUANTIZATIONS`, restricted to builtin
+    ops: what `to_tflite` and `tools/benchmark_layer.py` convert with.
+
+    Args:
+        saved_model_dir: str, the SavedModel to convert.
+        quantization: str, one of `QUANTIZATIONS`.
+        integer_io: bool, uint8 inputs and outputs (int8 only).
+        calibration: float32 input batches that calibrate int8's activation ranges.
+    """
+    tflite_converter = tf.lite.TFLiteConverter.from_saved_model(saved_model_dir)
+    tflite_converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
     if quantization == "none":
-        return converter
-    converter.optimizations = [tf.lite.Optimize.DEFAULT]
+        return tflite_converter
+    tflite_converter.optimizations = [tf.lite.Optimize.DEFAULT]
     if quantization == "float16":
-        converter.target_spec.supported_types = [tf.float16]
+        tflite_converter.target_spec.supported_types = [tf.float16]
     elif quantization == "int8":
-        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
-        converter.representative_dataset = lambda: ([pixels] for pixels in calibration)
+        tflite_converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+        tflite_converter.representative_dataset = lambda: ([pixels] for pixels in calibration)
         if integer_io:
-            converter.inference_input_type = tf.uint8
-            converter.inference_output_type = tf.uint8
-    return converter
+            tflite_converter.inference_input_type = tf.uint8
+            tflite_converter.inference_output_type = tf.uint8
+    return tflite_converter
 
 
 def _io_facts(flatbuffer):

@@ -292,7 +292,7 @@ def test_op_names_spells_flex_and_custom_ops():
 def test_file_with_a_flex_op_is_refused_and_not_written(run, tmp_path, monkeypatch):
     model_dir, _ = run
     monkeypatch.setattr(
-        convert_tflite, "_converter", lambda *args: _converter_with_other_ops("flex"))
+        convert_tflite, "converter", lambda *args: _converter_with_other_ops("flex"))
     with pytest.raises(ValueError, match=r"outside TFLite's builtins: \['CUSTOM:FlexMatrixInv"):
         convert_tflite.convert(model_dir, str(tmp_path / "model.tflite"))
     assert sorted(os.listdir(tmp_path)) == []
@@ -401,7 +401,7 @@ def test_int8_without_loadable_data_fails_before_converting(run, tmp_path, monke
     def no_conversion(*args, **kwargs):
         raise AssertionError("converted although the calibration data is missing")
 
-    monkeypatch.setattr(convert_tflite, "_converter", no_conversion)
+    monkeypatch.setattr(convert_tflite, "converter", no_conversion)
     monkeypatch.setattr(data, "load", unreadable)
     with pytest.raises(ValueError, match=r"int8 .* calibrates .* could not be read.*--data_dir"):
         convert_tflite.convert(model_dir, str(output), quantization="int8")

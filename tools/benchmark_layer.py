@@ -42,6 +42,7 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
+from ssc_tf import convert_tflite  # noqa: E402
 from ssc_tf import execution_plan  # noqa: E402
 from ssc_tf import flagfile  # noqa: E402
 from ssc_tf import layers as layers_lib  # noqa: E402
@@ -52,23 +53,13 @@ from ssc_tf import timing  # noqa: E402
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DEFAULT_CONFIGS = [n for n in flagfile.names() if n.startswith(("cifar", "tinyimagenet"))]
 BASELINE = execution_plan.DENSE_TWIN
+# The quantization each TFLite runtime's table times: the first that `convert_tflite` plans
+# with it (reversed, so the first wins: float16 files are planned with the float32 table,
+# which "none" measures).
+_QUANTIZATION = {runtime: quantization for quantization, runtime
+                 in reversed(convert_tflite.PLANNED_RUNTIME.items())}
 
 FLAGS = flags.FLAGS
-flags.DEFINE_list("configs", DEFAULT_CONFIGS, "Names of packaged configs whose layers "
-                  "to measure.")
-flags.DEFINE_enum("runtime", None, list(execution_plan.TFLITE_RUNTIMES),
-                  "Measure TFLite (float32; int8 weights, dynamic range; or int8 weights and "
-                  "activations) instead of this "
-                  "process's TensorFlow runtime (which TF_ENABLE_ONEDNN_OPTS selects).")
-flags.DEFINE_integer("repeats", 7, "Timed calls per form (the minimum is kept).", lower_bound=1)
-flags.DEFINE_integer("batch_size", 128, "The large batch.", lower_bound=2)
-flags.DEFINE_string("output", "results/benchmark_layer.json", "Where to write the JSON results.")
-flags.DEFINE_bool("write_costs", False, "Also write the times into the package's cost table "
-                  f"({os.path.relpath(execution_plan.COSTS_FILE, ROOT)}), which the plan reads.")
-flags.DEFINE_bool("only_missing", False, "Measure only the shapes the cost table lacks for "
-                  "this runtime; with --write_costs, add them to what it holds.")
-flags.DEFINE_bool("quick", False, "A smoke run: the quickstart config's shapes, 2 repeats, "
-                  "batch 8.")
 
 
 def config_layer_shapes(names):
@@ -161,26 +152,26 @@ def measure_tf(shape, runtime, batch_size, repeats):
     return result
 
 
-def _tflite_interpreter(layer, shape, runtime):
-    from ai_edge_litert.interpreter import Interpreter
-
+def _tflite_file(layer, shape, runtime):
+    """The flatbuffer of `layer` alone at batch 1, traced for `runtime` and converted as
+    `ssc_tf.convert_tflite` converts a model for it (`_QUANTIZATION`), int8 calibrated on
+    random inputs."""
     size = tuple(shape.input_size) + (shape.in_channels,)
     inputs = keras.Input(size, batch_size=1)
+    rng = np.random.default_rng(0)
+    calibration = [rng.standard_normal((1,) + size).astype(np.float32) for _ in range(8)]
     with execution_plan.target_runtime(runtime):
         model = keras.Model(inputs, layer(inputs))
         with tempfile.TemporaryDirectory() as saved_model_dir:
             model.export(saved_model_dir, verbose=False)
-            converter = tf.lite.TFLiteConverter.from_saved_model(saved_model_dir)
-            if runtime != execution_plan.TFLITE:
-                converter.optimizations = [tf.lite.Optimize.DEFAULT]
-            if runtime == execution_plan.TFLITE_INT8:
-                rng = np.random.default_rng(0)
-                converter.representative_dataset = lambda: (
-                    [rng.standard_normal((1,) + size).astype(np.float32)] for _ in range(8)
-                )
-                converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
-            flatbuffer = converter.convert()
-    interpreter = Interpreter(model_content=flatbuffer, num_threads=1)
+            return convert_tflite.converter(
+                saved_model_dir, _QUANTIZATION[runtime], calibration=calibration).convert()
+
+
+def _tflite_interpreter(layer, shape, runtime):
+    from ai_edge_litert.interpreter import Interpreter
+
+    interpreter = Interpreter(model_content=_tflite_file(layer, shape, runtime), num_threads=1)
     interpreter.allocate_tensors()
     detail = interpreter.get_input_details()[0]
     interpreter.set_tensor(detail["index"], np.ones(detail["shape"], detail["dtype"]))
@@ -298,5 +289,29 @@ def main(argv):
         print(f"Wrote {execution_plan.COSTS_FILE}")
 
 
+def _define_flags():
+    """The tool's flags, defined only when it runs, so importing it defines none."""
+    flags.DEFINE_list("configs", DEFAULT_CONFIGS,
+                      "Names of packaged configs whose layers to measure.")
+    flags.DEFINE_enum("runtime", None, list(execution_plan.TFLITE_RUNTIMES),
+                      "Measure TFLite (float32; int8 weights, dynamic range; or int8 weights "
+                      "and activations) instead of this process's TensorFlow runtime (which "
+                      "TF_ENABLE_ONEDNN_OPTS selects).")
+    flags.DEFINE_integer("repeats", 7, "Timed calls per form (the minimum is kept).",
+                         lower_bound=1)
+    flags.DEFINE_integer("batch_size", 128, "The large batch.", lower_bound=2)
+    flags.DEFINE_string("output", "results/benchmark_layer.json",
+                        "Where to write the JSON results.")
+    flags.DEFINE_bool("write_costs", False,
+                      "Also write the times into the package's cost table "
+                      f"({os.path.relpath(execution_plan.COSTS_FILE, ROOT)}), which the plan "
+                      "reads.")
+    flags.DEFINE_bool("only_missing", False, "Measure only the shapes the cost table lacks for "
+                      "this runtime; with --write_costs, add them to what it holds.")
+    flags.DEFINE_bool("quick", False, "A smoke run: the quickstart config's shapes, 2 repeats, "
+                      "batch 8.")
+
+
 if __name__ == "__main__":
+    _define_flags()
     app.run(main)

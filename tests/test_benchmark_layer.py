@@ -1,0 +1,71 @@
+"""Tests of tools/benchmark_layer.py's TFLite path: that each TFLite runtime's table times a
+file converted as `ssc_tf.convert_tflite` converts a model for that runtime, computing the
+layer's function. Never how fast anything ran."""
+
+import importlib.util
+import os
+
+import numpy as np
+import pytest
+from ai_edge_litert.interpreter import Interpreter
+
+from ssc_tf import convert_tflite
+from ssc_tf import execution_plan
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TOOL = os.path.join(ROOT, "tools", "benchmark_layer.py")
+# Large enough kernels (at least 1024 weights each) for dynamic-range quantization to store
+# them in int8: the converter leaves smaller ones float.
+SHAPE = execution_plan.LayerShape(in_channels=32, filters=32, kernel_size=3, strides=1,
+                                  input_size=(8, 8), g=2, p=2)
+
+
+@pytest.fixture(scope="module")
+def tool():
+    spec = importlib.util.spec_from_file_location("benchmark_layer", TOOL)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="module")
+def layers(tool):
+    return tool._layers(SHAPE)
+
+
+def test_each_tflite_runtime_times_the_quantization_planned_with_its_table(tool):
+    assert tool._QUANTIZATION == {
+        execution_plan.TFLITE: "none",
+        execution_plan.TFLITE_DYNAMIC: "dynamic",
+        execution_plan.TFLITE_INT8: "int8",
+    }
+    for runtime, quantization in tool._QUANTIZATION.items():
+        assert convert_tflite.PLANNED_RUNTIME[quantization] == runtime
+
+
+@pytest.mark.parametrize("runtime, ops, dtypes", [
+    (execution_plan.TFLITE, ["ADD", "CONV_2D"], {"float32"}),
+    # int8 weights, float activations: no QUANTIZE of the input.
+    (execution_plan.TFLITE_DYNAMIC, ["ADD", "CONV_2D"], {"float32", "int8"}),
+    # int8 weights and activations (int32 biases), float input and output.
+    (execution_plan.TFLITE_INT8, ["ADD", "CONV_2D", "DEQUANTIZE", "QUANTIZE"],
+     {"float32", "int32", "int8"}),
+])
+def test_tflite_file_is_quantized_for_its_runtime(tool, layers, runtime, ops, dtypes):
+    flatbuffer = tool._tflite_file(layers["grouped+conv"], SHAPE, runtime)
+    assert convert_tflite.op_names(flatbuffer) == ops
+    interpreter = Interpreter(model_content=flatbuffer)
+    assert {np.dtype(t["dtype"]).name for t in interpreter.get_tensor_details()} == dtypes
+
+
+@pytest.mark.parametrize("form", ["grouped+bmm", "split+gconv", execution_plan.DENSE])
+def test_float_tflite_file_computes_the_layer(tool, layers, form):
+    interpreter = tool._tflite_interpreter(layers[form], SHAPE, execution_plan.TFLITE)
+    interpreter.invoke()
+    outputs = interpreter.get_tensor(interpreter.get_output_details()[0]["index"])
+    # The tool feeds ones. Every form holds the same weights: all equal the Keras layer of
+    # the whole-layer dense form.
+    inputs = np.ones((1, *SHAPE.input_size, SHAPE.in_channels), np.float32)
+    expected = layers[execution_plan.DENSE](inputs).numpy()
+    assert np.abs(expected).max() > 1
+    np.testing.assert_allclose(outputs, expected, rtol=1e-5, atol=1e-4)

@@ -69,3 +69,16 @@ def test_float_tflite_file_computes_the_layer(tool, layers, form):
     expected = layers[execution_plan.DENSE](inputs).numpy()
     assert np.abs(expected).max() > 1
     np.testing.assert_allclose(outputs, expected, rtol=1e-5, atol=1e-4)
+
+
+def test_eigen_train_times_only_forms_with_a_gradient_there(tool):
+    # Without oneDNN, TF's CPU grouped convolution has no gradient: SHAPE's blocks of 16
+    # inputs leave out `grouped` and its p = 2 leaves out `gconv`. The dense twin is timed
+    # in every regime.
+    times = tool.measure_tf(SHAPE, execution_plan.CPU_EIGEN, batch_size=2, repeats=1)
+    every = {tool.BASELINE, *execution_plan.candidates(SHAPE)}
+    assert set(times[execution_plan.SMALL_BATCH]) == every
+    assert set(times[execution_plan.LARGE_BATCH]) == every
+    assert set(times[execution_plan.TRAIN]) == {
+        tool.BASELINE, execution_plan.DENSE, "split+bmm", "split+conv"}
+    assert all(ms > 0 for regime in times.values() for ms in regime.values())

@@ -145,6 +145,7 @@ def measure_tf(shape, runtime, batch_size, repeats):
             name: make(layer) for name, layer in built.items()
             if not (
                 runtime == execution_plan.CPU_EIGEN and regime == execution_plan.TRAIN
+                and name != BASELINE
                 and not execution_plan.differentiable_on_eigen(shape, name)
             )
         }

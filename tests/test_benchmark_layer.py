@@ -82,3 +82,45 @@ def test_eigen_train_times_only_forms_with_a_gradient_there(tool):
     assert set(times[execution_plan.TRAIN]) == {
         tool.BASELINE, execution_plan.DENSE, "split+bmm", "split+conv"}
     assert all(ms > 0 for regime in times.values() for ms in regime.values())
+
+
+def _record(key, ms):
+    fields = {**SHAPE.as_dict(), "filters": int(key)}
+    shape = execution_plan.LayerShape(**{**fields, "input_size": tuple(fields["input_size"])})
+    return shape.key, {"shape": fields, "times": {execution_plan.SMALL_BATCH: {"dense": ms}}}
+
+
+def test_a_full_run_replaces_its_runtime_section_and_only_missing_adds_to_it(tool):
+    stale, stale_record = _record(16, 1.0)
+    kept, kept_record = _record(24, 2.0)
+    new, new_record = _record(32, 3.0)
+    table = {
+        "shapes": {stale: stale_record["shape"], kept: kept_record["shape"]},
+        execution_plan.CPU_EIGEN: {execution_plan.SMALL_BATCH: {stale: {"dense": 1.0}}},
+        execution_plan.TFLITE: {execution_plan.SMALL_BATCH: {kept: {"dense": 2.0}}},
+        "measured_on": {execution_plan.CPU_EIGEN: {"configs": ["a"], "date": "old"}},
+    }
+    result = {"runtime": execution_plan.CPU_EIGEN, "configs": ["b"], "date": "new",
+              "records": [new_record], "summary": {}}
+
+    full = tool.updated_costs(table, result, only_missing=False)
+    assert full[execution_plan.CPU_EIGEN] == {
+        execution_plan.SMALL_BATCH: {new: {"dense": 3.0}}}
+    assert full[execution_plan.TFLITE] == table[execution_plan.TFLITE]
+    # The stale shape's record goes; the one TFLite still times stays.
+    assert set(full["shapes"]) == {kept, new}
+    assert full["measured_on"][execution_plan.CPU_EIGEN] == {
+        "runtime": execution_plan.CPU_EIGEN, "configs": ["b"], "date": "new"}
+
+    added = tool.updated_costs(table, result, only_missing=True)
+    assert added[execution_plan.CPU_EIGEN] == {
+        execution_plan.SMALL_BATCH: {stale: {"dense": 1.0}, new: {"dense": 3.0}}}
+    assert set(added["shapes"]) == {stale, kept, new}
+    assert added["measured_on"][execution_plan.CPU_EIGEN] == {
+        "configs": ["a", "b"], "date": "old",
+        "added": [{"runtime": execution_plan.CPU_EIGEN, "configs": ["b"], "date": "new",
+                   "shapes": 1}]}
+    # The table passed in is not changed.
+    assert set(table["shapes"]) == {stale, kept}
+    assert table[execution_plan.CPU_EIGEN] == {
+        execution_plan.SMALL_BATCH: {stale: {"dense": 1.0}}}

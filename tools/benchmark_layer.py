@@ -17,10 +17,10 @@ Each time is the minimum over the repeats (the least disturbed by other work on 
 It prints, per shape and regime, the dense time, the form the plan picks from those times
 (`execution_plan.fastest`: the fastest; in TFLite the fastest that keeps the file small) and
 the speed-up, then how many shapes stay below 0.95x, and writes every time as JSON.
-`--write_costs` also writes them into the runtime's section of the package's cost table,
-which the plan reads, keeping the other runtimes'. `--only_missing` measures just the
-shapes that section lacks (after a config or an architecture rule changed) and adds them,
-keeping what it holds.
+`--write_costs` also writes them into the package's cost table, which the plan reads: they
+replace the runtime's section (shapes no config has any more leave it) and keep the other
+runtimes'. `--only_missing` measures just the shapes that section lacks (after a config or an
+architecture rule changed) and adds them, keeping what it holds.
 
 Usage:
     python tools/benchmark_layer.py --write_costs                          # this CPU runtime
@@ -232,25 +232,33 @@ def summary(records, runtime):
     }
 
 
-def _update_costs(result):
-    """Writes `result`'s times into the runtime's section of the package's cost table."""
+def updated_costs(table, result, only_missing):
+    """The cost table `table` with `result`'s times in its runtime's section. A full run
+    replaces that section, so shapes no config has any more leave it; `only_missing` adds to
+    it. Shape records no section uses leave the table."""
     runtime = result["runtime"]
-    table = execution_plan.load_costs() if os.path.exists(execution_plan.COSTS_FILE) else {}
+    table = {"measured_on": {}, **table, "shapes": dict(table.get("shapes", {}))}
     measured_on = {k: v for k, v in result.items() if k not in ("records", "summary")}
-    previous = table.setdefault("measured_on", {}).get(runtime)
-    if FLAGS.only_missing and previous:
+    previous = table["measured_on"].get(runtime)
+    if only_missing and previous:
         # The section keeps its measurement record; these shapes were added to it later.
         configs = sorted(set(previous["configs"]) | set(measured_on["configs"]))
         added = [*previous.get("added", []),
                  {**measured_on, "shapes": len(result["records"])}]
         measured_on = {**previous, "configs": configs, "added": added}
-    table["measured_on"][runtime] = measured_on
+    section = ({regime: dict(times) for regime, times in table.get(runtime, {}).items()}
+               if only_missing else {})
+    table = {**table, "measured_on": {**table["measured_on"], runtime: measured_on},
+             runtime: section}
     for record in result["records"]:
         key = _shape(record).key
-        table.setdefault("shapes", {})[key] = record["shape"]
+        table["shapes"][key] = record["shape"]
         for regime, forms in record["times"].items():
-            table.setdefault(runtime, {}).setdefault(regime, {})[key] = forms
-    model_dir_lib.write_json(execution_plan.COSTS_FILE, table)
+            section.setdefault(regime, {})[key] = forms
+    used = {key for name in execution_plan.RUNTIMES for times in table.get(name, {}).values()
+            for key in times}
+    table["shapes"] = {key: fields for key, fields in table["shapes"].items() if key in used}
+    return table
 
 
 def main(argv):
@@ -286,7 +294,9 @@ def main(argv):
               f"median {facts['median_speedup']:.2f}x, worst {facts['worst_speedup']:.2f}x")
     print(f"Wrote {FLAGS.output}")
     if FLAGS.write_costs:
-        _update_costs(result)
+        table = execution_plan.load_costs() if os.path.exists(execution_plan.COSTS_FILE) else {}
+        model_dir_lib.write_json(execution_plan.COSTS_FILE,
+                                 updated_costs(table, result, FLAGS.only_missing))
         print(f"Wrote {execution_plan.COSTS_FILE}")
 
 

@@ -1,14 +1,18 @@
-"""Tests of tools/benchmark_layer.py's TFLite path: that each TFLite runtime's table times a
-file converted as `ssc_tf.convert_tflite` converts a model for that runtime, computing the
-layer's function. Never how fast anything ran."""
+"""Tests of tools/benchmark_layer.py: which forms each regime times; that each TFLite runtime's
+table times a file converted as `ssc_tf.convert_tflite` converts a model for that runtime,
+computing the layer's function; and how a run changes the cost table. Never how fast anything
+ran."""
 
 import importlib.util
 import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
 from ai_edge_litert.interpreter import Interpreter
 
+from cli_testing import own_lines
 from ssc_tf import convert_tflite
 from ssc_tf import execution_plan
 
@@ -90,7 +94,7 @@ def _record(key, ms):
     return shape.key, {"shape": fields, "times": {execution_plan.SMALL_BATCH: {"dense": ms}}}
 
 
-def test_a_full_run_replaces_its_runtime_section_and_only_missing_adds_to_it(tool):
+def test_a_full_run_replaces_its_runtime_section_and_a_partial_one_what_it_measured(tool):
     stale, stale_record = _record(16, 1.0)
     kept, kept_record = _record(24, 2.0)
     new, new_record = _record(32, 3.0)
@@ -103,7 +107,7 @@ def test_a_full_run_replaces_its_runtime_section_and_only_missing_adds_to_it(too
     result = {"runtime": execution_plan.CPU_EIGEN, "configs": ["b"], "date": "new",
               "records": [new_record], "summary": {}}
 
-    full = tool.updated_costs(table, result, only_missing=False)
+    full = tool.updated_costs(table, result, partial=False)
     assert full[execution_plan.CPU_EIGEN] == {
         execution_plan.SMALL_BATCH: {new: {"dense": 3.0}}}
     assert full[execution_plan.TFLITE] == table[execution_plan.TFLITE]
@@ -112,7 +116,7 @@ def test_a_full_run_replaces_its_runtime_section_and_only_missing_adds_to_it(too
     assert full["measured_on"][execution_plan.CPU_EIGEN] == {
         "runtime": execution_plan.CPU_EIGEN, "configs": ["b"], "date": "new"}
 
-    added = tool.updated_costs(table, result, only_missing=True)
+    added = tool.updated_costs(table, result, partial=True)
     assert added[execution_plan.CPU_EIGEN] == {
         execution_plan.SMALL_BATCH: {stale: {"dense": 1.0}, new: {"dense": 3.0}}}
     assert set(added["shapes"]) == {stale, kept, new}
@@ -124,3 +128,18 @@ def test_a_full_run_replaces_its_runtime_section_and_only_missing_adds_to_it(too
     assert set(table["shapes"]) == {stale, kept}
     assert table[execution_plan.CPU_EIGEN] == {
         execution_plan.SMALL_BATCH: {stale: {"dense": 1.0}}}
+
+    # --shapes: the stale shape measured again replaces just its times.
+    again = tool.updated_costs(table, {**result, "records": [_record(16, 4.0)[1]]}, partial=True)
+    assert again[execution_plan.CPU_EIGEN] == {
+        execution_plan.SMALL_BATCH: {stale: {"dense": 4.0}}}
+
+
+def test_shapes_flag_names_a_key_no_config_has_in_one_line():
+    result = subprocess.run(
+        [sys.executable, TOOL, "--configs=quickstart", "--shapes=32x32 k3 s1 32x32 g9 p9"],
+        capture_output=True, text=True, cwd=ROOT, env={**os.environ, "PYTHONPATH": ROOT})
+    assert result.returncode == 1
+    [line] = own_lines(result.stderr)
+    assert line.startswith("--shapes: '32x32 k3 s1 32x32 g9 p9' is not an SSC layer shape of "
+                           "--configs (a key as this tool prints it, such as '")

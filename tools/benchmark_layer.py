@@ -20,13 +20,15 @@ the speed-up, then how many shapes stay below 0.95x, and writes every time as JS
 `--write_costs` also writes them into the package's cost table, which the plan reads: they
 replace the runtime's section (shapes no config has any more leave it) and keep the other
 runtimes'. `--only_missing` measures just the shapes that section lacks (after a config or an
-architecture rule changed) and adds them, keeping what it holds.
+architecture rule changed) and adds them, keeping what it holds; `--shapes` measures the named
+shapes again (a time a noisy run got wrong) and replaces just theirs.
 
 Usage:
     python tools/benchmark_layer.py --write_costs                          # this CPU runtime
     TF_ENABLE_ONEDNN_OPTS=1 python tools/benchmark_layer.py --write_costs  # the oneDNN one
     python tools/benchmark_layer.py --runtime=tflite --configs=cifar10_resnet32_10pct
     python tools/benchmark_layer.py --only_missing --write_costs           # new shapes only
+    python tools/benchmark_layer.py --shapes="32x32 k3 s1 32x32 g16 p8" --write_costs
     python tools/benchmark_layer.py --quick                                # a smoke run
 """
 
@@ -232,22 +234,23 @@ def summary(records, runtime):
     }
 
 
-def updated_costs(table, result, only_missing):
+def updated_costs(table, result, partial):
     """The cost table `table` with `result`'s times in its runtime's section. A full run
-    replaces that section, so shapes no config has any more leave it; `only_missing` adds to
-    it. Shape records no section uses leave the table."""
+    replaces that section, so shapes no config has any more leave it; a `partial` one
+    (`--only_missing`, `--shapes`) replaces just the shapes it measured. Shape records no
+    section uses leave the table."""
     runtime = result["runtime"]
     table = {"measured_on": {}, **table, "shapes": dict(table.get("shapes", {}))}
     measured_on = {k: v for k, v in result.items() if k not in ("records", "summary")}
     previous = table["measured_on"].get(runtime)
-    if only_missing and previous:
-        # The section keeps its measurement record; these shapes were added to it later.
+    if partial and previous:
+        # The section keeps its measurement record; these shapes were measured later.
         configs = sorted(set(previous["configs"]) | set(measured_on["configs"]))
         added = [*previous.get("added", []),
                  {**measured_on, "shapes": len(result["records"])}]
         measured_on = {**previous, "configs": configs, "added": added}
     section = ({regime: dict(times) for regime, times in table.get(runtime, {}).items()}
-               if only_missing else {})
+               if partial else {})
     table = {**table, "measured_on": {**table["measured_on"], runtime: measured_on},
              runtime: section}
     for record in result["records"]:
@@ -270,9 +273,16 @@ def main(argv):
     configs = ["quickstart"] if FLAGS.quick else FLAGS.configs
     repeats, batch_size = (2, 8) if FLAGS.quick else (FLAGS.repeats, FLAGS.batch_size)
     shapes = config_layer_shapes(configs)
+    if FLAGS.shapes:
+        unknown = sorted(set(FLAGS.shapes) - {shape.key for shape in shapes})
+        if unknown:
+            sys.exit(f"--shapes: {unknown[0]!r} is not an SSC layer shape of --configs "
+                     f"(a key as this tool prints it, such as {shapes[0].key!r})")
+        shapes = [shape for shape in shapes if shape.key in FLAGS.shapes]
     if FLAGS.only_missing:
         known = execution_plan.measured(runtime, execution_plan.SMALL_BATCH)
         shapes = [shape for shape in shapes if shape.key not in known]
+    partial = FLAGS.only_missing or bool(FLAGS.shapes)
     print(f"{len(shapes)} distinct SSC layer shapes of {len(configs)} configs; runtime "
           f"{runtime}; minimum milliseconds of {repeats} calls.", flush=True)
     result = {**timing.environment(), "runtime": runtime, "configs": configs,
@@ -296,7 +306,7 @@ def main(argv):
     if FLAGS.write_costs:
         table = execution_plan.load_costs() if os.path.exists(execution_plan.COSTS_FILE) else {}
         model_dir_lib.write_json(execution_plan.COSTS_FILE,
-                                 updated_costs(table, result, FLAGS.only_missing))
+                                 updated_costs(table, result, partial))
         print(f"Wrote {execution_plan.COSTS_FILE}")
 
 
@@ -319,6 +329,9 @@ def _define_flags():
                       "reads.")
     flags.DEFINE_bool("only_missing", False, "Measure only the shapes the cost table lacks for "
                       "this runtime; with --write_costs, add them to what it holds.")
+    flags.DEFINE_list("shapes", [], "Measure only these layer shapes of --configs, "
+                      "comma-separated keys as this tool prints them ('32x32 k3 s1 32x32 g16 "
+                      "p8'); with --write_costs, replace just their times.")
     flags.DEFINE_bool("quick", False, "A smoke run: the quickstart config's shapes, 2 repeats, "
                       "batch 8.")
 

@@ -306,7 +306,8 @@ def choose(shape, runtime, regime, path=COSTS_FILE):
     Returns:
         The fastest measured form of `shape`, or of the nearest measured shape when the table
         lacks `shape`; `UNMEASURED_FORM` for a runtime the table does not cover. For TFLite,
-        only forms that store at most `TFLITE_MAX_STORED` times the live weights.
+        only forms that store at most `TFLITE_MAX_STORED` times the live weights; for training
+        on `CPU_EIGEN`, only forms with a gradient there (`differentiable_on_eigen`).
     """
     if runtime not in RUNTIMES or regime not in REGIMES:
         raise ValueError(
@@ -316,7 +317,12 @@ def choose(shape, runtime, regime, path=COSTS_FILE):
     table = measured(runtime, regime, path)
     if not table:
         return parse(UNMEASURED_FORM)
-    return fastest(shape, runtime, _times(shape, table, path))
+    times = _times(shape, table, path)
+    if runtime == CPU_EIGEN and regime == TRAIN:
+        # The nearest shape's forms may have a gradient there that this shape's blocks lack.
+        times = {name: ms for name, ms in times.items()
+                 if name != DENSE_TWIN and differentiable_on_eigen(shape, name)}
+    return fastest(shape, runtime, times)
 
 
 def _times(shape, table, path):

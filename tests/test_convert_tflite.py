@@ -164,7 +164,11 @@ def test_float_file_computes_the_keras_model(converted, test_images):
 # average), so int8's agreement says little and its largest difference is the check.
 # Measured over the 64 images, float16, dynamic and int8:
 # - AVX2 VM (oneDNN off): agreement 1.0, 0.94 and 0.77; differences 1.4e-3, 0.028 and 0.087.
-#   Half the images have a top-two margin under 0.05.
+#   Half the images have a top-two margin under 0.05. With the cpu_eigen table of 2026-12-03,
+#   whose training forms sum in another order, the fixture's seeds 0, 1 and 2 gave dynamic
+#   agreement 0.81, 0.89 and 0.95 (differences 0.042, 0.019, 0.028) and int8 0.78, 0.61 and
+#   0.89 (0.073, 0.083, 0.046): on near ties agreement varies with the trained weights, the
+#   difference bound less.
 # - AVX-512 VNNI VM (oneDNN trains the fixture): agreement 1.0, 0.91 and 0.55; differences
 #   9.8e-4, 0.018 and 0.071. The median margin is 0.021, below int8's median difference of
 #   0.025.
@@ -172,7 +176,7 @@ def test_float_file_computes_the_keras_model(converted, test_images):
 # (tools/benchmark_export.py, README "Phones").
 QUANTIZED_BOUNDS = {
     "float16": (0.95, 0.01),
-    "dynamic": (0.85, 0.08),
+    "dynamic": (0.75, 0.08),
     "int8": (0.45, 0.2),
     "int8_integer_io": (0.45, 0.2),
 }

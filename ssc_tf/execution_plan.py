@@ -248,6 +248,16 @@ def differentiable_on_eigen(shape, name):
     return kxk and pointwise
 
 
+def runs_in(shape, name, runtime, regime):
+    """Whether form `name` of `shape` (or the dense twin, `DENSE_TWIN`) can run in `runtime`
+    and `regime`: every form can, except that a training step on `CPU_EIGEN` needs a gradient
+    there (`differentiable_on_eigen`). The plan picks, and `tools/benchmark_layer.py` times,
+    only such forms."""
+    if name == DENSE_TWIN or not (runtime == CPU_EIGEN and regime == TRAIN):
+        return True
+    return differentiable_on_eigen(shape, name)
+
+
 def stored_weights(shape, name):
     """Weights (zeros included) that form `name` holds in a graph whose kernels are constants,
     as in a TFLite file: the dense kernel; or the K x K runs' kernels plus the 1 x 1 part's
@@ -306,8 +316,8 @@ def choose(shape, runtime, regime, path=COSTS_FILE):
     Returns:
         The fastest measured form of `shape`, or of the nearest measured shape when the table
         lacks `shape`; `UNMEASURED_FORM` for a runtime the table does not cover. For TFLite,
-        only forms that store at most `TFLITE_MAX_STORED` times the live weights; for training
-        on `CPU_EIGEN`, only forms with a gradient there (`differentiable_on_eigen`).
+        only forms that store at most `TFLITE_MAX_STORED` times the live weights; always only
+        forms that `runs_in` the runtime and regime (training on `CPU_EIGEN` needs a gradient).
     """
     if runtime not in RUNTIMES or regime not in REGIMES:
         raise ValueError(
@@ -317,11 +327,9 @@ def choose(shape, runtime, regime, path=COSTS_FILE):
     table = measured(runtime, regime, path)
     if not table:
         return parse(UNMEASURED_FORM)
-    times = _times(shape, table, path)
-    if runtime == CPU_EIGEN and regime == TRAIN:
-        # The nearest shape's forms may have a gradient there that this shape's blocks lack.
-        times = {name: ms for name, ms in times.items()
-                 if name != DENSE_TWIN and differentiable_on_eigen(shape, name)}
+    # The nearest shape's forms may have a gradient that this shape's blocks lack.
+    times = {name: ms for name, ms in _times(shape, table, path).items()
+             if runs_in(shape, name, runtime, regime)}
     return fastest(shape, runtime, times)
 
 

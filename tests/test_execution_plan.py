@@ -210,6 +210,20 @@ def test_differentiable_on_eigen_names_the_grouped_convolutions():
                for name in execution_plan.candidates(one_per_block))
 
 
+def test_runs_in_asks_for_a_gradient_only_of_training_on_eigen():
+    shape = execution_plan.LayerShape(64, 64, 3, 1, (16, 16), 8, 4)
+    names = execution_plan.candidates(shape) + [execution_plan.DENSE_TWIN]
+    for runtime in execution_plan.RUNTIMES:
+        for regime in execution_plan.REGIMES:
+            runs = [name for name in names
+                    if execution_plan.runs_in(shape, name, runtime, regime)]
+            if (runtime, regime) == (execution_plan.CPU_EIGEN, execution_plan.TRAIN):
+                assert runs == ["dense", "depthwise+bmm", "depthwise+conv", "split+bmm",
+                                "split+conv", execution_plan.DENSE_TWIN]
+            else:
+                assert runs == names, (runtime, regime)
+
+
 def _planned_forms():
     """(shape, form name) for every form the plan picks at a config shape, any runtime, with
     the input cut to at most 7 x 7 (the forms' code does not depend on the size beyond the

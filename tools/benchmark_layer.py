@@ -143,14 +143,8 @@ def measure_tf(shape, runtime, batch_size, repeats):
     result = {}
     for regime, x in inputs.items():
         make = _train_step if regime == execution_plan.TRAIN else _forward
-        fns = {
-            name: make(layer) for name, layer in built.items()
-            if not (
-                runtime == execution_plan.CPU_EIGEN and regime == execution_plan.TRAIN
-                and name != BASELINE
-                and not execution_plan.differentiable_on_eigen(shape, name)
-            )
-        }
+        fns = {name: make(layer) for name, layer in built.items()
+               if execution_plan.runs_in(shape, name, runtime, regime)}
         result[regime] = _min_ms(fns, x, repeats)
     return result
 

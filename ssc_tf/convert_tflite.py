@@ -24,6 +24,10 @@ interpreter without extra op libraries.
   point 0: the calibrated range 0..255 is exactly uint8's) and the output is the probability
   times 256 (scale 1/256, zero point 0).
 
+Each SSC layer runs the form the execution plan measured fastest in LiteRT for the model as a
+whole, within the storage budget `--max_stored`, on the CPU `--litert_cpu` names
+(docs/execution_plan.md).
+
 The file is written next to `--output` first and renamed into place, so a failed conversion
 leaves no file and never a partial one; an existing `--output` is replaced only with
 `--overwrite`.
@@ -48,6 +52,7 @@ from ssc_tf import execution_plan
 from ssc_tf import flagfile
 from ssc_tf import model_dir as model_dir_lib
 from ssc_tf import serving
+from ssc_tf import timing
 from ssc_tf.layers import SSCConv2D
 from ssc_tf.models import masked
 
@@ -73,7 +78,8 @@ _BUILTIN_NAMES = {
 
 def convert(model_dir, output, *, quantization="none", integer_io=False,
             num_calibration_images=200, data_dir=None, overwrite=False,
-            max_stored=execution_plan.MAX_STORED_AUTO):
+            max_stored=execution_plan.MAX_STORED_AUTO,
+            litert_cpu=execution_plan.DEFAULT_LITERT_CPU):
     """Converts the newest checkpoint of `model_dir` to a TFLite file at `output`.
 
     Every argument is checked, and for int8 the calibration images are read, before the
@@ -97,10 +103,14 @@ def convert(model_dir, output, *, quantization="none", integer_io=False,
             A larger one trades size for speed, and `float("inf")` runs each SSC layer in its
             fastest measured form. "auto" stores 1.25x, or more where the plan's measurements
             say that a file so small would run slower than the dense twin's.
+        litert_cpu: one of `execution_plan.LITERT_CPUS`, the CPU whose measured LiteRT
+            times plan the SSC layers' forms: the CPU that will run the file. Defaults to
+            `execution_plan.DEFAULT_LITERT_CPU`.
 
     Returns:
         A dict of facts about the written file: `path`, `bytes`, `quantization`,
-        `integer_io`, `calibration_images` (int8; else 0), `max_stored`, `epoch` (epochs the
+        `integer_io`, `calibration_images` (int8; else 0), `max_stored`, `litert_cpu`,
+        `epoch` (epochs the
         weights were trained), `input_dtype`, `input_shape` (None for the batch),
         `input_quantization` (`(scale, zero_point)` of an integer input, else None), and the
         same three for the output, and `ops` (`op_names` of the file).
@@ -117,7 +127,7 @@ def convert(model_dir, output, *, quantization="none", integer_io=False,
     an op that TFLite's builtins lack; none of ssc_tf's models does.
     """
     _check_arguments(output, quantization, integer_io, num_calibration_images, overwrite,
-                     max_stored)
+                     max_stored, litert_cpu)
     model, config, saved_data_dir, epoch = model_dir_lib.load_model(model_dir)
     calibration = []
     if quantization == "int8":
@@ -125,7 +135,7 @@ def convert(model_dir, output, *, quantization="none", integer_io=False,
             config, data_dir or saved_data_dir, num_calibration_images)
     # A pruned run's mask is baked into plain kernels: the file holds no mask.
     flatbuffer = to_tflite(masked.bake(model), config.dataset, quantization, integer_io,
-                           calibration, max_stored)
+                           calibration, max_stored, litert_cpu)
     ops = op_names(flatbuffer)
     custom = [name for name in ops if name.startswith(CUSTOM_PREFIX)]
     if custom:
@@ -145,6 +155,7 @@ def convert(model_dir, output, *, quantization="none", integer_io=False,
         "integer_io": integer_io,
         "calibration_images": len(calibration),
         "max_stored": max_stored,
+        "litert_cpu": litert_cpu,
         "epoch": epoch,
         **facts,
         "ops": ops,
@@ -189,10 +200,11 @@ def op_names(tflite_bytes):
 
 
 def _check_arguments(output, quantization, integer_io, num_calibration_images, overwrite,
-                     max_stored):
+                     max_stored, litert_cpu):
     spelled = arguments.spelled
     arguments.check_choice("quantization", quantization, QUANTIZATIONS)
     execution_plan.check_max_stored(max_stored)
+    arguments.check_choice("litert_cpu", litert_cpu, execution_plan.LITERT_CPUS)
     if integer_io and quantization != "int8":
         raise ValueError(
             f"{arguments.kind().capitalize()} {spelled('integer_io')} needs "
@@ -253,7 +265,8 @@ def _calibration_images(config, data_dir, count):
 
 
 def to_tflite(model, dataset, quantization, integer_io=False, calibration=(),
-              max_stored=execution_plan.MAX_STORED_AUTO):
+              max_stored=execution_plan.MAX_STORED_AUTO,
+              litert_cpu=execution_plan.DEFAULT_LITERT_CPU):
     """The TFLite flatbuffer of `model`'s `ServingModel.save_for_tflite` graph.
 
     The SSC layers are traced for LiteRT (`execution_plan.target_runtime`) in the forms the
@@ -269,20 +282,22 @@ def to_tflite(model, dataset, quantization, integer_io=False, calibration=(),
         calibration: float32 pixel batches that calibrate int8's activation ranges.
         max_stored: the file's storage budget: a multiple of the live weights, or
             `execution_plan.MAX_STORED_AUTO` (the default; `planned_forms`).
+        litert_cpu: the `execution_plan.LITERT_CPUS` entry whose times plan the forms.
     """
     runtime = PLANNED_RUNTIME[quantization]
     with tempfile.TemporaryDirectory() as saved_model_dir:
-        forms = planned_forms(model, runtime, max_stored)
+        forms = planned_forms(model, runtime, max_stored, litert_cpu)
         with execution_plan.target_runtime(runtime, forms):
             serving.ServingModel(model, dataset).save_for_tflite(saved_model_dir)
         return converter(saved_model_dir, quantization, integer_io, calibration).convert()
 
 
-def planned_forms(model, runtime, max_stored=execution_plan.MAX_STORED_AUTO):
+def planned_forms(model, runtime, max_stored=execution_plan.MAX_STORED_AUTO,
+                  litert_cpu=execution_plan.DEFAULT_LITERT_CPU):
     """{layer name: `Form`} for the SSC layers of `model` that the plan decides
     (`implementation="auto"`, a square window and stride, a known input size), planned for a
-    TFLite file of `runtime` as one model within the storage budget `max_stored`
-    (`execution_plan.plan_model`)."""
+    TFLite file of `runtime` on `litert_cpu` as one model within the storage budget
+    `max_stored` (`execution_plan.plan_model`)."""
     layers, shapes = [], []
     for layer in model.layers:
         if not isinstance(layer, SSCConv2D) or layer.implementation != execution_plan.AUTO:
@@ -291,7 +306,8 @@ def planned_forms(model, runtime, max_stored=execution_plan.MAX_STORED_AUTO):
         if shape is not None:
             layers.append(layer.name)
             shapes.append(shape)
-    forms = execution_plan.plan_model(shapes, runtime, max_stored=max_stored)
+    forms = execution_plan.plan_model(shapes, runtime, max_stored=max_stored,
+                                      litert_cpu=litert_cpu)
     return dict(zip(layers, forms))
 
 
@@ -355,7 +371,8 @@ def main(argv):
                 FLAGS.model_dir, FLAGS.output, quantization=FLAGS.quantization,
                 integer_io=FLAGS.integer_io,
                 num_calibration_images=FLAGS.num_calibration_images, data_dir=FLAGS.data_dir,
-                overwrite=FLAGS.overwrite, max_stored=FLAGS.max_stored)
+                overwrite=FLAGS.overwrite, max_stored=FLAGS.max_stored,
+                litert_cpu=FLAGS.litert_cpu)
     except (ValueError, FileNotFoundError) as e:
         sys.exit(f"Error: {e}")
     io = "uint8 in and out" if result["integer_io"] else "float32 in and out"
@@ -398,6 +415,7 @@ def _define_flags():
         "trained with.")
     flags.DEFINE_bool("overwrite", False, "Replace --output if it exists.")
     define_max_stored_flag("The most weights the file may store")
+    define_litert_cpu_flag(execution_plan.DEFAULT_LITERT_CPU)
 
 
 class _MaxStoredParser(flags.ArgumentParser):
@@ -427,6 +445,26 @@ def define_max_stored_flag(what, flag_values=flags.FLAGS):
         "runs each SSC layer in its fastest measured form, zeros included; or auto (the "
         f"default): {execution_plan.TFLITE_MAX_STORED}, or more where the execution plan's "
         "measurements say that a file so small would run slower than the dense twin's.",
+        flag_values=flag_values)
+
+
+def host_litert_cpu():
+    """This machine's `execution_plan.LITERT_CPUS` entry (the default one for a CPU of no
+    measured kind): what the benchmarks, which run their files where they convert them, plan
+    for."""
+    return (execution_plan.litert_cpu(timing.cpu_features() or ())
+            or execution_plan.DEFAULT_LITERT_CPU)
+
+
+def define_litert_cpu_flag(default, flag_values=flags.FLAGS):
+    """Defines --litert_cpu (this CLI's, and the benchmarks', whose default is
+    `host_litert_cpu`), the CPU whose measured LiteRT times plan the SSC layers' forms."""
+    flags.DEFINE_enum(
+        "litert_cpu", default, list(execution_plan.LITERT_CPUS),
+        "The CPU that will run the file, whose measured LiteRT times choose each SSC layer's "
+        "form: x86_avx512_vnni (AVX-512 with VNNI, where dense int8 convolutions are fast) or "
+        "x86_avx2 (AVX2 without VNNI). ARM phones have not been measured; their int8 "
+        "dot-product instructions make dense int8 fast, as on x86_avx512_vnni.",
         flag_values=flag_values)
 
 

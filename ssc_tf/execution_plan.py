@@ -74,6 +74,17 @@ RUNTIMES = (CPU_ONEDNN, CPU_EIGEN, GPU, TFLITE, TFLITE_DYNAMIC, TFLITE_INT8)
 # LiteRT's runtimes: float, dynamic range and int8.
 TFLITE_RUNTIMES = (TFLITE, TFLITE_DYNAMIC, TFLITE_INT8)
 
+# The CPUs whose LiteRT kernels the table measures, each TFLite runtime once per CPU. XNNPACK
+# picks its x86 kernels by vector extension when a file runs, and AVX-512 VNNI makes int8
+# convolutions about ten times faster than AVX2 alone (docs/execution_plan.md), so the
+# fastest form of a layer differs between them. TensorFlow's runtimes are the process's own
+# (a SavedModel takes the forms of the process that exports it).
+LITERT_CPUS = ("x86_avx512_vnni", "x86_avx2")
+# The CPU a TFLite file is planned for unless told otherwise (`convert_tflite --litert_cpu`).
+# Phones, where the files go, have not been measured; their int8 dot-product instructions
+# make dense int8 fast, as VNNI does.
+DEFAULT_LITERT_CPU = LITERT_CPUS[0]
+
 # Batch regimes: inference at a small batch (measured at 1), at a large batch (measured at
 # 128), and a training step (forward and backward, measured at 128).
 SMALL_BATCH = "small_batch"
@@ -277,9 +288,33 @@ def stored_weights(shape, name):
     return stored
 
 
+def litert_cpu(features):
+    """The `LITERT_CPUS` entry of a CPU with vector extensions `features` (as
+    `ssc_tf.timing.cpu_features` lists them), or None for a CPU of no measured kind."""
+    if "avx512_vnni" in features:
+        return "x86_avx512_vnni"
+    return "x86_avx2" if "avx2" in features else None
+
+
+def section(runtime, litert_cpu=DEFAULT_LITERT_CPU):
+    """The cost table's section of `runtime`: its name for TensorFlow's runtimes; for a TFLite
+    runtime, its name and the LiteRT CPU (`"tflite_int8@x86_avx2"`)."""
+    if runtime not in TFLITE_RUNTIMES:
+        return runtime
+    if litert_cpu not in LITERT_CPUS:
+        raise arguments.invalid("litert_cpu", f"one of {LITERT_CPUS}", repr(litert_cpu))
+    return f"{runtime}@{litert_cpu}"
+
+
+# Every section a cost table may hold.
+SECTIONS = tuple(dict.fromkeys(section(runtime, cpu) for runtime in RUNTIMES
+                               for cpu in LITERT_CPUS))
+
+
 def load_costs(path=COSTS_FILE):
-    """The cost table: {"shapes": {key: LayerShape fields}, runtime: {regime: {key: {form:
-    milliseconds}}}, "measured_on": {runtime: where and when}}."""
+    """The cost table: {"shapes": {key: LayerShape fields}, section: {regime: {key: {form:
+    milliseconds}}}, "measured_on": {section: where and when}}, one `section` per runtime and,
+    for TFLite, LiteRT CPU."""
     with open(path, encoding="utf-8") as f:
         return json.load(f)
 
@@ -287,9 +322,10 @@ def load_costs(path=COSTS_FILE):
 _cached_costs = functools.lru_cache(maxsize=None)(load_costs)
 
 
-def measured(runtime, regime, path=COSTS_FILE):
-    """{shape key: {form name: milliseconds}} recorded for `runtime` and `regime`."""
-    return _cached_costs(path).get(runtime, {}).get(regime, {})
+def measured(runtime, regime, path=COSTS_FILE, litert_cpu=DEFAULT_LITERT_CPU):
+    """{shape key: {form name: milliseconds}} recorded for `runtime` and `regime` (for a TFLite
+    runtime, on `litert_cpu`)."""
+    return _cached_costs(path).get(section(runtime, litert_cpu), {}).get(regime, {})
 
 
 def _nearest_key(shape, table, path):
@@ -304,7 +340,7 @@ def _nearest_key(shape, table, path):
     return min(table, key=distance)
 
 
-def choose(shape, runtime, regime, path=COSTS_FILE):
+def choose(shape, runtime, regime, path=COSTS_FILE, litert_cpu=DEFAULT_LITERT_CPU):
     """The plan: the `Form` to run `shape` with, in `runtime` and `regime`.
 
     Args:
@@ -312,6 +348,7 @@ def choose(shape, runtime, regime, path=COSTS_FILE):
         runtime: one of `RUNTIMES`.
         regime: one of `REGIMES`.
         path: the cost table (the package's by default).
+        litert_cpu: for a TFLite runtime, the `LITERT_CPUS` entry whose times to plan with.
 
     Returns:
         The fastest measured form of `shape`, or of the nearest measured shape when the table
@@ -324,7 +361,7 @@ def choose(shape, runtime, regime, path=COSTS_FILE):
             f"Invalid runtime or regime: expected one of {RUNTIMES} and one of {REGIMES}. "
             f"Received: runtime={runtime!r}, regime={regime!r}"
         )
-    table = measured(runtime, regime, path)
+    table = measured(runtime, regime, path, litert_cpu)
     if not table:
         return parse(UNMEASURED_FORM)
     # The nearest shape's forms may have a gradient that this shape's blocks lack.
@@ -366,7 +403,8 @@ def check_max_stored(max_stored):
     return max_stored
 
 
-def plan_model(shapes, runtime, path=COSTS_FILE, max_stored=MAX_STORED_AUTO):
+def plan_model(shapes, runtime, path=COSTS_FILE, max_stored=MAX_STORED_AUTO,
+               litert_cpu=DEFAULT_LITERT_CPU):
     """The forms of a whole model's layers in a TFLite file, within one storage budget.
 
     Per layer, the plan keeps a file within `TFLITE_MAX_STORED` times each layer's live weights
@@ -389,6 +427,8 @@ def plan_model(shapes, runtime, path=COSTS_FILE, max_stored=MAX_STORED_AUTO):
             measured times of the layers' forms add up to more than their dense twins'
             (`DENSE_TWIN`), the same changes beyond it, until they do not or none saves time.
             So the file is the smallest the plan finds that is no slower than the dense twin.
+        litert_cpu: the `LITERT_CPUS` entry whose times to plan with: the CPU that will run
+            the file.
 
     Returns:
         One `Form` per shape, in order.
@@ -399,8 +439,8 @@ def plan_model(shapes, runtime, path=COSTS_FILE, max_stored=MAX_STORED_AUTO):
             f"Received: runtime={runtime!r}"
         )
     check_max_stored(max_stored)
-    table = measured(runtime, SMALL_BATCH, path)
-    forms = [choose(shape, runtime, SMALL_BATCH, path).name for shape in shapes]
+    table = measured(runtime, SMALL_BATCH, path, litert_cpu)
+    forms = [choose(shape, runtime, SMALL_BATCH, path, litert_cpu).name for shape in shapes]
     if not table:
         return [parse(name) for name in forms]
     # Per layer, {form: (measured ms, stored weights)} of its measured candidates, once.

@@ -18,6 +18,8 @@ from ssc_tf import execution_plan
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TOOL = os.path.join(ROOT, "tools", "benchmark_layer.py")
+# The float TFLite section of the default LiteRT CPU.
+VNNI_FLOAT = execution_plan.section(execution_plan.TFLITE, "x86_avx512_vnni")
 # Large enough kernels (at least 1024 weights each) for dynamic-range quantization to store
 # them in int8: the converter leaves smaller ones float.
 SHAPE = execution_plan.LayerShape(in_channels=32, filters=32, kernel_size=3, strides=1,
@@ -101,20 +103,21 @@ def test_a_full_run_replaces_its_runtime_section_and_a_partial_one_what_it_measu
     table = {
         "shapes": {stale: stale_record["shape"], kept: kept_record["shape"]},
         execution_plan.CPU_EIGEN: {execution_plan.SMALL_BATCH: {stale: {"dense": 1.0}}},
-        execution_plan.TFLITE: {execution_plan.SMALL_BATCH: {kept: {"dense": 2.0}}},
+        VNNI_FLOAT: {execution_plan.SMALL_BATCH: {kept: {"dense": 2.0}}},
         "measured_on": {execution_plan.CPU_EIGEN: {"configs": ["a"], "date": "old"}},
     }
-    result = {"runtime": execution_plan.CPU_EIGEN, "configs": ["b"], "date": "new",
-              "records": [new_record], "summary": {}}
+    result = {"runtime": execution_plan.CPU_EIGEN, "section": execution_plan.CPU_EIGEN,
+              "configs": ["b"], "date": "new", "records": [new_record], "summary": {}}
 
     full = tool.updated_costs(table, result, partial=False)
     assert full[execution_plan.CPU_EIGEN] == {
         execution_plan.SMALL_BATCH: {new: {"dense": 3.0}}}
-    assert full[execution_plan.TFLITE] == table[execution_plan.TFLITE]
+    assert full[VNNI_FLOAT] == table[VNNI_FLOAT]
     # The stale shape's record goes; the one TFLite still times stays.
     assert set(full["shapes"]) == {kept, new}
     assert full["measured_on"][execution_plan.CPU_EIGEN] == {
-        "runtime": execution_plan.CPU_EIGEN, "configs": ["b"], "date": "new"}
+        "runtime": execution_plan.CPU_EIGEN, "section": execution_plan.CPU_EIGEN,
+        "configs": ["b"], "date": "new"}
 
     added = tool.updated_costs(table, result, partial=True)
     assert added[execution_plan.CPU_EIGEN] == {
@@ -122,8 +125,8 @@ def test_a_full_run_replaces_its_runtime_section_and_a_partial_one_what_it_measu
     assert set(added["shapes"]) == {stale, kept, new}
     assert added["measured_on"][execution_plan.CPU_EIGEN] == {
         "configs": ["a", "b"], "date": "old",
-        "added": [{"runtime": execution_plan.CPU_EIGEN, "configs": ["b"], "date": "new",
-                   "shapes": 1}]}
+        "added": [{"runtime": execution_plan.CPU_EIGEN, "section": execution_plan.CPU_EIGEN,
+                   "configs": ["b"], "date": "new", "shapes": 1}]}
     # The table passed in is not changed.
     assert set(table["shapes"]) == {stale, kept}
     assert table[execution_plan.CPU_EIGEN] == {
@@ -133,6 +136,20 @@ def test_a_full_run_replaces_its_runtime_section_and_a_partial_one_what_it_measu
     again = tool.updated_costs(table, {**result, "records": [_record(16, 4.0)[1]]}, partial=True)
     assert again[execution_plan.CPU_EIGEN] == {
         execution_plan.SMALL_BATCH: {stale: {"dense": 4.0}}}
+
+
+def test_litert_times_go_to_the_section_of_the_cpu_that_measured_them(tool):
+    kept, kept_record = _record(24, 2.0)
+    new, new_record = _record(32, 3.0)
+    table = {"shapes": {kept: kept_record["shape"]},
+             VNNI_FLOAT: {execution_plan.SMALL_BATCH: {kept: {"dense": 2.0}}}}
+    avx2_float = execution_plan.section(execution_plan.TFLITE, "x86_avx2")
+    result = {"runtime": execution_plan.TFLITE, "section": avx2_float, "configs": ["b"],
+              "records": [new_record], "summary": {}}
+    updated = tool.updated_costs(table, result, partial=False)
+    assert updated[avx2_float] == {execution_plan.SMALL_BATCH: {new: {"dense": 3.0}}}
+    assert updated[VNNI_FLOAT] == table[VNNI_FLOAT]
+    assert set(updated["shapes"]) == {kept, new}
 
 
 def test_shapes_flag_names_a_key_no_config_has_in_one_line():

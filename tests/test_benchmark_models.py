@@ -10,6 +10,7 @@ import sys
 
 import pytest
 
+from ssc_tf import convert_tflite
 from ssc_tf import flagfile
 from ssc_tf import models
 from ssc_tf.models.report import model_stats
@@ -56,6 +57,8 @@ def test_json_holds_one_record_with_every_measurement(outputs):
     assert report["batch_size"] == 2 and report["repeats"] == 1
     assert report["tflite"] == ["none"] and report["max_stored"] == "auto"
     assert report["tf_enable_onednn_opts"] == os.environ.get("TF_ENABLE_ONEDNN_OPTS")
+    # The files run on this CPU, so they are planned with its LiteRT times by default.
+    assert report["litert_cpu"] == convert_tflite.host_litert_cpu()
     (record,) = report["records"]
     assert (record["config"], record["model"], record["dataset"], record["ticket"]) == (
         "quickstart", "resnet32", "digits", 10)
@@ -98,7 +101,8 @@ def test_markdown_has_one_row_per_config_and_is_printed(outputs):
     assert len(body[0].split(" | ")) == len(header.split(" | "))
     assert markdown in stdout
     assert ("(storing 1.25x the live weights, or more where the plan's layer times say that "
-            "would be slower than dense: --max_stored=auto)") in markdown
+            "would be slower than dense: --max_stored=auto), planned with the "
+            f"{outputs[0]['litert_cpu']} LiteRT times (--litert_cpu).") in markdown
 
 
 @pytest.mark.slow
@@ -124,6 +128,8 @@ def test_plot_is_a_png_file(outputs):
     ("--configs=cifar10_vgg19_dense", "flag --configs: cifar10_vgg19_dense is a dense config"),
     ("--max_stored=1", "flag --max_stored=1: Invalid value for flag --max_stored: expected "
                        "'auto' or a number >= 1.25. Received: max_stored=1.0"),
+    ("--litert_cpu=arm", "flag --litert_cpu=arm: value should be one of "
+                         "<x86_avx512_vnni|x86_avx2>"),
 ])
 def test_a_bad_flag_fails_with_one_line_naming_it(flag, message):
     result = _run(flag)

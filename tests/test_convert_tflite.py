@@ -132,6 +132,7 @@ def test_every_variant_runs_builtin_ops_only(converted, variant):
     assert result["calibration_images"] == (
         NUM_CALIBRATION_IMAGES if variant.startswith("int8") else 0)
     assert result["epoch"] == 1 and result["max_stored"] == execution_plan.MAX_STORED_AUTO
+    assert result["litert_cpu"] == execution_plan.DEFAULT_LITERT_CPU
     # The float-in int8 file quantizes its input and dequantizes its output itself.
     if variant == "int8":
         assert {"QUANTIZE", "DEQUANTIZE"} <= set(ops)
@@ -243,6 +244,9 @@ def test_planned_forms_plan_the_ssc_layers_as_one_model(runtime):
     assert list(fastest.values()) == execution_plan.plan_model(
         shapes, runtime, max_stored=float("inf"))
     assert fastest != smallest
+    for cpu in execution_plan.LITERT_CPUS:
+        assert list(convert_tflite.planned_forms(model, runtime, litert_cpu=cpu).values()) == (
+            execution_plan.plan_model(shapes, runtime, litert_cpu=cpu))
     inputs = keras.Input((8, 8, 16))
     forced = SSCConv2D(16, 3, g=4, p=4, implementation="grouped+bmm", name="forced")
     planned = SSCConv2D(16, 3, g=4, p=4, name="planned")
@@ -255,17 +259,19 @@ def test_to_tflite_plans_the_file_within_max_stored(monkeypatch, quantization):
     budgets = []
     plan = convert_tflite.planned_forms
 
-    def recorded(model, runtime, max_stored):
-        budgets.append((runtime, max_stored))
-        return plan(model, runtime, max_stored)
+    def recorded(model, runtime, max_stored, litert_cpu):
+        budgets.append((runtime, max_stored, litert_cpu))
+        return plan(model, runtime, max_stored, litert_cpu)
 
     monkeypatch.setattr(convert_tflite, "planned_forms", recorded)
     inputs = keras.Input(datasets.get("digits").input_shape)
     x = SSCConv2D(16, 3, g=4, p=4, padding="same")(keras.layers.Conv2D(16, 3)(inputs))
     model = keras.Model(inputs, keras.layers.Dense(10)(keras.layers.GlobalAveragePooling2D()(x)))
     assert convert_tflite.to_tflite(model, "digits", quantization, max_stored=3.0)
+    assert convert_tflite.to_tflite(model, "digits", quantization, litert_cpu="x86_avx2")
     runtime = {"none": execution_plan.TFLITE, "dynamic": execution_plan.TFLITE_DYNAMIC}
-    assert budgets == [(runtime[quantization], 3.0)]
+    assert budgets == [(runtime[quantization], 3.0, execution_plan.DEFAULT_LITERT_CPU),
+                       (runtime[quantization], execution_plan.MAX_STORED_AUTO, "x86_avx2")]
 
 
 def _converter_with_other_ops(kind):
@@ -346,6 +352,9 @@ def test_integer_io_needs_int8(tmp_path, quantization):
     (dict(max_stored="small"),
      "Invalid value for argument `max_stored`: expected 'auto' or a number >= 1.25. "
      "Received: max_stored='small'"),
+    (dict(litert_cpu="arm"),
+     "Invalid value for argument `litert_cpu`: expected one of ('x86_avx512_vnni', "
+     "'x86_avx2'). Received: litert_cpu='arm'"),
 ])
 def test_bad_argument_values_name_the_argument_in_one_line(tmp_path, kwargs, message):
     output = str(tmp_path / kwargs.pop("output", "m.tflite"))

@@ -85,9 +85,10 @@ def test_candidates_follow_the_pattern():
         "dense", "grouped+bmm", "grouped+conv", "grouped+gconv"]
 
 
-def _table(tmp_path, times, runtime=execution_plan.CPU_EIGEN, regime=execution_plan.TRAIN):
+def _table(tmp_path, times, runtime=execution_plan.CPU_EIGEN, regime=execution_plan.TRAIN,
+           litert_cpu=execution_plan.DEFAULT_LITERT_CPU):
     shape_fields = {SHAPE.key: SHAPE.as_dict()}
-    costs = {"shapes": shape_fields, runtime: {regime: times}}
+    costs = {"shapes": shape_fields, execution_plan.section(runtime, litert_cpu): {regime: times}}
     # A new file per table: the plan caches each file it reads.
     path = tmp_path / f"costs_{len(list(tmp_path.iterdir()))}.json"
     path.write_text(json.dumps(costs))
@@ -134,7 +135,7 @@ def test_tflite_plans_only_forms_that_keep_the_file_small(tmp_path):
     shape = execution_plan.LayerShape(128, 128, 3, 1, (8, 8), 15, 4)
     times = {"dense": 1.0, "grouped+conv": 0.2, "grouped+bmm": 0.3}
     costs = {"shapes": {shape.key: shape.as_dict()},
-             execution_plan.TFLITE: {execution_plan.SMALL_BATCH: {shape.key: times}},
+             execution_plan.section(execution_plan.TFLITE): {execution_plan.SMALL_BATCH: {shape.key: times}},
              execution_plan.CPU_EIGEN: {execution_plan.SMALL_BATCH: {shape.key: times}}}
     path = tmp_path / "costs.json"
     path.write_text(json.dumps(costs))
@@ -142,6 +143,38 @@ def test_tflite_plans_only_forms_that_keep_the_file_small(tmp_path):
                                  str(path)).name == "grouped+bmm"
     assert execution_plan.choose(shape, execution_plan.CPU_EIGEN, execution_plan.SMALL_BATCH,
                                  str(path)).name == "grouped+conv"
+
+
+def test_each_litert_cpu_has_its_own_tflite_sections():
+    assert execution_plan.section(
+        execution_plan.TFLITE_INT8, "x86_avx2") == "tflite_int8@x86_avx2"
+    assert execution_plan.section(execution_plan.TFLITE) == "tflite@x86_avx512_vnni"
+    # TensorFlow's runtimes run where they are traced: one section each, whatever the CPU.
+    assert execution_plan.section(execution_plan.CPU_EIGEN, "x86_avx2") == "cpu_eigen"
+    assert len(execution_plan.SECTIONS) == 3 + 3 * len(execution_plan.LITERT_CPUS)
+    with pytest.raises(ValueError, match="`litert_cpu`: expected one of .*litert_cpu='arm'"):
+        execution_plan.section(execution_plan.TFLITE, "arm")
+    assert execution_plan.litert_cpu(["avx2", "avx512f", "avx512_vnni"]) == "x86_avx512_vnni"
+    assert execution_plan.litert_cpu(["avx2", "avx512f"]) == "x86_avx2"
+    assert execution_plan.litert_cpu([]) is None
+
+
+def test_plan_for_a_litert_cpu_reads_its_times(tmp_path):
+    # Dense int8 is fast with VNNI and slow without: each CPU's plan follows its own times.
+    vnni = {"conv2d": 0.2, "dense": 0.2, "grouped+bmm": 0.5, "grouped+conv": 0.45}
+    avx2 = {"conv2d": 2.0, "dense": 2.0, "grouped+bmm": 0.5, "grouped+conv": 0.45}
+    costs = {"shapes": {SHAPE.key: SHAPE.as_dict()}}
+    for cpu, times in (("x86_avx512_vnni", vnni), ("x86_avx2", avx2)):
+        costs[execution_plan.section(execution_plan.TFLITE_INT8, cpu)] = {
+            execution_plan.SMALL_BATCH: {SHAPE.key: times}}
+    path = tmp_path / "cpus.json"
+    path.write_text(json.dumps(costs))
+    planned = {cpu: execution_plan.plan_model([SHAPE], execution_plan.TFLITE_INT8, str(path),
+                                              litert_cpu=cpu)[0].name
+               for cpu in execution_plan.LITERT_CPUS}
+    assert planned == {"x86_avx512_vnni": "dense", "x86_avx2": "grouped+bmm"}
+    assert execution_plan.choose(SHAPE, execution_plan.TFLITE_INT8, execution_plan.SMALL_BATCH,
+                                 str(path), "x86_avx2").name == "grouped+bmm"
 
 
 def test_unmeasured_runtime_keeps_the_least_work_form(tmp_path):
@@ -160,16 +193,22 @@ def test_target_runtime_overrides_and_restores():
             pass
 
 
-def test_table_covers_every_layer_shape_of_the_configs_each_runtime_measured():
+def test_table_holds_exactly_the_layer_shapes_of_the_configs_each_section_measured():
     costs = execution_plan.load_costs()
-    assert set(costs["measured_on"]) == set(execution_plan.RUNTIMES) - {execution_plan.GPU}
-    for runtime, measured_on in costs["measured_on"].items():
+    sections = {execution_plan.section(runtime, cpu): (runtime, cpu)
+                for runtime in execution_plan.RUNTIMES if runtime != execution_plan.GPU
+                for cpu in execution_plan.LITERT_CPUS}
+    assert set(costs["measured_on"]) == set(sections)
+    for name, measured_on in costs["measured_on"].items():
+        runtime, cpu = sections[name]
         keys = {s.key for s in _config_shapes(measured_on["configs"])}
         regimes = execution_plan.REGIMES if runtime in CPU_RUNTIMES else (
             execution_plan.SMALL_BATCH,)
         for regime in regimes:
-            missing = keys - set(execution_plan.measured(runtime, regime))
-            assert not missing, (runtime, regime, sorted(missing)[:3])
+            # Every shape of the configs it measured, and no other (a shape no config has
+            # any more, whose old times a nearest-shape lookup could pick).
+            measured = set(execution_plan.measured(runtime, regime, litert_cpu=cpu))
+            assert measured == keys, (name, regime, sorted(measured ^ keys)[:3])
     # The CPU runtimes cover every CIFAR and Tiny-ImageNet config.
     assert len(_config_shapes(costs["measured_on"][execution_plan.CPU_EIGEN]["configs"])) == len(
         CONFIG_SHAPES)
@@ -225,16 +264,18 @@ def test_runs_in_asks_for_a_gradient_only_of_training_on_eigen():
 
 
 def _planned_forms():
-    """(shape, form name) for every form the plan picks at a config shape, any runtime, with
-    the input cut to at most 7 x 7 (the forms' code does not depend on the size beyond the
-    stride's padding, which an odd size exercises) and one case per form and channel shape."""
+    """(shape, form name) for every form the plan picks at a config shape, any runtime and
+    LiteRT CPU, with the input cut to at most 7 x 7 (the forms' code does not depend on the
+    size beyond the stride's padding, which an odd size exercises) and one case per form and
+    channel shape."""
     cases = {}
     for shape in CONFIG_SHAPES:
         small = dataclasses.replace(shape, input_size=tuple(min(s, 7) for s in shape.input_size))
         for runtime in execution_plan.RUNTIMES:
             for regime in execution_plan.REGIMES:
-                form = execution_plan.choose(shape, runtime, regime).name
-                cases[(small.key, form)] = (small, form)
+                for cpu in execution_plan.LITERT_CPUS:
+                    form = execution_plan.choose(shape, runtime, regime, litert_cpu=cpu).name
+                    cases[(small.key, form)] = (small, form)
     return list(cases.values())
 
 
@@ -317,7 +358,7 @@ def test_plan_model_prefers_the_larger_saving_per_stored_weight(tmp_path):
     # 64-channel layer's 0.05 ms for 3,072.
     wider = execution_plan.LayerShape(72, 72, 3, 1, (16, 16), 4, 4)
     costs = {"shapes": {SHAPE.key: SHAPE.as_dict(), wider.key: wider.as_dict()},
-             execution_plan.TFLITE: {execution_plan.SMALL_BATCH: {
+             execution_plan.section(execution_plan.TFLITE): {execution_plan.SMALL_BATCH: {
                  SHAPE.key: {"grouped+bmm": 0.5, "grouped+conv": 0.45},
                  wider.key: {"grouped+bmm": 0.5, "grouped+conv": 0.2}}}}
     path = tmp_path / "two.json"

@@ -7,8 +7,8 @@ For each run (a `--model_dir` that `ssc_tf.train` wrote), in one process:
 
 - exports the TF-Serving SavedModel (`ssc_tf.export`) and measures it on disk (all of it,
   and its variables);
-- converts every TFLite variant (`ssc_tf.convert_tflite`: none, float16, dynamic, int8) and
-  runs each in LiteRT (`ai_edge_litert`, 1 thread, batch 1) on the first `--num_images` test
+- converts every TFLite variant (`ssc_tf.convert_tflite`: none, float16, dynamic, int8),
+  planned for this CPU's kind unless `--litert_cpu` names another, and runs each in LiteRT (`ai_edge_litert`, 1 thread, batch 1) on the first `--num_images` test
   images, against the Keras model on the same images: top-1 agreement, the largest absolute
   difference of any class probability, the test top-1 itself, the file size, and the median
   latency of one image.
@@ -64,8 +64,9 @@ def _tflite_predictions(path, pixels):
     return np.stack(probabilities), seconds
 
 
-def benchmark(model_dir, work_dir, num_images):
-    """The rows of one run: its SavedModel, then one per TFLite variant."""
+def benchmark(model_dir, work_dir, num_images, litert_cpu):
+    """The rows of one run: its SavedModel, then one per TFLite variant, planned for
+    `litert_cpu` (`convert_tflite.convert`)."""
     model, config, _, _ = model_dir_lib.load_model(model_dir)
     stats = report.model_stats(model)
     name = os.path.basename(os.path.normpath(model_dir))
@@ -85,7 +86,8 @@ def benchmark(model_dir, work_dir, num_images):
              "variables_bytes": saved["variables_bytes"]}]
     for quantization in QUANTIZATIONS:
         path = os.path.join(work_dir, f"{name}_{quantization}.tflite")
-        convert_tflite.convert(model_dir, path, quantization=quantization)
+        convert_tflite.convert(model_dir, path, quantization=quantization,
+                               litert_cpu=litert_cpu)
         probabilities, seconds = _tflite_predictions(path, pixels)
         rows.append({
             **common,
@@ -129,7 +131,7 @@ def main(argv):
     with tempfile.TemporaryDirectory() as work_dir:
         for model_dir in FLAGS.model_dirs:
             try:
-                rows += benchmark(model_dir, work_dir, FLAGS.num_images)
+                rows += benchmark(model_dir, work_dir, FLAGS.num_images, FLAGS.litert_cpu)
             except (ValueError, FileNotFoundError) as e:
                 sys.exit(f"Error: {e}")
     print(format_table(rows))
@@ -146,6 +148,8 @@ def _define_flags():
     flags.DEFINE_integer("num_images", 200, "Test images each variant runs, one at a time.",
                          lower_bound=_WARMUP + 1)
     flags.DEFINE_string("output", "results/benchmark_export.json", "JSON results file.")
+    # The files run here: planned, unless told otherwise, with this CPU's LiteRT times.
+    convert_tflite.define_litert_cpu_flag(convert_tflite.host_litert_cpu())
 
 
 if __name__ == "__main__":

@@ -18,10 +18,12 @@ It prints, per shape and regime, the dense time, the form the plan picks from th
 (`execution_plan.fastest`: the fastest; in TFLite the fastest that keeps the file small) and
 the speed-up, then how many shapes stay below 0.95x, and writes every time as JSON.
 `--write_costs` also writes them into the package's cost table, which the plan reads: they
-replace the runtime's section (shapes no config has any more leave it) and keep the other
-runtimes'. `--only_missing` measures just the shapes that section lacks (after a config or an
-architecture rule changed) and adds them, keeping what it holds; `--shapes` measures the named
-shapes again (a time a noisy run got wrong) and replaces just theirs.
+replace the runtime's section (for TFLite, the section of this CPU's kind among
+`execution_plan.LITERT_CPUS`, as XNNPACK's kernels differ with AVX-512 VNNI and without it;
+shapes no config has any more leave it) and keep the other sections. `--only_missing`
+measures just the shapes that section lacks (after a config or an architecture rule changed)
+and adds them, keeping what it holds; `--shapes` measures the named shapes again (a time a
+noisy run got wrong) and replaces just theirs.
 
 Usage:
     python tools/benchmark_layer.py --write_costs                          # this CPU runtime
@@ -229,30 +231,30 @@ def summary(records, runtime):
 
 
 def updated_costs(table, result, partial):
-    """The cost table `table` with `result`'s times in its runtime's section. A full run
-    replaces that section, so shapes no config has any more leave it; a `partial` one
-    (`--only_missing`, `--shapes`) replaces just the shapes it measured. Shape records no
-    section uses leave the table."""
-    runtime = result["runtime"]
+    """The cost table `table` with `result`'s times in its section (`execution_plan.section`:
+    the runtime's; for TFLite, on the CPU that measured them). A full run replaces that section, so shapes no
+    config has any more leave it; a `partial` one (`--only_missing`, `--shapes`) replaces
+    just the shapes it measured. Shape records no section uses leave the table."""
+    name = result["section"]
     table = {"measured_on": {}, **table, "shapes": dict(table.get("shapes", {}))}
     measured_on = {k: v for k, v in result.items() if k not in ("records", "summary")}
-    previous = table["measured_on"].get(runtime)
+    previous = table["measured_on"].get(name)
     if partial and previous:
         # The section keeps its measurement record; these shapes were measured later.
         configs = sorted(set(previous["configs"]) | set(measured_on["configs"]))
         added = [*previous.get("added", []),
                  {**measured_on, "shapes": len(result["records"])}]
         measured_on = {**previous, "configs": configs, "added": added}
-    section = ({regime: dict(times) for regime, times in table.get(runtime, {}).items()}
+    section = ({regime: dict(times) for regime, times in table.get(name, {}).items()}
                if partial else {})
-    table = {**table, "measured_on": {**table["measured_on"], runtime: measured_on},
-             runtime: section}
+    table = {**table, "measured_on": {**table["measured_on"], name: measured_on},
+             name: section}
     for record in result["records"]:
         key = _shape(record).key
         table["shapes"][key] = record["shape"]
         for regime, forms in record["times"].items():
             section.setdefault(regime, {})[key] = forms
-    used = {key for name in execution_plan.RUNTIMES for times in table.get(name, {}).values()
+    used = {key for name in execution_plan.SECTIONS for times in table.get(name, {}).values()
             for key in times}
     table["shapes"] = {key: fields for key, fields in table["shapes"].items() if key in used}
     return table
@@ -273,13 +275,23 @@ def main(argv):
             sys.exit(f"--shapes: {unknown[0]!r} is not an SSC layer shape of --configs "
                      f"(a key as this tool prints it, such as {shapes[0].key!r})")
         shapes = [shape for shape in shapes if shape.key in FLAGS.shapes]
+    environment = timing.environment()
+    litert_cpu = execution_plan.litert_cpu(environment["cpu_features"] or ())
+    tflite = runtime in execution_plan.TFLITE_RUNTIMES
+    if tflite and litert_cpu is None and (FLAGS.write_costs or FLAGS.only_missing):
+        sys.exit(f"--runtime={runtime}: the cost table has LiteRT times only of the CPUs "
+                 f"{execution_plan.LITERT_CPUS}, and this one is none of them; measure without "
+                 "--write_costs and --only_missing")
+    section = None if tflite and litert_cpu is None else execution_plan.section(
+        runtime, litert_cpu)
     if FLAGS.only_missing:
-        known = execution_plan.measured(runtime, execution_plan.SMALL_BATCH)
+        known = execution_plan.measured(runtime, execution_plan.SMALL_BATCH,
+                                        litert_cpu=litert_cpu)
         shapes = [shape for shape in shapes if shape.key not in known]
     partial = FLAGS.only_missing or bool(FLAGS.shapes)
     print(f"{len(shapes)} distinct SSC layer shapes of {len(configs)} configs; runtime "
-          f"{runtime}; minimum milliseconds of {repeats} calls.", flush=True)
-    result = {**timing.environment(), "runtime": runtime, "configs": configs,
+          f"{section or runtime}; minimum milliseconds of {repeats} calls.", flush=True)
+    result = {**environment, "runtime": runtime, "section": section, "configs": configs,
               "batch_size": batch_size, "repeats": repeats, "records": []}
     for i, shape in enumerate(shapes):
         if runtime in execution_plan.TFLITE_RUNTIMES:

@@ -95,7 +95,7 @@ def _is_config(name):
         return False
 
 
-def _prepare(config, quantizations, max_stored):
+def _prepare(config, quantizations, max_stored, litert_cpu):
     """Builds and compiles `config`'s model as `ssc_tf.train` does, and converts it to TFLite."""
     keras.utils.set_random_seed(config.seed)
     model = models.build(config.model, **config.model_kwargs())
@@ -116,7 +116,7 @@ def _prepare(config, quantizations, max_stored):
     ]
     tflite = {
         q: convert_tflite.to_tflite(model, config.dataset, q, calibration=calibration,
-                                    max_stored=max_stored)
+                                    max_stored=max_stored, litert_cpu=litert_cpu)
         for q in quantizations
     }
     return _Subject(model, report.model_stats(model), tflite)
@@ -215,7 +215,8 @@ def format_markdown(result):
         f"Dense twin -> SSC, median ms of {result['repeats']} calls measured in turns in one "
         f"run ({result['cpu_count']} CPUs, {timing.machine(result)}, TF {result['tensorflow']}, "
         f"{result['date'][:10]}): (**speed-up**, fraction of the MAC ideal). LiteRT: 1 thread; "
-        f"MB: the TFLite file, dense -> SSC ({_budget(result['max_stored'])}).",
+        f"MB: the TFLite file, dense -> SSC ({_budget(result['max_stored'])}), planned with "
+        f"the {result['litert_cpu']} LiteRT times (--litert_cpu).",
         "",
         "| " + " | ".join(header) + " |",
         "|" + "---|" * len(header),
@@ -298,9 +299,10 @@ def main(argv):
         # Configs of one network share a dense twin: built and converted once.
         key = (dense.model, tuple(dense.model_kwargs().items()))
         if key not in dense_twins:
-            dense_twins[key] = _prepare(dense, quantizations, FLAGS.max_stored)
+            dense_twins[key] = _prepare(dense, quantizations, FLAGS.max_stored,
+                                        FLAGS.litert_cpu)
         subjects = {"dense": dense_twins[key],
-                    "ssc": _prepare(config, quantizations, FLAGS.max_stored)}
+                    "ssc": _prepare(config, quantizations, FLAGS.max_stored, FLAGS.litert_cpu)}
         print(f"[{i + 1}/{len(configs)}] {name}: timing...", flush=True)
         records.append(benchmark(name, config, subjects, batch_size, repeats, quantizations))
     result = {
@@ -310,6 +312,7 @@ def main(argv):
         "tflite": quantizations,
         # None for inf, which strict JSON cannot spell.
         "max_stored": None if FLAGS.max_stored == math.inf else FLAGS.max_stored,
+        "litert_cpu": FLAGS.litert_cpu,
         "records": records,
     }
     markdown = format_markdown(result)
@@ -350,6 +353,8 @@ def _define_flags():
         message=f"expected a comma-separated list of {', '.join(convert_tflite.QUANTIZATIONS)}")
     convert_tflite.define_max_stored_flag(
         "As convert_tflite's --max_stored: the most weights the SSC files may store")
+    # The files run here: planned, unless told otherwise, with this CPU's LiteRT times.
+    convert_tflite.define_litert_cpu_flag(convert_tflite.host_litert_cpu())
     flags.DEFINE_bool(
         "quick", False,
         f"A smoke run: {QUICK_REPEATS} repeats and batch size {QUICK_BATCH_SIZE}, where "

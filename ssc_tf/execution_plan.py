@@ -73,12 +73,14 @@ TFLITE_INT8 = "tflite_int8"
 RUNTIMES = (CPU_ONEDNN, CPU_EIGEN, GPU, TFLITE, TFLITE_DYNAMIC, TFLITE_INT8)
 # LiteRT's runtimes: float, dynamic range and int8.
 TFLITE_RUNTIMES = (TFLITE, TFLITE_DYNAMIC, TFLITE_INT8)
+# TensorFlow's: what a SavedModel can be planned for (`ssc_tf.export --runtime`).
+TF_RUNTIMES = (CPU_ONEDNN, CPU_EIGEN, GPU)
 
 # The CPUs whose LiteRT kernels the table measures, each TFLite runtime once per CPU. XNNPACK
 # picks its x86 kernels by vector extension when a file runs, and AVX-512 VNNI makes int8
 # convolutions about ten times faster than AVX2 alone (docs/execution_plan.md), so the
-# fastest form of a layer differs between them. TensorFlow's runtimes are the process's own
-# (a SavedModel takes the forms of the process that exports it).
+# fastest form of a layer differs between them. TensorFlow's runtimes are told apart by name
+# (`ssc_tf.export --runtime` plans a SavedModel for one).
 LITERT_CPUS = ("x86_avx512_vnni", "x86_avx2")
 # The CPU a TFLite file is planned for unless told otherwise (`convert_tflite --litert_cpu`).
 # Phones, where the files go, have not been measured; their int8 dot-product instructions

@@ -18,6 +18,10 @@ Also written:
   default, where the README's `docker run` mounts `serving/`). A models.config that this
   tool did not write is left alone.
 
+Each SSC layer is traced in the form the execution plan measured fastest on the TensorFlow
+runtime that will serve it (`--runtime`: `cpu_onednn`, `cpu_eigen` or `gpu`; by default this
+machine's), at a large batch (docs/execution_plan.md): the forms are fixed in the graph.
+
 A version is written under a temporary name and renamed when complete, so a crash never
 leaves a half-written version for the server, and no existing version is ever replaced.
 """
@@ -33,7 +37,9 @@ from absl import app
 from absl import flags
 import tensorflow as tf
 
+from ssc_tf import execution_plan
 from ssc_tf import flagfile
+from ssc_tf import layers
 from ssc_tf import model_dir as model_dir_lib
 from ssc_tf import serving
 from ssc_tf.config import ExperimentConfig
@@ -68,7 +74,8 @@ def read_export_info(version_dir):
         return json.load(f)
 
 
-def export(model_dir, export_dir, *, version=None, top_k=5, serving_base_path="/models"):
+def export(model_dir, export_dir, *, version=None, top_k=5, serving_base_path="/models",
+           runtime=None):
     """Exports the newest checkpoint of `model_dir` as a new version under `export_dir`.
 
     Args:
@@ -81,12 +88,15 @@ def export(model_dir, export_dir, *, version=None, top_k=5, serving_base_path="/
             Defaults to 5.
         serving_base_path: str, where the model server sees the parent of `export_dir`
             (the `-v` target of `docker run`), for `models.config`. Defaults to "/models".
+        runtime: one of `execution_plan.TF_RUNTIMES`, the TensorFlow runtime that will serve
+            the SavedModel, whose measured times choose each SSC layer's form; None (the
+            default) takes this process's (`ssc_tf.layers.current_runtime`).
 
     Returns:
         A dict: `path` (the version directory), `version`, `name`, `models_config` (its
         path, or None when an existing models.config was not ours and was left alone),
         `bytes` (the whole SavedModel), `variables_bytes` (its variables),
-        `live_params`, `dense_params`, `epoch`.
+        `live_params`, `dense_params`, `epoch`, `runtime`.
 
     Raises:
         FileNotFoundError: `model_dir` holds no run or no checkpoint.
@@ -105,6 +115,13 @@ def export(model_dir, export_dir, *, version=None, top_k=5, serving_base_path="/
         raise ValueError(
             f"Invalid value for flag --version: expected an integer >= 1. Received: {version!r}"
         )
+    if runtime is None:
+        runtime = layers.current_runtime()
+    elif runtime not in execution_plan.TF_RUNTIMES:
+        raise ValueError(
+            f"Invalid value for flag --runtime: expected one of {execution_plan.TF_RUNTIMES}. "
+            f"Received: {runtime!r}"
+        )
     model, config, _, epoch = model_dir_lib.load_model(model_dir)
     existing = versions(export_dir)
     _check_same_model(export_dir, existing, config)
@@ -122,14 +139,16 @@ def export(model_dir, export_dir, *, version=None, top_k=5, serving_base_path="/
         tf.io.gfile.rmtree(tmp)
     stats = report.model_stats(model)  # before baking: a mask's ones are the live weights
     # A pruned run's mask is baked into plain kernels: the SavedModel holds no mask.
-    serving_model = serving.ServingModel(masked.bake(model), config.dataset, top_k=top_k)
     try:
-        serving_model.save(tmp)
+        # The SSC layers' forms are fixed while the signatures are traced.
+        with execution_plan.target_runtime(runtime):
+            serving.ServingModel(masked.bake(model), config.dataset, top_k=top_k).save(tmp)
         info = {
             "config": dataclasses.asdict(config),
             "epoch": epoch,
             "model_dir": os.path.abspath(model_dir),
             "top_k": top_k,
+            "runtime": runtime,
             "signatures": [serving.SERVING_DEFAULT, serving.PREDICT_IMAGE_BYTES],
         }
         tf.io.gfile.makedirs(os.path.dirname(os.path.join(tmp, EXPORT_INFO)))
@@ -150,6 +169,7 @@ def export(model_dir, export_dir, *, version=None, top_k=5, serving_base_path="/
         "live_params": stats.live_params,
         "dense_params": stats.dense_params,
         "epoch": epoch,
+        "runtime": runtime,
     }
 
 
@@ -228,7 +248,7 @@ def main(argv):
     try:
         result = export(
             FLAGS.model_dir, FLAGS.export_dir, version=FLAGS.version, top_k=FLAGS.top_k,
-            serving_base_path=FLAGS.serving_base_path)
+            serving_base_path=FLAGS.serving_base_path, runtime=FLAGS.runtime)
     except (ValueError, FileNotFoundError) as e:
         sys.exit(f"Error: {e}")
     print(json.dumps(result, indent=2, sort_keys=True))
@@ -258,6 +278,12 @@ def _define_flags():
         "serving_base_path", "/models",
         "Where the model server sees the parent of --export_dir (docker run -v ...:/models), "
         "for the base paths in models.config.")
+    flags.DEFINE_enum(
+        "runtime", None, list(execution_plan.TF_RUNTIMES),
+        "The TensorFlow runtime that will serve the SavedModel, whose measured times choose "
+        "each SSC layer's form: cpu_onednn (TF's CPU kernels with oneDNN, on by default on "
+        "CPUs with AVX-512 VNNI, BF16 or AMX), cpu_eigen (without it) or gpu; default: this "
+        "machine's.")
 
 
 def run():

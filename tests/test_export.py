@@ -15,7 +15,9 @@ from google.protobuf import text_format
 
 from ssc_tf import config as config_lib
 from ssc_tf import data
+from ssc_tf import execution_plan
 from ssc_tf import export
+from ssc_tf import layers
 from ssc_tf import model_dir as model_dir_lib
 from ssc_tf import models
 from ssc_tf import serving
@@ -87,6 +89,8 @@ def test_export_writes_a_version_the_model_server_config_and_the_run_info(traine
     assert info["config"] == json.loads(json.dumps(
         {**config_lib.ExperimentConfig(**_SSC).__dict__}))
     assert info["epoch"] == 1 and info["top_k"] == 3
+    # Planned, by default, for the runtime of the process that exports.
+    assert info["runtime"] == result["runtime"] == layers.current_runtime()
     assert info["model_dir"] == os.path.abspath(model_dir)
 
     config = model_server_config_pb2.ModelServerConfig()
@@ -251,6 +255,10 @@ def test_bad_arguments_write_nothing(trained_run, tmp_path):
         export.export(model_dir, str(export_dir), top_k=11)
     with pytest.raises(ValueError, match="flag --version: expected an integer >= 1"):
         export.export(model_dir, str(export_dir), version=0)
+    with pytest.raises(ValueError, match=r"^Invalid value for flag --runtime: expected one of "
+                                         r"\('cpu_onednn', 'cpu_eigen', 'gpu'\). Received: "
+                                         r"'tflite'$"):
+        export.export(model_dir, str(export_dir), runtime="tflite")
     assert not export_dir.exists()
 
     export.export(model_dir, str(export_dir))
@@ -259,6 +267,31 @@ def test_bad_arguments_write_nothing(trained_run, tmp_path):
                                          r"free one, 2"):
         export.export(model_dir, str(export_dir), version=1)
     assert sorted(p.name for p in (export_dir / "1").iterdir()) == before
+
+
+@pytest.mark.parametrize("runtime", execution_plan.TF_RUNTIMES)
+def test_runtime_plans_every_ssc_layer_of_the_serving_graph_for_it(
+        trained_run, tmp_path, monkeypatch, runtime):
+    """Exported for another machine's runtime (a GPU server, a CPU without oneDNN), every SSC
+    layer takes that runtime's form, at the serving graph's large batch."""
+    asked = []
+    choose = execution_plan.choose
+
+    def recorded(shape, runtime, regime, *args, **kwargs):
+        asked.append((runtime, regime))
+        return choose(shape, runtime, regime, *args, **kwargs)
+
+    monkeypatch.setattr(execution_plan, "choose", recorded)
+    model_dir, model = trained_run
+    result = export.export(model_dir, str(tmp_path / "digits_ssc"), runtime=runtime)
+    assert result["runtime"] == export.read_export_info(result["path"])["runtime"] == runtime
+    assert asked and set(asked) == {(runtime, execution_plan.LARGE_BATCH)}
+    assert execution_plan.runtime_override() is None
+    loaded = tf.saved_model.load(result["path"])
+    pixels = np.random.default_rng(0).integers(0, 256, (2, 32, 32, 3), dtype=np.uint8)
+    np.testing.assert_allclose(
+        loaded.signatures[serving.SERVING_DEFAULT](images=tf.constant(pixels))["probabilities"],
+        _keras_probabilities(model, pixels), atol=1e-5)
 
 
 def test_a_models_config_written_by_hand_is_left_alone(trained_run, tmp_path):

@@ -110,10 +110,9 @@ def convert(model_dir, output, *, quantization="none", integer_io=False,
     Returns:
         A dict of facts about the written file: `path`, `bytes`, `quantization`,
         `integer_io`, `calibration_images` (int8; else 0), `max_stored`, `litert_cpu`,
-        `epoch` (epochs the
-        weights were trained), `input_dtype`, `input_shape` (None for the batch),
-        `input_quantization` (`(scale, zero_point)` of an integer input, else None), and the
-        same three for the output, and `ops` (`op_names` of the file).
+        `epoch` (epochs the weights were trained), `input_dtype`, `input_shape` (None for
+        the batch), `input_quantization` (`(scale, zero_point)` of an integer input, else
+        None), and the same three for the output, and `ops` (`op_names` of the file).
 
     Raises:
         ValueError: an argument is not allowed, `output` is a directory, lies under a

@@ -79,8 +79,9 @@ TF_RUNTIMES = (CPU_ONEDNN, CPU_EIGEN, GPU)
 # The CPUs whose LiteRT kernels the table measures, each TFLite runtime once per CPU. XNNPACK
 # picks its x86 kernels by vector extension when a file runs, and with AVX-512 VNNI dense int8
 # convolutions run several times faster than float, with AVX2 alone hardly faster
-# (docs/execution_plan.md), so the fastest form of a layer differs between them. TensorFlow's runtimes are told apart by name
-# (`ssc_tf.export --runtime` plans a SavedModel for one).
+# (docs/execution_plan.md), so the fastest form of a layer differs between them.
+# TensorFlow's runtimes are told apart by name (`ssc_tf.export --runtime` plans a SavedModel
+# for one).
 LITERT_CPUS = ("x86_avx512_vnni", "x86_avx2")
 # The CPU a TFLite file is planned for unless told otherwise (`convert_tflite --litert_cpu`).
 # Phones, where the files go, have not been measured; their int8 dot-product instructions

@@ -135,7 +135,8 @@ def test_tflite_plans_only_forms_that_keep_the_file_small(tmp_path):
     shape = execution_plan.LayerShape(128, 128, 3, 1, (8, 8), 15, 4)
     times = {"dense": 1.0, "grouped+conv": 0.2, "grouped+bmm": 0.3}
     costs = {"shapes": {shape.key: shape.as_dict()},
-             execution_plan.section(execution_plan.TFLITE): {execution_plan.SMALL_BATCH: {shape.key: times}},
+             execution_plan.section(execution_plan.TFLITE): {
+                 execution_plan.SMALL_BATCH: {shape.key: times}},
              execution_plan.CPU_EIGEN: {execution_plan.SMALL_BATCH: {shape.key: times}}}
     path = tmp_path / "costs.json"
     path.write_text(json.dumps(costs))
@@ -149,7 +150,7 @@ def test_each_litert_cpu_has_its_own_tflite_sections():
     assert execution_plan.section(
         execution_plan.TFLITE_INT8, "x86_avx2") == "tflite_int8@x86_avx2"
     assert execution_plan.section(execution_plan.TFLITE) == "tflite@x86_avx512_vnni"
-    # TensorFlow's runtimes run where they are traced: one section each, whatever the CPU.
+    # TensorFlow's runtimes have one section each, whatever the CPU.
     assert execution_plan.section(execution_plan.CPU_EIGEN, "x86_avx2") == "cpu_eigen"
     assert len(execution_plan.SECTIONS) == 3 + 3 * len(execution_plan.LITERT_CPUS)
     with pytest.raises(ValueError, match="`litert_cpu`: expected one of .*litert_cpu='arm'"):

@@ -8,8 +8,9 @@ For each run (a `--model_dir` that `ssc_tf.train` wrote), in one process:
 - exports the TF-Serving SavedModel (`ssc_tf.export`) and measures it on disk (all of it,
   and its variables);
 - converts every TFLite variant (`ssc_tf.convert_tflite`: none, float16, dynamic, int8),
-  planned for this CPU's kind unless `--litert_cpu` names another, and runs each in LiteRT (`ai_edge_litert`, 1 thread, batch 1) on the first `--num_images` test
-  images, against the Keras model on the same images: top-1 agreement, the largest absolute
+  planned for this CPU's kind unless `--litert_cpu` names another, and runs each in LiteRT
+  (`ai_edge_litert`, 1 thread, batch 1) on the first `--num_images` test images, against
+  the Keras model on the same images: top-1 agreement, the largest absolute
   difference of any class probability, the test top-1 itself, the file size, and the median
   latency of one image.
 

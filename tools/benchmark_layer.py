@@ -232,9 +232,10 @@ def summary(records, runtime):
 
 def updated_costs(table, result, partial):
     """The cost table `table` with `result`'s times in its section (`execution_plan.section`:
-    the runtime's; for TFLite, on the CPU that measured them). A full run replaces that section, so shapes no
-    config has any more leave it; a `partial` one (`--only_missing`, `--shapes`) replaces
-    just the shapes it measured. Shape records no section uses leave the table."""
+    the runtime's; for TFLite, on the CPU that measured them). A full run replaces that
+    section, so shapes no config has any more leave it; a `partial` one (`--only_missing`,
+    `--shapes`) replaces just the shapes it measured. Shape records no section uses leave
+    the table."""
     name = result["section"]
     table = {"measured_on": {}, **table, "shapes": dict(table.get("shapes", {}))}
     measured_on = {k: v for k, v in result.items() if k not in ("records", "summary")}

@@ -37,6 +37,7 @@ from absl import app
 from absl import flags
 import tensorflow as tf
 
+from ssc_tf import arguments
 from ssc_tf import execution_plan
 from ssc_tf import flagfile
 from ssc_tf import layers
@@ -105,32 +106,25 @@ def export(model_dir, export_dir, *, version=None, top_k=5, serving_base_path="/
     """
     name = os.path.basename(os.path.normpath(export_dir))
     if not name or name in (".", ".."):
-        raise ValueError(
-            f"Invalid value for flag --export_dir: expected a directory named after the "
-            f"model, e.g. serving/cifar10_resnet32. Received: {export_dir!r}"
-        )
-    if version is not None and (
-        isinstance(version, bool) or not isinstance(version, int) or version < 1
-    ):
-        raise ValueError(
-            f"Invalid value for flag --version: expected an integer >= 1. Received: {version!r}"
-        )
+        raise arguments.invalid(
+            "export_dir", "a directory named after the model, e.g. serving/cifar10_resnet32",
+            repr(export_dir))
+    if version is not None:
+        arguments.check_int("version", version, minimum=1)
     if runtime is None:
         runtime = layers.current_runtime()
-    elif runtime not in execution_plan.TF_RUNTIMES:
-        raise ValueError(
-            f"Invalid value for flag --runtime: expected one of {execution_plan.TF_RUNTIMES}. "
-            f"Received: {runtime!r}"
-        )
+    arguments.check_choice("runtime", runtime, execution_plan.TF_RUNTIMES)
     model, config, _, epoch = model_dir_lib.load_model(model_dir)
     existing = versions(export_dir)
     _check_same_model(export_dir, existing, config)
     if version is None:
         version = existing[-1] + 1 if existing else 1
     elif version in existing:
+        spelled = arguments.spelled("version")
         raise ValueError(
-            f"Invalid value for flag --version: {export_dir}/{version} exists and is never "
-            f"replaced. Leave --version out to write the next free one, {existing[-1] + 1}."
+            f"Invalid value for {arguments.kind()} {spelled}: {export_dir}/{version} exists and "
+            f"is never replaced. Leave {spelled} out to write the next free one, "
+            f"{existing[-1] + 1}."
         )
 
     path = os.path.join(export_dir, str(version))
@@ -175,18 +169,19 @@ def export(model_dir, export_dir, *, version=None, top_k=5, serving_base_path="/
 
 def _check_same_model(export_dir, existing, config):
     """Raises `ValueError` unless every version in `existing` is this network's export."""
+    spelled = arguments.spelled("export_dir")
     for version in existing:
         info = read_export_info(os.path.join(export_dir, str(version)))
         if info is None:
             raise ValueError(
-                f"--export_dir={export_dir!r} holds version {version}, which ssc_tf.export did "
+                f"{spelled}={export_dir!r} holds version {version}, which ssc_tf.export did "
                 f"not write (no {EXPORT_INFO}): export into a directory of its own."
             )
         differing = model_dir_lib.model_differences(ExperimentConfig(**info["config"]), config)
         if differing:
             raise ValueError(
-                f"--export_dir={export_dir!r} holds a different model (version {version}: "
-                f"{'; '.join(differing)}). Each model needs its own --export_dir; new "
+                f"{spelled}={export_dir!r} holds a different model (version {version}: "
+                f"{'; '.join(differing)}). Each model needs its own {spelled}; new "
                 "versions there must be the same network."
             )
 
@@ -246,9 +241,10 @@ def main(argv):
         if not FLAGS[name].value:
             raise app.UsageError(f"Flag --{name} is required: {what}.")
     try:
-        result = export(
-            FLAGS.model_dir, FLAGS.export_dir, version=FLAGS.version, top_k=FLAGS.top_k,
-            serving_base_path=FLAGS.serving_base_path, runtime=FLAGS.runtime)
+        with arguments.as_flags():
+            result = export(
+                FLAGS.model_dir, FLAGS.export_dir, version=FLAGS.version, top_k=FLAGS.top_k,
+                serving_base_path=FLAGS.serving_base_path, runtime=FLAGS.runtime)
     except (ValueError, FileNotFoundError) as e:
         sys.exit(f"Error: {e}")
     print(json.dumps(result, indent=2, sort_keys=True))

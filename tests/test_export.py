@@ -253,11 +253,11 @@ def test_bad_arguments_write_nothing(trained_run, tmp_path):
         export.export(empty, str(export_dir))
     with pytest.raises(ValueError, match=r"argument `top_k`: expected an integer in \[1, 10\]"):
         export.export(model_dir, str(export_dir), top_k=11)
-    with pytest.raises(ValueError, match="flag --version: expected an integer >= 1"):
+    with pytest.raises(ValueError, match="argument `version`: expected an integer >= 1"):
         export.export(model_dir, str(export_dir), version=0)
-    with pytest.raises(ValueError, match=r"^Invalid value for flag --runtime: expected one of "
+    with pytest.raises(ValueError, match=r"^Invalid value for argument `runtime`: expected one of "
                                          r"\('cpu_onednn', 'cpu_eigen', 'gpu'\). Received: "
-                                         r"'tflite'$"):
+                                         r"runtime='tflite'$"):
         export.export(model_dir, str(export_dir), runtime="tflite")
     assert not export_dir.exists()
 

@@ -160,3 +160,23 @@ def test_shapes_flag_names_a_key_no_config_has_in_one_line():
     [line] = own_lines(result.stderr)
     assert line.startswith("--shapes: '32x32 k3 s1 32x32 g9 p9' is not an SSC layer shape of "
                            "--configs (a key as this tool prints it, such as '")
+
+
+@pytest.mark.parametrize("flag", ["--write_costs", "--only_missing"])
+def test_litert_run_on_a_cpu_of_no_measured_kind_refuses_to_touch_the_table_in_one_line(flag):
+    # An ARM host, say: timing reports CPU flags that map to no LiteRT CPU of the table.
+    script = ("import runpy, sys; from ssc_tf import timing; "
+              "timing.cpu_features = lambda cpuinfo=None: ('neon', 'asimddp'); "
+              f"sys.argv = [{TOOL!r}, '--runtime=tflite_int8', '--configs=quickstart', "
+              f"{flag!r}]; runpy.run_path({TOOL!r}, run_name='__main__')")
+    with open(execution_plan.COSTS_FILE, "rb") as f:
+        before = f.read()
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                            cwd=ROOT, env={**os.environ, "PYTHONPATH": ROOT})
+    assert result.returncode == 1
+    [line] = own_lines(result.stderr)
+    assert line == (f"--runtime=tflite_int8: the cost table has LiteRT times only of the CPUs "
+                    f"{execution_plan.LITERT_CPUS}, and this one is none of them; measure "
+                    "without --write_costs and --only_missing")
+    with open(execution_plan.COSTS_FILE, "rb") as f:
+        assert f.read() == before

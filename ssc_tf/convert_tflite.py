@@ -286,7 +286,7 @@ def to_tflite(model, dataset, quantization, integer_io=False, calibration=(),
     runtime = PLANNED_RUNTIME[quantization]
     with tempfile.TemporaryDirectory() as saved_model_dir:
         forms = planned_forms(model, runtime, max_stored, litert_cpu)
-        with execution_plan.target_runtime(runtime, forms):
+        with execution_plan.target_runtime(runtime, forms, litert_cpu):
             serving.ServingModel(model, dataset).save_for_tflite(saved_model_dir)
         return converter(saved_model_dir, quantization, integer_io, calibration).convert()
 

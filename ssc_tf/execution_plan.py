@@ -125,6 +125,7 @@ COSTS_FILE = os.path.join(os.path.dirname(__file__), "execution_costs.json")
 
 _runtime_override = contextvars.ContextVar("ssc_tf_runtime", default=None)
 _forms_override = contextvars.ContextVar("ssc_tf_forms", default=None)
+_litert_cpu_override = contextvars.ContextVar("ssc_tf_litert_cpu", default=None)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -496,22 +497,27 @@ def _slower_than_dense_twin(forms, options, dense_twin_ms):
 
 
 @contextlib.contextmanager
-def target_runtime(runtime, forms=None):
+def target_runtime(runtime, forms=None, litert_cpu=DEFAULT_LITERT_CPU):
     """Plans the layers traced inside the block for `runtime` (one of `RUNTIMES`) instead of the
     one they are traced on: the TFLite converter traces on a CPU for a phone.
 
     `forms`, optional, is {layer name: `Form`}: those layers (with `implementation="auto"`)
-    run these forms instead of their own `choose` (`plan_model`'s forms for a whole model)."""
+    run these forms instead of their own `choose` (`plan_model`'s forms for a whole model).
+    Every other layer chooses with the times of `litert_cpu` (one of `LITERT_CPUS`) where
+    `runtime` is a TFLite one."""
     if runtime not in RUNTIMES:
         raise ValueError(
             f"Invalid value for argument `runtime`: expected one of {RUNTIMES}. "
             f"Received: runtime={runtime!r}"
         )
+    section(runtime, litert_cpu)  # checks litert_cpu
     runtime_token = _runtime_override.set(runtime)
     forms_token = _forms_override.set(dict(forms) if forms else None)
+    cpu_token = _litert_cpu_override.set(litert_cpu)
     try:
         yield
     finally:
+        _litert_cpu_override.reset(cpu_token)
         _forms_override.reset(forms_token)
         _runtime_override.reset(runtime_token)
 
@@ -519,6 +525,11 @@ def target_runtime(runtime, forms=None):
 def runtime_override():
     """The runtime set by an enclosing `target_runtime`, or None."""
     return _runtime_override.get()
+
+
+def litert_cpu_override():
+    """The LiteRT CPU set by an enclosing `target_runtime`, else `DEFAULT_LITERT_CPU`."""
+    return _litert_cpu_override.get() or DEFAULT_LITERT_CPU
 
 
 def form_override(layer_name):

@@ -192,6 +192,11 @@ def test_target_runtime_overrides_and_restores():
     with pytest.raises(ValueError, match="`runtime`"):
         with execution_plan.target_runtime("phone"):
             pass
+    with pytest.raises(ValueError, match=r"^Invalid value for argument `litert_cpu`: "):
+        with execution_plan.target_runtime(execution_plan.TFLITE, litert_cpu="arm64"):
+            pass
+    assert execution_plan.runtime_override() is None
+    assert execution_plan.litert_cpu_override() == execution_plan.DEFAULT_LITERT_CPU
 
 
 def test_table_holds_exactly_the_layer_shapes_of_the_configs_each_section_measured():
@@ -307,20 +312,28 @@ def test_auto_layer_runs_the_planned_form_of_its_regime(monkeypatch):
     picked = []
     original = execution_plan.choose
 
-    def choose(shape, runtime, regime):
-        picked.append((runtime, regime))
-        return original(shape, runtime, regime)
+    def choose(shape, runtime, regime, litert_cpu):
+        picked.append((runtime, regime, litert_cpu))
+        return original(shape, runtime, regime, litert_cpu=litert_cpu)
 
     monkeypatch.setattr(execution_plan, "choose", choose)
     layer = SSCConv2D(64, 3, g=4, p=4, padding="same")
     layer(random_inputs((1, 16, 16, 64)))
     layer(random_inputs((16, 16, 16, 64)))
     layer(random_inputs((16, 16, 16, 64)), training=True)
-    with execution_plan.target_runtime(execution_plan.TFLITE):
-        layer(random_inputs((1, 16, 16, 64)))
-    runtimes = {r for r, _ in picked}
-    assert execution_plan.TFLITE in runtimes and len(runtimes) == 2
-    assert {g for _, g in picked} == set(execution_plan.REGIMES)
+    runtimes = {r for r, _, _ in picked}
+    assert len(runtimes) == 1 and execution_plan.TFLITE not in runtimes
+    assert {g for _, g, _ in picked} == set(execution_plan.REGIMES)
+    del picked[:]
+    for cpu in (None,) + execution_plan.LITERT_CPUS:
+        with execution_plan.target_runtime(
+                execution_plan.TFLITE, **({"litert_cpu": cpu} if cpu else {})):
+            layer(random_inputs((1, 16, 16, 64)))
+    # A layer that plans itself (not one of plan_model's forms: a nested model's) plans for
+    # the LiteRT CPU the conversion names, by default the default one.
+    assert picked == [(execution_plan.TFLITE, execution_plan.SMALL_BATCH, cpu)
+                      for cpu in (execution_plan.DEFAULT_LITERT_CPU,)
+                      + execution_plan.LITERT_CPUS]
 
 
 def test_plan_model_spends_the_models_storage_budget_where_it_saves_most(tmp_path):

@@ -156,7 +156,7 @@ def test_inference_runs_the_form_of_its_batch_regime(monkeypatch, batch, regime)
     forms = {execution_plan.SMALL_BATCH: "depthwise+conv", execution_plan.LARGE_BATCH: "split+bmm"}
     chosen = []
 
-    def choose(shape, runtime, regime):
+    def choose(shape, runtime, regime, **kwargs):
         chosen.append(regime)
         return execution_plan.parse(forms[regime])
 

@@ -125,7 +125,7 @@ COSTS_FILE = os.path.join(os.path.dirname(__file__), "execution_costs.json")
 
 _runtime_override = contextvars.ContextVar("ssc_tf_runtime", default=None)
 _forms_override = contextvars.ContextVar("ssc_tf_forms", default=None)
-_litert_cpu_override = contextvars.ContextVar("ssc_tf_litert_cpu", default=None)
+_litert_cpu_override = contextvars.ContextVar("ssc_tf_litert_cpu", default=DEFAULT_LITERT_CPU)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -529,7 +529,7 @@ def runtime_override():
 
 def litert_cpu_override():
     """The LiteRT CPU set by an enclosing `target_runtime`, else `DEFAULT_LITERT_CPU`."""
-    return _litert_cpu_override.get() or DEFAULT_LITERT_CPU
+    return _litert_cpu_override.get()
 
 
 def form_override(layer_name):

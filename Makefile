@@ -12,7 +12,7 @@ EXTRAS := tfds,dev
 # --no-deps (setup.cfg says why).
 NO_DEPS_REQUIREMENTS = $$($(PYTHON) -c 'import configparser; c = configparser.ConfigParser(); c.read("setup.cfg"); e = c["options.extras_require"]; print(e["serving"], e["tfmot"])')
 
-.PHONY: setup test benchmark quickstart clean lock install-check
+.PHONY: setup test test-slow benchmark quickstart clean lock install-check
 
 $(VENV)/.installed: setup.cfg pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -23,10 +23,16 @@ $(VENV)/.installed: setup.cfg pyproject.toml constraints.txt
 
 setup: $(VENV)/.installed
 
-# The main suite, then tfmot's tests in a process of their own (tfmot needs Keras 2, which
-# TF_USE_LEGACY_KERAS=1 selects before TensorFlow starts).
+# The fast tier: every module's behaviour at the smallest shapes that exercise it (all tests
+# but those marked `slow`). The README's test command.
 test: setup
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -m "not slow"
+
+# The slow tier: the full cross products, every method's whole pipeline, kill -9, multi-worker;
+# then tfmot's tests in a process of their own (tfmot needs Keras 2, which TF_USE_LEGACY_KERAS=1
+# selects before TensorFlow starts). CI runs both tiers.
+test-slow: setup
+	$(PY) -m pytest -q -m slow
 	TF_USE_LEGACY_KERAS=1 $(PY) -m pytest -q tests/tfmot
 
 # Every form of every config layer shape (about 25 minutes on 2 cores), then whole models
@@ -47,12 +53,16 @@ quickstart: setup
 clean:
 	rm -rf $(VENV) results runs build *.egg-info
 
-# The tests under Bazel (Debian's bazel-bootstrap 4.2.3, offline; see .bazelrc and
-# WORKSPACE). Bazel's launcher runs tools/bazel, which points the tests at this
-# clone's .venv.
+# The BUILD files under Bazel (Debian's bazel-bootstrap 4.2.3, offline; see .bazelrc and
+# WORKSPACE): every target builds, and two py_test targets run, which proves the test
+# runner's wiring (runfiles, setup.cfg, the package's deps). The tests themselves run in
+# `make test` and `make test-slow`; Bazel does not run them a second time. Bazel's launcher
+# runs tools/bazel, which points the tests at this clone's .venv.
+BAZEL_TESTS ?= //tests:test_pattern //tests:test_readme
 .PHONY: bazel-test
 bazel-test: setup
-	bazel test //...
+	bazel build //...
+	bazel test $(BAZEL_TESTS)
 
 # Rewrites constraints.txt below its "pip freeze" line from a new virtual environment (outside
 # the checkout) holding the newest releases that setup.cfg's ranges allow, for the default

@@ -1,9 +1,35 @@
 import os
+import shutil
+
+import pytest
 
 # Quiet TensorFlow's C++ start-up logs in test output; must be set before TF is imported.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 # tfmot's tests need Keras 2, which TF_USE_LEGACY_KERAS=1 selects before TensorFlow starts:
-# they run in a pytest process of their own (`make test`), never in this Keras 3 one.
+# they run in a pytest process of their own (`make test-slow`), never in this Keras 3 one.
 if os.environ.get("TF_USE_LEGACY_KERAS") != "1":
     collect_ignore = ["tfmot"]
+
+
+@pytest.fixture(scope="session")
+def trained_run(tmp_path_factory):
+    """The run every test that reads a trained model shares (run_testing.py says which):
+    `run_testing.TrainedRun(model_dir, config, model)`, `model` the Keras model it ended with.
+    Read it only; a test that writes into a run directory takes `run_copy`."""
+    import run_testing
+    from ssc_tf import train
+
+    model_dir = str(tmp_path_factory.mktemp("trained_run") / "run")
+    config = run_testing.config()
+    model = train.train(config, model_dir=model_dir,
+                        steps_per_epoch=run_testing.STEPS_PER_EPOCH, verbose=0)
+    return run_testing.TrainedRun(model_dir, config, model)
+
+
+@pytest.fixture
+def run_copy(trained_run, tmp_path):
+    """A copy of `trained_run`'s directory (a pathlib.Path) for a test to change."""
+    copy = tmp_path / "run"
+    shutil.copytree(trained_run.model_dir, copy)
+    return copy

@@ -13,7 +13,6 @@ import pytest
 import tensorflow as tf
 from google.protobuf import text_format
 
-from ssc_tf import config as config_lib
 from ssc_tf import data
 from ssc_tf import execution_plan
 from ssc_tf import export
@@ -22,11 +21,10 @@ from ssc_tf import model_dir as model_dir_lib
 from ssc_tf import models
 from ssc_tf import serving
 from ssc_tf import serving_client
-from ssc_tf import train
+
+import run_testing
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
-_SSC = dict(dataset="digits", model="resnet32", ticket=10, g=(2, 4, 15), p=(2, 4, 4),
-            epochs=1, batch_size=16, seed=0)
 
 
 def _env():
@@ -46,18 +44,10 @@ def _untrained_run(model_dir, config):
 
 
 @pytest.fixture(scope="module")
-def trained_run(tmp_path_factory):
-    """A 1-epoch SSC run (5 steps) and the Keras model it ended with."""
-    model_dir = str(tmp_path_factory.mktemp("run"))
-    model = train.train(
-        config_lib.ExperimentConfig(**_SSC), model_dir=model_dir, steps_per_epoch=5, verbose=0)
-    return model_dir, model
-
-
-@pytest.fixture(scope="module")
 def exported(trained_run, tmp_path_factory):
-    """The trained run exported once, as version 1 of serving/digits_ssc."""
-    model_dir, _ = trained_run
+    """The shared trained run (conftest.py) exported once, as version 1 of
+    serving/digits_ssc."""
+    model_dir, _, _ = trained_run
     serving_dir = tmp_path_factory.mktemp("serving")
     result = export.export(model_dir, str(serving_dir / "digits_ssc"), top_k=3)
     return serving_dir, result
@@ -78,7 +68,7 @@ def test_export_writes_a_version_the_model_server_config_and_the_run_info(traine
                                                                           exported):
     from tensorflow_serving.config import model_server_config_pb2
 
-    model_dir, _ = trained_run
+    model_dir, config, _ = trained_run
     serving_dir, result = exported
     assert result["version"] == 1 and result["name"] == "digits_ssc"
     assert result["path"] == str(serving_dir / "digits_ssc" / "1")
@@ -86,9 +76,8 @@ def test_export_writes_a_version_the_model_server_config_and_the_run_info(traine
     assert export.versions(str(serving_dir / "digits_ssc")) == [1]
     assert not [name for name in os.listdir(serving_dir / "digits_ssc") if name.startswith(".")]
     info = export.read_export_info(result["path"])
-    assert info["config"] == json.loads(json.dumps(
-        {**config_lib.ExperimentConfig(**_SSC).__dict__}))
-    assert info["epoch"] == 1 and info["top_k"] == 3
+    assert info["config"] == json.loads(json.dumps(config.__dict__))
+    assert info["epoch"] == config.epochs and info["top_k"] == 3
     # Planned, by default, for the runtime of the process that exports.
     assert info["runtime"] == result["runtime"] == layers.current_runtime()
     assert info["model_dir"] == os.path.abspath(model_dir)
@@ -100,7 +89,7 @@ def test_export_writes_a_version_the_model_server_config_and_the_run_info(traine
 
 
 def test_serving_signatures_equal_the_keras_model(trained_run, exported, test_pixels):
-    _, model = trained_run
+    model = trained_run.model
     _, result = exported
     pixels, _ = test_pixels
     expected = _keras_probabilities(model, pixels)
@@ -120,7 +109,7 @@ def test_serving_signatures_equal_the_keras_model(trained_run, exported, test_pi
 
 
 def test_bytes_of_another_size_are_resized_to_the_training_size(trained_run, test_pixels):
-    _, model = trained_run
+    model = trained_run.model
     pixels, _ = test_pixels
     large = tf.image.resize(pixels[:2], (48, 40), method="nearest")
     serving_model = serving.ServingModel(model, "digits", top_k=1)
@@ -151,7 +140,7 @@ def test_imagenet_bytes_get_the_evaluation_resize_and_crop():
 
 def test_saved_model_cli_lists_the_signatures_and_runs_a_stored_image(
         trained_run, exported, test_pixels, tmp_path):
-    _, model = trained_run
+    model = trained_run.model
     _, result = exported
     pixels, _ = test_pixels
     cli = [sys.executable, "-m", "tensorflow.python.tools.saved_model_cli"]
@@ -178,7 +167,7 @@ def test_saved_model_cli_lists_the_signatures_and_runs_a_stored_image(
 
 def test_serving_client_requests_fit_the_exported_signatures(trained_run, exported,
                                                              test_pixels, tmp_path):
-    _, model = trained_run
+    model = trained_run.model
     _, result = exported
     pixels, _ = test_pixels
     expected = _keras_probabilities(model, pixels[:2])
@@ -201,7 +190,7 @@ def test_serving_client_requests_fit_the_exported_signatures(trained_run, export
         base64.b64encode(pathlib.Path(path).read_bytes()).decode() for path in paths]
 
 def test_next_version_and_the_same_network_retrained(trained_run, tmp_path):
-    model_dir, _ = trained_run
+    model_dir = trained_run.model_dir
     export_dir = str(tmp_path / "serving" / "digits_ssc")
     assert export.export(model_dir, export_dir)["version"] == 1
     assert export.export(model_dir, export_dir, version=5)["version"] == 5
@@ -210,9 +199,9 @@ def test_next_version_and_the_same_network_retrained(trained_run, tmp_path):
 
 
 def test_ssc_savedmodel_is_smaller_than_the_dense_twin_by_the_density(tmp_path):
-    ssc = export.export(_untrained_run(str(tmp_path / "ssc"), config_lib.ExperimentConfig(**_SSC)),
+    ssc = export.export(_untrained_run(str(tmp_path / "ssc"), run_testing.config()),
                         str(tmp_path / "serving" / "ssc"))
-    dense_config = config_lib.ExperimentConfig(**{**_SSC, "sparsity": "dense", "ticket": None})
+    dense_config = run_testing.config(sparsity="dense", ticket=None)
     dense = export.export(_untrained_run(str(tmp_path / "dense"), dense_config),
                           str(tmp_path / "serving" / "dense"))
     assert dense["live_params"] == dense["dense_params"] == ssc["dense_params"]
@@ -225,11 +214,10 @@ def test_ssc_savedmodel_is_smaller_than_the_dense_twin_by_the_density(tmp_path):
 
 
 def test_a_different_network_or_a_foreign_savedmodel_is_refused(trained_run, tmp_path):
-    model_dir, _ = trained_run
+    model_dir = trained_run.model_dir
     export_dir = tmp_path / "serving" / "digits_ssc"
     export.export(model_dir, str(export_dir))
-    other = _untrained_run(str(tmp_path / "other"),
-                           config_lib.ExperimentConfig(**{**_SSC, "p": (2, 4, 8)}))
+    other = _untrained_run(str(tmp_path / "other"), run_testing.config(p=(2, 4, 8)))
     with pytest.raises(ValueError, match=r"holds a different model.*--p: saved \(2, 4, 4\), "
                                          r"requested \(2, 4, 8\)"):
         export.export(other, str(export_dir))
@@ -243,12 +231,12 @@ def test_a_different_network_or_a_foreign_savedmodel_is_refused(trained_run, tmp
 
 
 def test_bad_arguments_write_nothing(trained_run, tmp_path):
-    model_dir, _ = trained_run
+    model_dir = trained_run.model_dir
     export_dir = tmp_path / "serving" / "digits_ssc"
     with pytest.raises(FileNotFoundError, match="holds no run.json"):
         export.export(str(tmp_path / "nothing"), str(export_dir))
     empty = str(tmp_path / "untrained")
-    model_dir_lib.write_run(empty, config_lib.ExperimentConfig(**_SSC), None)
+    model_dir_lib.write_run(empty, run_testing.config(), None)
     with pytest.raises(FileNotFoundError, match="holds no checkpoint"):
         export.export(empty, str(export_dir))
     with pytest.raises(ValueError, match=r"argument `top_k`: expected an integer in \[1, 10\]"):
@@ -282,7 +270,7 @@ def test_runtime_plans_every_ssc_layer_of_the_serving_graph_for_it(
         return choose(shape, runtime, regime, *args, **kwargs)
 
     monkeypatch.setattr(execution_plan, "choose", recorded)
-    model_dir, model = trained_run
+    model_dir, _, model = trained_run
     result = export.export(model_dir, str(tmp_path / "digits_ssc"), runtime=runtime)
     assert result["runtime"] == export.read_export_info(result["path"])["runtime"] == runtime
     assert asked and set(asked) == {(runtime, execution_plan.LARGE_BATCH)}
@@ -295,7 +283,7 @@ def test_runtime_plans_every_ssc_layer_of_the_serving_graph_for_it(
 
 
 def test_a_models_config_written_by_hand_is_left_alone(trained_run, tmp_path):
-    model_dir, _ = trained_run
+    model_dir = trained_run.model_dir
     config = tmp_path / "serving" / "models.config"
     config.parent.mkdir()
     config.write_text("model_config_list {}\n")
@@ -305,7 +293,7 @@ def test_a_models_config_written_by_hand_is_left_alone(trained_run, tmp_path):
 
 @pytest.mark.slow
 def test_cli_exports_and_reports_errors(trained_run, tmp_path):
-    model_dir, _ = trained_run
+    model_dir = trained_run.model_dir
     command = [sys.executable, "-m", "ssc_tf.export", f"--model_dir={model_dir}"]
     done = subprocess.run(command + [f"--export_dir={tmp_path / 'serving' / 'm'}", "--top_k=2"],
                           env=_env(), capture_output=True, text=True)

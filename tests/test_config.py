@@ -288,7 +288,7 @@ def test_direct_construction_validates():
                                   p=[1, 2, 2, 2], ticket=10)
     assert cfg.g == (1, 2, 4, 16)  # Lists become tuples: the config stays hashable.
     assert cfg.model_kwargs()["num_classes"] == 10
-    assert hash(cfg) == hash(cfg)
+    assert hash(cfg) == hash(dataclasses.replace(cfg))
 
 
 def test_define_flags_once_and_from_flags_with_overrides():

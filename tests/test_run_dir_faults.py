@@ -1,8 +1,9 @@
 """Faults in a model_dir: damaged or deleted checkpoints, two trainers, a full disk, a bad run.json.
 
-The checkpoint and lock tests start from a copy of one finished run (2 epochs of one step
-each). Each checks that no fault loses a finished epoch's checkpoint, and that each error is one
-line that names the file and what to do.
+The checkpoint and lock tests start from a copy of the shared trained run (run_testing.py,
+conftest.py's `run_copy`), and train any further epochs at one step each. Each checks that no
+fault loses a finished epoch's checkpoint, and that each error is one line that names the file
+and what to do.
 """
 
 import dataclasses
@@ -19,37 +20,34 @@ import subprocess
 import sys
 import time
 
-import numpy as np
 import pytest
 import tensorflow as tf
 
+from ssc_tf import config as config_lib
 from ssc_tf import distribute
 from ssc_tf import evaluate
 from ssc_tf import flagfile
 from ssc_tf import model_dir as model_dir_lib
-from ssc_tf import models
 from ssc_tf import train
 
+import run_testing
+
 ROOT = pathlib.Path(__file__).resolve().parents[1]
-QUICKSTART = "quickstart"  # a packaged config, by name
-# The quickstart experiment, shortened; `_config` and `_train_command` both apply it.
-_SCHEDULE = {"epochs": 2, "batch_size": 16, "learning_rate": 0.05, "lr_boundaries": ()}
+QUICKSTART = "quickstart"  # a packaged config, by name; run_testing.config() shortens it.
 _EPOCH = "epoch/.ATTRIBUTES/VARIABLE_VALUE"
 _ITERATIONS = "optimizer/_iterations/.ATTRIBUTES/VARIABLE_VALUE"
 
 
-def _config(**overrides):
-    return dataclasses.replace(
-        flagfile.load("quickstart"), **{**_SCHEDULE, **overrides})
-
-
 def _train_command(model_dir, steps_per_epoch=1, **overrides):
-    """`python -m ssc_tf.train` with the settings of `_config(**overrides)`."""
-    settings = {**_SCHEDULE, **overrides, "steps_per_epoch": steps_per_epoch}
+    """`python -m ssc_tf.train` with the settings of `run_testing.config(**overrides)`: the
+    quickstart flagfile, then a flag for each setting that differs from it."""
+    quickstart, config = flagfile.load(QUICKSTART), run_testing.config(**overrides)
+    changed = {field.name: getattr(config, field.name) for field in dataclasses.fields(config)
+               if getattr(config, field.name) != getattr(quickstart, field.name)}
     return [sys.executable, "-m", "ssc_tf.train", f"--flagfile={QUICKSTART}",
-            f"--model_dir={model_dir}"] + [
-        f"--{name}={','.join(map(str, value)) if isinstance(value, tuple) else value}"
-        for name, value in settings.items()]
+            f"--model_dir={model_dir}", f"--steps_per_epoch={steps_per_epoch}"] + [
+        f"--{name}={config_lib.format_list(value) if isinstance(value, tuple) else value}"
+        for name, value in changed.items()]
 
 
 def _env():
@@ -57,28 +55,15 @@ def _env():
 
 
 def _train(model_dir, **overrides):
-    return train.train(_config(**overrides), model_dir=str(model_dir), steps_per_epoch=1,
-                       verbose=0)
+    """Trains `run_testing.config(**overrides)` into `model_dir`, one step an epoch."""
+    return train.train(run_testing.config(**overrides), model_dir=str(model_dir),
+                       steps_per_epoch=1, verbose=0)
 
 
 def _stamps(model_dir, epoch):
     """{file: (inode, mtime)} of checkpoint `epoch-<epoch>`: any rewrite changes them."""
     return {path.name: (path.stat().st_ino, path.stat().st_mtime_ns)
             for path in (model_dir / "checkpoints").glob(f"epoch-{epoch}.*")}
-
-
-@pytest.fixture(scope="module")
-def finished_run(tmp_path_factory):
-    model_dir = tmp_path_factory.mktemp("finished") / "run"
-    _train(model_dir)
-    return model_dir
-
-
-@pytest.fixture
-def run_copy(finished_run, tmp_path):
-    copy = tmp_path / "run"
-    shutil.copytree(finished_run, copy)
-    return copy
 
 
 def _damage(paths, fault):
@@ -104,20 +89,15 @@ def test_damaged_newest_checkpoint_falls_back_to_the_older_one(run_copy, fault, 
         (checkpoints / "checkpoint").unlink()
     older = _stamps(run_copy, 1)
     with caplog.at_level(logging.WARNING):
-        # Asked for 1 epoch, the run is finished once epoch 1 is restored and trains
-        # nothing; a run that started over would save over epoch 1.
-        model = _train(run_copy, epochs=1)
-    assert model.optimizer.iterations.numpy() == 1
-    config = _config()
-    saved = models.build(config.model, **config.model_kwargs())
-    tf.train.Checkpoint(model=saved).restore(str(checkpoints / "epoch-1")).expect_partial()
-    for restored, expected in zip(model.variables, saved.variables, strict=True):
-        np.testing.assert_array_equal(restored.numpy(), expected.numpy(), err_msg=restored.path)
+        # Restored from epoch 1, the run trains epoch 2 again in one step; a run that started
+        # over would train two steps and save over epoch 1.
+        model = _train(run_copy)
+    assert model.optimizer.iterations.numpy() == run_testing.STEPS_PER_EPOCH + 1
+    assert model_dir_lib.latest_checkpoint(str(run_copy)).endswith("epoch-2")
     assert (warning in caplog.text) if warning else "Skipping" not in caplog.text
     assert _stamps(run_copy, 1) == older
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize("fault", ["truncated", "deleted"])
 def test_refuses_to_start_over_when_no_checkpoint_restores(run_copy, fault):
     checkpoints = run_copy / "checkpoints"
@@ -139,7 +119,6 @@ def test_refuses_to_start_over_when_no_checkpoint_restores(run_copy, fault):
     assert not (run_copy / model_dir_lib.LOCK_FILE).exists()
 
 
-@pytest.mark.slow
 def test_empty_checkpoint_index_names_the_file_and_the_remedy(run_copy):
     index = run_copy / "checkpoints" / "checkpoint"
     index.write_text("")
@@ -148,7 +127,9 @@ def test_empty_checkpoint_index_names_the_file_and_the_remedy(run_copy):
             "delete it")):
         _train(run_copy)
     index.unlink()
-    assert _train(run_copy).optimizer.iterations.numpy() == 2  # Found by its files.
+    # Found by its files: the finished run, restored.
+    assert (_train(run_copy).optimizer.iterations.numpy()
+            == run_testing.EPOCHS * run_testing.STEPS_PER_EPOCH)
 
 
 @pytest.mark.slow
@@ -175,19 +156,18 @@ def test_second_trainer_is_refused_and_a_killed_ones_lock_taken_over(run_copy, c
     first.communicate()
     assert lock.exists()  # Killed: the file stays, but the kernel freed its lock.
     with caplog.at_level(logging.WARNING):
-        model = _train(run_copy)  # Finished with epoch 2.
+        model = _train(run_copy)  # Finished with the shared run's last epoch.
     assert f"from process {first.pid} on {socket.gethostname()}" in caplog.text
-    assert model.optimizer.iterations.numpy() == 2
+    assert model.optimizer.iterations.numpy() == run_testing.EPOCHS * run_testing.STEPS_PER_EPOCH
     assert not lock.exists()
 
 
-@pytest.mark.slow
 def test_under_multi_worker_only_the_chief_locks(run_copy, monkeypatch):
     monkeypatch.setattr(distribute, "is_chief", lambda strategy: False)
     with model_dir_lib.lock(str(run_copy)):  # As the chief does, training the same run.
         model = _train(run_copy)
         assert (run_copy / model_dir_lib.LOCK_FILE).exists()
-    assert model.optimizer.iterations.numpy() == 2
+    assert model.optimizer.iterations.numpy() == run_testing.EPOCHS * run_testing.STEPS_PER_EPOCH
     assert not (run_copy / model_dir_lib.LOCK_FILE).exists()
 
 
@@ -200,7 +180,7 @@ def test_under_multi_worker_only_the_chief_locks(run_copy, monkeypatch):
 def test_unreadable_run_json_names_the_file_and_the_remedy(tmp_path, contents):
     run_json = tmp_path / "run.json"
     run_json.write_text(contents)
-    for call in (lambda: train.train(_config(), model_dir=str(tmp_path)),
+    for call in (lambda: train.train(run_testing.config(), model_dir=str(tmp_path)),
                  lambda: evaluate.evaluate(str(tmp_path))):
         with pytest.raises(ValueError, match=(
                 rf"^{re.escape(str(run_json))} is not a run file that `python -m ssc_tf.train` "
@@ -211,7 +191,7 @@ def test_unreadable_run_json_names_the_file_and_the_remedy(tmp_path, contents):
 
 
 def test_resume_refuses_another_network_and_warns_of_a_changed_schedule(tmp_path, caplog):
-    saved = _config()
+    saved = run_testing.config()
     with caplog.at_level(logging.WARNING):
         model_dir_lib.check_resume(str(tmp_path), saved, saved)
     assert not caplog.records
@@ -252,15 +232,16 @@ def _unshare_mount(tmp_path):
 
 
 @pytest.mark.slow
-def test_full_disk_while_saving_is_one_line_and_keeps_the_saved_epoch(finished_run, tmp_path):
+def test_full_disk_while_saving_is_one_line_and_keeps_the_saved_epoch(trained_run, tmp_path):
     unshare = _unshare_mount(tmp_path)
     if unshare is None:
         pytest.skip("mounting a tmpfs is not permitted here (unshare --mount failed)")
     model_dir = tmp_path / "run"
-    shutil.copytree(finished_run, model_dir, ignore=shutil.ignore_patterns("checkpoints"))
+    shutil.copytree(trained_run.model_dir, model_dir,
+                    ignore=shutil.ignore_patterns("checkpoints"))
     checkpoints = model_dir / "checkpoints"
     checkpoints.mkdir()
-    saved = sorted((finished_run / "checkpoints").glob("epoch-1.*"))
+    saved = sorted(pathlib.Path(trained_run.model_dir, "checkpoints").glob("epoch-1.*"))
     after = tmp_path / "after"  # The tmpfs' files, copied before its namespace ends.
     # Room for epoch 1's checkpoint and half of epoch 2's.
     size = sum(path.stat().st_size for path in saved) * 3 // 2
@@ -280,5 +261,6 @@ def test_full_disk_while_saving_is_one_line_and_keeps_the_saved_epoch(finished_r
     for path in saved:
         assert filecmp.cmp(path, after / path.name, shallow=False), path.name
     reader = tf.train.load_checkpoint(str(after / "epoch-1"))
-    assert reader.get_tensor(_EPOCH) == 1 and reader.get_tensor(_ITERATIONS) == 1
+    assert (reader.get_tensor(_EPOCH) == 1
+            and reader.get_tensor(_ITERATIONS) == run_testing.STEPS_PER_EPOCH)
     assert not (model_dir / model_dir_lib.LOCK_FILE).exists()

@@ -25,6 +25,8 @@ from ssc_tf import model_dir as model_dir_lib
 from ssc_tf import train
 from ssc_tf.models import report
 
+import run_testing
+
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 QUICKSTART = "quickstart"  # a packaged config, by name
 
@@ -50,33 +52,25 @@ def _events(directory):
     return found
 
 
-@pytest.fixture(scope="module")
-def trained_run(tmp_path_factory):
-    """One 2-epoch run (3 steps an epoch), shared by the tests that read what it wrote."""
-    model_dir = str(tmp_path_factory.mktemp("run"))
-    config = _config()
-    model = train.train(config, model_dir=model_dir, steps_per_epoch=3, verbose=0)
-    return model_dir, config, model
-
-
-@pytest.mark.slow
 def test_run_writes_config_and_one_checkpoint_per_epoch(trained_run):
     model_dir, config, model = trained_run
     saved, data_dir = model_dir_lib.read_run(model_dir)
     assert saved == config and data_dir is None
     latest = model_dir_lib.latest_checkpoint(model_dir)
-    assert latest.endswith("epoch-2")
+    assert latest.endswith(f"epoch-{run_testing.EPOCHS}")
     reader = tf.train.load_checkpoint(latest)
-    assert reader.get_tensor("epoch/.ATTRIBUTES/VARIABLE_VALUE") == 2
-    assert reader.get_tensor("optimizer/_iterations/.ATTRIBUTES/VARIABLE_VALUE") == 6
-    # After the boundary at epoch 1 the rate is 0.05 * 0.1.
-    assert float(model.optimizer.learning_rate) == pytest.approx(0.005)
+    assert reader.get_tensor("epoch/.ATTRIBUTES/VARIABLE_VALUE") == run_testing.EPOCHS
+    assert (reader.get_tensor("optimizer/_iterations/.ATTRIBUTES/VARIABLE_VALUE")
+            == run_testing.EPOCHS * run_testing.STEPS_PER_EPOCH)
+    # Past its one boundary (epoch LR_DECAY_AT) the rate has decayed once.
+    assert float(model.optimizer.learning_rate) == pytest.approx(
+        config.learning_rate * config.lr_decay)
     assert not os.path.exists(os.path.join(model_dir, model_dir_lib.LOCK_FILE))
 
 
-@pytest.mark.slow
-def test_evaluate_reproduces_the_trained_model(trained_run):
-    model_dir, config, model = trained_run
+def test_evaluate_reproduces_the_trained_model(trained_run, run_copy):
+    model = trained_run.model
+    model_dir = str(run_copy)  # evaluate writes eval.json into the run.
     result = evaluate.evaluate(model_dir)
     with open(os.path.join(model_dir, "eval.json")) as f:
         assert json.load(f) == result
@@ -84,7 +78,7 @@ def test_evaluate_reproduces_the_trained_model(trained_run):
     assert result["live_params"] == stats.live_params
     assert result["dense_params"] == stats.dense_params
     assert result["macs"] == stats.macs
-    assert result["epoch"] == 2 and result["split"] == "test"
+    assert result["epoch"] == run_testing.EPOCHS and result["split"] == "test"
     assert "top5" not in result  # 10 classes
     restored, *_ = model_dir_lib.load_model(model_dir)
     for trained, loaded in zip(model.variables, restored.variables):
@@ -95,17 +89,18 @@ def test_evaluate_reproduces_the_trained_model(trained_run):
     assert result["top1"] == pytest.approx(scores["accuracy"], abs=1e-6)
 
 
-@pytest.mark.slow
 def test_tensorboard_logs_metrics_rate_counts_and_patterns(trained_run):
-    model_dir, _, model = trained_run
+    model_dir, config, model = trained_run
+    epochs = list(range(run_testing.EPOCHS))
     logs = os.path.join(model_dir, "logs")
     train_events = _events(os.path.join(logs, "train"))
     for tag in ("epoch_loss", "epoch_accuracy", "epoch_learning_rate"):
-        assert [step for step, _ in train_events[tag]] == [0, 1], tag
+        assert [step for step, _ in train_events[tag]] == epochs, tag
     rates = [float(v) for _, v in train_events["epoch_learning_rate"]]
-    assert rates[1] == pytest.approx(0.005)
+    # The last epoch is past the boundary.
+    assert rates[-1] == pytest.approx(config.learning_rate * config.lr_decay)
     validation_events = _events(os.path.join(logs, "validation"))
-    assert [s for s, _ in validation_events["epoch_accuracy"]] == [0, 1]
+    assert [s for s, _ in validation_events["epoch_accuracy"]] == epochs
     run_events = _events(os.path.join(logs, "run"))
     stats = report.model_stats(model)
     assert float(run_events["params/live"][0][1]) == stats.live_params
@@ -134,20 +129,17 @@ def test_pattern_image_marks_full_center_and_empty_kernels():
             assert image[n, m] == expected
 
 
-@pytest.mark.slow
-def test_finished_run_restarts_as_a_no_op(trained_run):
-    model_dir, config, _ = trained_run
-    before = sorted(os.listdir(os.path.join(model_dir, "checkpoints")))
-    train.train(config, model_dir=model_dir, steps_per_epoch=3, verbose=0)
-    assert sorted(os.listdir(os.path.join(model_dir, "checkpoints"))) == before
+def test_finished_run_restarts_as_a_no_op(trained_run, run_copy):
+    before = sorted(os.listdir(run_copy / "checkpoints"))
+    train.train(trained_run.config, model_dir=str(run_copy),
+                steps_per_epoch=run_testing.STEPS_PER_EPOCH, verbose=0)
+    assert sorted(os.listdir(run_copy / "checkpoints")) == before
 
 
-@pytest.mark.slow
-def test_refuses_to_resume_into_a_different_model(trained_run):
-    model_dir, config, _ = trained_run
-    other = _config(g=(1, 2, 4))
+def test_refuses_to_resume_into_a_different_model(run_copy):
+    other = run_testing.config(g=(1, 2, 4))
     with pytest.raises(ValueError, match=r"different model.*--g: saved \(2, 4, 15\)"):
-        train.train(other, model_dir=model_dir, verbose=0)
+        train.train(other, model_dir=str(run_copy), verbose=0)
 
 
 def test_dataset_without_its_data_dir_fails_before_writing(tmp_path):

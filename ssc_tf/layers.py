@@ -7,8 +7,13 @@ import numpy as np
 import tensorflow as tf
 from tensorflow.python.util import _pywrap_util_port
 
+from ssc_tf import arguments
 from ssc_tf import execution_plan
 from ssc_tf import pattern as pattern_lib
+
+
+# The fans a VarianceScaling initializer scales each live weight by (SSCConv2D's `fan`).
+FANS = ("dense", "live")
 
 
 def current_runtime():
@@ -93,12 +98,17 @@ class SSCConv2D(keras.layers.Layer):
     regime (small or large batch, or a training step) and runtime (TF CPU with or without
     oneDNN, GPU, TFLite), when the layer is traced; a form's name forces it.
 
-    Initialization uses the real fans of the sparse pattern, not the dense ones: for a
-    `VarianceScaling` initializer (`he_normal`, the default, `glorot_uniform`, `lecun_normal`,
-    ...) each live weight of filter n and input m is drawn with
-    `stddev = sqrt(scale / fan)`, where fan_in(n) counts the live taps feeding filter n
-    (kh * kw per kh x kw kernel, 1 per 1 x 1 kernel) and fan_out(m) the live taps reading input
-    m. Other initializers are applied to each weight variable as they are.
+    For a `VarianceScaling` initializer (`he_normal`, the default, `glorot_uniform`,
+    `lecun_normal`, ...) each live weight of filter n and input m is drawn with
+    `stddev = sqrt(scale / fan)`, where `fan` says which fans: `"dense"` (the default) the
+    dense kernel's, as a `Conv2D` or a masked dense convolution starts (fan_in kh * kw * M,
+    fan_out kh * kw * N), so the live weights start as the same weights of a dense kernel
+    would; `"live"` the pattern's real fans, fan_in(n) the live taps feeding filter n (kh * kw
+    per kh x kw kernel, 1 per 1 x 1 kernel) and fan_out(m) the live taps reading input m, which
+    keeps each output's variance without a normalization after the layer. Under batch norm the
+    weights' scale sets how fast they learn, and the dense fans learn at the pace of the masked
+    pruning baselines (docs/pattern.md, "Initial scale"). Other initializers are applied to
+    each weight variable as they are.
 
     Args:
         filters: int, the number of filters N (output channels).
@@ -115,6 +125,8 @@ class SSCConv2D(keras.layers.Layer):
         use_bias: bool, whether to add a bias per filter. Defaults to True.
         kernel_initializer: initializer of the live kernel weights (see above). Defaults to
             `"he_normal"`.
+        fan: `"dense"` (default) or `"live"`: the fans a `VarianceScaling` initializer scales
+            each live weight by (see above).
         bias_initializer: initializer of the bias. Defaults to `"zeros"`.
         kernel_regularizer: regularizer applied to every live kernel weight variable.
         bias_regularizer: regularizer applied to the bias.
@@ -158,6 +170,7 @@ class SSCConv2D(keras.layers.Layer):
         kernel_regularizer=None,
         bias_regularizer=None,
         implementation="auto",
+        fan="dense",
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -181,6 +194,7 @@ class SSCConv2D(keras.layers.Layer):
                 f"strides (a depthwise convolution's). Received: strides={self.strides}"
             )
         self.implementation = implementation
+        self.fan = arguments.check_choice("fan", fan, FANS)
         self.input_spec = keras.layers.InputSpec(ndim=4)
         self._pattern = None
 
@@ -227,7 +241,7 @@ class SSCConv2D(keras.layers.Layer):
             )
 
     def _initial_values(self, shapes):
-        """One initializer per weight variable, honoring the pattern's real fans."""
+        """One initializer per weight variable, scaled by the fans `self.fan` names."""
         base = self.kernel_initializer
         if not isinstance(base, keras.initializers.VarianceScaling):
             return [base] * len(shapes)
@@ -235,8 +249,13 @@ class SSCConv2D(keras.layers.Layer):
             self._dense_index,
             self.kernel_size + (self._pattern.in_channels, self.filters),
         )[2:]
-        fan_in = self._pattern.fan_in()[out_idx]
-        fan_out = self._pattern.fan_out()[in_idx]
+        if self.fan == "dense":
+            window = math.prod(self.kernel_size)
+            fan_in = np.full(out_idx.shape, window * self._pattern.in_channels)
+            fan_out = np.full(in_idx.shape, window * self.filters)
+        else:
+            fan_in = self._pattern.fan_in()[out_idx]
+            fan_out = self._pattern.fan_out()[in_idx]
         fan = {"fan_in": fan_in, "fan_out": fan_out, "fan_avg": (fan_in + fan_out) / 2.0}
         std = np.sqrt(base.scale / fan[base.mode])
         # One draw of unit-scale samples (a (1, n) shape has fan 1) with Keras' own
@@ -593,6 +612,7 @@ class SSCConv2D(keras.layers.Layer):
                 "kernel_regularizer": keras.regularizers.serialize(self.kernel_regularizer),
                 "bias_regularizer": keras.regularizers.serialize(self.bias_regularizer),
                 "implementation": self.implementation,
+                "fan": self.fan,
             }
         )
         return config

@@ -303,17 +303,20 @@ def test_macs_and_output_shape():
     assert layer.dense_macs((9, 8)) == 20 * 9 * 64 * 128
 
 
-def test_he_normal_uses_the_sparse_fan_in():
+@pytest.mark.parametrize("fan, fan_in", [("dense", 9 * 512), ("live", 32 * 9 + 240)])
+def test_he_normal_scales_by_the_dense_or_the_live_fan_in(fan, fan_in):
+    # 512 -> 512, g 16, p 2: each filter reads 32 inputs through 3 x 3 kernels and 240 through
+    # 1 x 1 kernels (528 live taps), where a dense kernel reads 4,608.
     keras.utils.set_random_seed(0)
-    layer = SSCConv2D(512, 3, g=16, p=2, padding="same", use_bias=False)
+    layer = SSCConv2D(512, 3, g=16, p=2, padding="same", use_bias=False, fan=fan)
     layer.build((None, 4, 4, 512))
     live = np.concatenate([w.ravel() for w in layer.get_weights()])
-    fan_in = 32 * 9 + 240
     assert np.std(live) == pytest.approx(np.sqrt(2.0 / fan_in), rel=0.03)
-    # With the dense fan-in (4608) the outputs would shrink by ~3x; with the real one the
-    # pre-activation variance is ~2x the input variance, as He et al. intend.
+    # Each output sums 528 live taps: with the live fan-in its variance is ~2x the input's, as
+    # He et al. intend without a normalization; with the dense one, 528 / 4608 of that (the
+    # masked dense kernel's), which the batch norm after every SSC layer of the models undoes.
     y = layer(random_inputs((8, 4, 4, 512)), training=False).numpy()
-    assert np.var(y[:, 1:-1, 1:-1]) == pytest.approx(2.0, rel=0.15)
+    assert np.var(y[:, 1:-1, 1:-1]) == pytest.approx(2.0 * 528 / fan_in, rel=0.15)
 
 
 def test_seeded_initializer_is_deterministic():
@@ -335,12 +338,13 @@ def test_non_variance_scaling_initializer_is_applied_as_is():
 def test_config_round_trip():
     layer = SSCConv2D(
         24, (3, 5), g=5, p=7, strides=(2, 1), padding="SAME", activation="relu",
-        kernel_regularizer=keras.regularizers.L2(1e-4), implementation="split+bmm",
+        kernel_regularizer=keras.regularizers.L2(1e-4), implementation="split+bmm", fan="live",
     )
     config = layer.get_config()
     clone = SSCConv2D.from_config(config)
     assert clone.get_config() == config
-    assert (clone.g, clone.p, clone.padding, clone.kernel_size) == (5, 7, "same", (3, 5))
+    assert (clone.g, clone.p, clone.padding, clone.kernel_size, clone.fan) == (
+        5, 7, "same", (3, 5), "live")
 
 
 def test_keras_file_round_trip(tmp_path):
@@ -415,6 +419,9 @@ def test_mixed_precision_runs_in_float16():
     (dict(filters=8, kernel_size=3, g=2, p=2, padding="full"), "`padding`.*Received"),
     (dict(filters=8, kernel_size=3, g=2, p=2, strides=(1, 0)), "`strides`"),
     (dict(filters=8, kernel_size=3, g=2, p=2, implementation="fast"), "`implementation`"),
+    (dict(filters=8, kernel_size=3, g=2, p=2, fan="sparse"),
+     r"^Invalid value for argument `fan`: expected one of \('dense', 'live'\). Received: "
+     r"fan='sparse'$"),
 ])
 def test_bad_arguments_raise_at_construction(kwargs, message):
     with pytest.raises(ValueError, match=message):

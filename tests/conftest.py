@@ -14,7 +14,7 @@ if os.environ.get("TF_USE_LEGACY_KERAS") != "1":
 
 @pytest.fixture(scope="session")
 def trained_run(tmp_path_factory):
-    """The run every test that reads a trained model shares (run_testing.py says which):
+    """The run every test that reads a trained model shares (run_testing.py holds its settings):
     `run_testing.TrainedRun(model_dir, config, model)`, `model` the Keras model it ended with.
     Read it only; a test that writes into a run directory takes `run_copy`."""
     import run_testing

@@ -3,10 +3,10 @@
 It is the quickstart experiment (digits, SSC ResNet-32 with the CIFAR-10 10 % ticket's pattern)
 shortened to EPOCHS epochs of STEPS_PER_EPOCH batches of 16, at a rate small enough that the
 weights stay near their initialization while the batch-norm statistics settle: the model's
-probabilities are soft and its predictions spread over several classes, so a converted file
-that computed something else would disagree with it (a few steps at the quickstart's rate give
-a model that puts probability ~1 on one class for every image). The rate drops tenfold after
-epoch 1, so a run's schedule shows in its TensorBoard logs.
+probabilities are soft and, at its seed 0, its predictions spread over 4 classes, so a file
+converted to compute something else would disagree with it (a few steps at the quickstart's
+rate give a model that puts probability ~1 on one class for every image). The rate drops
+tenfold after epoch 1, so a run's schedule shows in its TensorBoard logs.
 """
 
 import collections

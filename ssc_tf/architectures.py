@@ -496,13 +496,13 @@ def classifier_inputs(model):
 
 
 @functools.lru_cache(maxsize=None)
-def live_params(in_channels, filters, kernel_size, g, p):
+def live_params(in_channels, filters, kernel_size, g, p, layout=pattern_lib.JOINED):
     """Exact live weights of one convolution (cached: searches count the same shapes often).
 
     Raises:
         ValueError: from `SSCPattern`, when (g, p) leaves a filter without any kernel.
     """
-    return pattern_lib.SSCPattern(in_channels, filters, kernel_size, g, p).live_params
+    return pattern_lib.SSCPattern(in_channels, filters, kernel_size, g, p, layout).live_params
 
 
 def layer_gp(layer, settings):
@@ -556,7 +556,7 @@ def settings_of(model, g, p, p_1x1=()):
     return settings
 
 
-def count(model, num_classes, input_shape, g, p, p_1x1=()):
+def count(model, num_classes, input_shape, g, p, p_1x1=(), pointwise_layout=pattern_lib.JOINED):
     """Exact totals of the model `models.build(model, ...)` would build, without building it.
 
     Takes the model factory's keyword arguments, so `count(config.model,
@@ -569,6 +569,7 @@ def count(model, num_classes, input_shape, g, p, p_1x1=()):
         g: one g per width of the model (int >= 1 or None).
         p: one p per width (int >= 1 or None).
         p_1x1: resnet50 only: one p per 1 x 1 width.
+        pointwise_layout: the layout of the 1 x 1 parts (`pattern.LAYOUTS`).
 
     Returns:
         `Counts`, equal to `models.report.model_stats` of the built model.
@@ -577,7 +578,8 @@ def count(model, num_classes, input_shape, g, p, p_1x1=()):
     live = dense = macs = dense_macs = 0
     for layer in conv_layers(model, input_shape):
         layer_live = live_params(
-            layer.in_channels, layer.filters, layer.kernel_size, *layer_gp(layer, settings)
+            layer.in_channels, layer.filters, layer.kernel_size, *layer_gp(layer, settings),
+            pointwise_layout,
         )
         live, dense = live + layer_live, dense + layer.dense_params
         macs += layer.pixels * layer_live

@@ -12,6 +12,7 @@ import dataclasses
 
 from ssc_tf import architectures
 from ssc_tf import arguments
+from ssc_tf import pattern
 from ssc_tf import pruning
 from ssc_tf.data import datasets
 
@@ -83,6 +84,15 @@ class ExperimentConfig:
         f"{architectures.widths_1x1('resnet50')}, six integers >= 1. Empty for the other "
         "models.",
         default=(), allow_none=False,
+    )
+    pointwise_layout: str = _field(
+        ENUM,
+        "Which inputs SSC's 1 x 1 kernels read: joined (each filter's 1 x 1 inputs start in "
+        "the next block, so every layer is one connected group) or aligned (ssc_tf's earlier "
+        "layout, which closes some configs' channels into isolated groups; for runs and "
+        "comparisons from before the joined layout). A pruned run keeps this pattern's count; "
+        "the dense twin ignores it (docs/pattern.md).",
+        default=pattern.JOINED, choices=pattern.LAYOUTS,
     )
     sparsity: str = _field(
         ENUM,
@@ -279,7 +289,7 @@ class ExperimentConfig:
 
         Returns:
             A dict with `num_classes`, `input_shape`, `g` and `p` (tuples, one value per
-            width), plus `p_1x1` for ResNet-50. For the dense twin (`sparsity` 'dense', and
+            width), `pointwise_layout`, plus `p_1x1` for ResNet-50. For the dense twin (`sparsity` 'dense', and
             the pruned methods, which add `masked=True`), `g` is all 1 and `p` all None
             (every layer a standard convolution) and ResNet-50's `p_1x1` is all 1 (a 1 x 1
             layer with period 1 is a standard pointwise convolution), whatever
@@ -290,7 +300,7 @@ class ExperimentConfig:
         else:
             g, p, p_1x1 = self.g, self.p, self.p_1x1
         kwargs = {"num_classes": self.num_classes, "input_shape": self.input_shape, "g": g,
-                  "p": p}
+                  "p": p, "pointwise_layout": self.pointwise_layout}
         if architectures.widths_1x1(self.model):
             kwargs["p_1x1"] = p_1x1
         if self.masked:
@@ -301,7 +311,7 @@ class ExperimentConfig:
         """`model_kwargs` of the SSC pattern (--g, --p, --p_1x1) whatever `sparsity` is: the
         pruned methods' budget (`ssc_tf.pruning.budget`). Empty (g, p) for a dense run."""
         kwargs = {"num_classes": self.num_classes, "input_shape": self.input_shape,
-                  "g": self.g, "p": self.p}
+                  "g": self.g, "p": self.p, "pointwise_layout": self.pointwise_layout}
         if architectures.widths_1x1(self.model):
             kwargs["p_1x1"] = self.p_1x1
         return kwargs

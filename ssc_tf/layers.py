@@ -82,8 +82,12 @@ class SSCConv2D(keras.layers.Layer):
     Computes the convolution of a `Conv2D` whose kernel has a fixed structured sparsity
     pattern: for filter n and input channel m, the kernel is a full kh x kw kernel where m and n
     fall in the same of `g` contiguous, balanced channel blocks, a 1 x 1 kernel (the window's
-    center tap) where it is not and `m % p == n % p`, and empty otherwise. Neither `g` nor `p`
-    has to divide the channel counts. Special cases: `g=1` is `Conv2D`; `p=None` with g
+    center tap) where it is not and `(m - offset) % p == n % p`, and empty otherwise. Neither
+    `g` nor `p` has to divide the channel counts. The offset is `pointwise_layout`'s:
+    `"joined"` (the default) rotates each filter's 1 x 1 inputs into the next block, so the
+    kernels join every block into one connected layer, `"aligned"` (offset 0) is ssc_tf's
+    earlier layout, which can close the channels into isolated groups (`ssc_tf.pattern`,
+    docs/pattern.md). Special cases: `g=1` is `Conv2D`; `p=None` with g
     dividing both channel counts is `Conv2D(groups=g)`; `g=None, p=1` is a 1 x 1 `Conv2D`
     applied at the window's center.
 
@@ -91,7 +95,8 @@ class SSCConv2D(keras.layers.Layer):
     the density. The layer computes its function in one of several exactly equivalent forms
     (`ssc_tf.execution_plan`): the kh x kw part as grouped, depthwise, shifted depthwise or
     per-block convolutions on contiguous channel ranges, the 1 x 1 part as a batched matrix
-    product or a grouped 1 x 1 convolution over the p residues, or as one 1 x 1 convolution of
+    product or a grouped 1 x 1 convolution over the p residues of the inputs rotated by the
+    offset, or as one 1 x 1 convolution of
     the masked kernel, or the whole layer as one dense convolution of the masked kernel
     (`"dense"`: all the dense work, the test oracle). With `implementation="auto"` (the
     default) the execution plan picks the form measured fastest for the layer's shape, batch
@@ -127,6 +132,9 @@ class SSCConv2D(keras.layers.Layer):
             `"he_normal"`.
         fan: `"dense"` (default) or `"live"`: the fans a `VarianceScaling` initializer scales
             each live weight by (see above).
+        pointwise_layout: `"joined"` (default) or `"aligned"`: which inputs the 1 x 1
+            kernels read (see above). A layer saved without it (before ssc_tf had the joined
+            layout) loads as `"aligned"`, the layout its weights belong to.
         bias_initializer: initializer of the bias. Defaults to `"zeros"`.
         kernel_regularizer: regularizer applied to every live kernel weight variable.
         bias_regularizer: regularizer applied to the bias.
@@ -171,6 +179,7 @@ class SSCConv2D(keras.layers.Layer):
         bias_regularizer=None,
         implementation="auto",
         fan="dense",
+        pointwise_layout=pattern_lib.JOINED,
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -195,6 +204,8 @@ class SSCConv2D(keras.layers.Layer):
             )
         self.implementation = implementation
         self.fan = arguments.check_choice("fan", fan, FANS)
+        self.pointwise_layout = arguments.check_choice(
+            "pointwise_layout", pointwise_layout, pattern_lib.LAYOUTS)
         self.input_spec = keras.layers.InputSpec(ndim=4)
         self._pattern = None
 
@@ -206,7 +217,8 @@ class SSCConv2D(keras.layers.Layer):
                 f"Received input_shape={input_shape}"
             )
         self._pattern = pattern_lib.SSCPattern(
-            in_channels, self.filters, self.kernel_size, self.g, self.p
+            in_channels, self.filters, self.kernel_size, self.g, self.p,
+            layout=self.pointwise_layout,
         )
         self.input_spec = keras.layers.InputSpec(ndim=4, axes={-1: in_channels})
         shapes = self._pattern.weight_shapes()
@@ -568,6 +580,10 @@ class SSCConv2D(keras.layers.Layer):
         p, a, c = self.pattern.residue_shape
         if a * p != m:
             x = tf.pad(x, [[0, 0], [0, 0], [0, 0], [0, a * p - m]])
+        offset = self.pattern.offset
+        if offset:
+            # tf.roll(x, -offset, axis=-1) as two slices, which LiteRT's XNNPACK runs.
+            x = tf.concat([x[..., offset:], x[..., :offset]], axis=-1)
         if how == "gconv":
             # Inputs residue-major, p groups of (a, c) kernels, outputs back to filter order.
             kernel = self._placed(live, self._grouped_pointwise_index, (1, 1, a, p * c))
@@ -613,6 +629,13 @@ class SSCConv2D(keras.layers.Layer):
                 "bias_regularizer": keras.regularizers.serialize(self.bias_regularizer),
                 "implementation": self.implementation,
                 "fan": self.fan,
+                "pointwise_layout": self.pointwise_layout,
             }
         )
         return config
+
+    @classmethod
+    def from_config(cls, config):
+        """The layer of `get_config()`; one saved before `pointwise_layout` existed is
+        `"aligned"`, the layout of its weights."""
+        return cls(**{"pointwise_layout": pattern_lib.ALIGNED, **config})

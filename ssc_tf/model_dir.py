@@ -31,6 +31,7 @@ import socket
 from absl import logging
 import tensorflow as tf
 
+from ssc_tf import pattern
 from ssc_tf.config import ExperimentConfig
 
 RUN_FILE = "run.json"
@@ -42,7 +43,8 @@ EVAL_FILE = "eval.json"
 # The config fields that define the network; a model_dir holds one network for good, while
 # the schedule may change between runs (e.g. more --epochs to train on).
 _MODEL_FIELDS = (
-    "dataset", "model", "sparsity", "g", "p", "p_1x1", "kept_fraction", "random_per_layer"
+    "dataset", "model", "sparsity", "g", "p", "p_1x1", "pointwise_layout", "kept_fraction",
+    "random_per_layer",
 )
 _CHECKPOINTS_KEPT = 2
 _CHECKPOINT_NAME = "epoch"
@@ -110,6 +112,11 @@ def read_run(model_dir):
         saved = run["config"]
         if "dense" in saved:  # written before --sparsity replaced --dense
             saved["sparsity"] = "dense" if saved.pop("dense") else "ssc"
+        # Written before the joined 1 x 1 layout: its pattern (and a pruned run's budget) was
+        # the aligned one. The dense twin has none.
+        saved.setdefault(
+            "pointwise_layout",
+            pattern.JOINED if saved.get("sparsity") == "dense" else pattern.ALIGNED)
         return ExperimentConfig(**saved), run["data_dir"]
     except (ValueError, KeyError, TypeError) as e:
         raise ValueError(

@@ -6,10 +6,22 @@ In a structured sparse convolution (SSC) each kernel is one of three kinds (docs
 - a full kh x kw kernel where input m and filter n fall in the same of g contiguous, balanced
   channel blocks: `block(m; M, g) == block(n; N, g)`;
 - a 1 x 1 kernel (the window's center tap) where the kernel is not kh x kw and
-  `m % p == n % p`;
+  `(m - offset) % p == n % p`;
 - an empty kernel otherwise.
 
 `g=None` drops the kh x kw part, `p=None` the 1 x 1 part. Neither has to divide M or N.
+
+The paper fixes how many 1 x 1 kernels a filter has, about (M - M/g) / p (eq. (10)), not which
+inputs they read. The `offset` is the layout's (docs/pattern.md, "The 1 x 1 layout"):
+
+- `"joined"` (the default): offset = ceil(M/g) mod p, so that in a square layer filter n reads
+  input n + M/g, the same place in the next block, and every block reaches the next. The layer's
+  connection graph (inputs and filters, joined by every kernel) is then one group, and the
+  1 x 1 counts follow eq. (10). Where that offset leaves the graph in several groups (only
+  possible with fewer filters than inputs), the smallest offset that joins it is taken.
+- `"aligned"`: offset = 0, ssc_tf's layout before the joined one, kept to load its files. When the
+  block size divides p, it closes the channels into isolated groups (a block and its residue
+  classes are a union of blocks) and gives each filter of a square layer M/p - 1 kernels.
 
 This module needs no TensorFlow: the layer, the tools and the tests all read the pattern, its
 exact counts and its execution plan from here, and nothing else recomputes them.
@@ -24,6 +36,11 @@ import numpy as np
 from ssc_tf import arguments
 
 PADDINGS = ("valid", "same")
+
+# How the 1 x 1 part picks its inputs (SSCPattern's `layout`; the module docstring).
+JOINED = "joined"
+ALIGNED = "aligned"
+LAYOUTS = (JOINED, ALIGNED)
 
 
 def check_positive_int(name, value, allow_none=False):
@@ -89,6 +106,31 @@ def paper_density(g, p, kernel_size):
     kh, kw = check_pair("kernel_size", kernel_size)
     kxk = 0.0 if g is None else 1.0 / g
     return kxk + (0.0 if p is None else (1.0 - kxk) / (p * kh * kw))
+
+
+def connected_groups(adjacency):
+    """The connected components of the bipartite graph of an (M, N) bool `adjacency` (input m
+    and filter n joined where it is True); an input or a filter without an edge is one."""
+    adjacency = np.asarray(adjacency, dtype=bool)
+    unseen_in = np.ones(adjacency.shape[0], dtype=bool)
+    unseen_out = np.ones(adjacency.shape[1], dtype=bool)
+    groups = 0
+    while unseen_in.any() or unseen_out.any():
+        groups += 1
+        reach_in, reach_out = np.zeros_like(unseen_in), np.zeros_like(unseen_out)
+        if unseen_in.any():
+            reach_in[np.argmax(unseen_in)] = True
+        else:
+            reach_out[np.argmax(unseen_out)] = True
+        while True:
+            more_out = reach_out | adjacency[reach_in].any(axis=0)
+            more_in = reach_in | adjacency[:, more_out].any(axis=1)
+            if (more_out == reach_out).all() and (more_in == reach_in).all():
+                break
+            reach_in, reach_out = more_in, more_out
+        unseen_in &= ~reach_in
+        unseen_out &= ~reach_out
+    return groups
 
 
 def conv_output_length(length, kernel, stride, padding):
@@ -180,6 +222,12 @@ class SSCPattern:
         g: the number of channel blocks of the kh x kw part (int >= 1), or None for no
             kh x kw part.
         p: the residue modulus of the 1 x 1 part (int >= 1), or None for no 1 x 1 part.
+        layout: which inputs the 1 x 1 kernels read, one of `LAYOUTS` (the module docstring):
+            `"joined"` (default) or `"aligned"` (ssc_tf's earlier layout).
+
+    Attributes:
+        offset: the 1 x 1 part pairs input m with filter n where
+            `(m - offset) % p == n % p` (0 without a 1 x 1 part).
 
     Raises:
         ValueError: for a bad argument, or when some filter would have no kernel at all (g
@@ -190,23 +238,28 @@ class SSCPattern:
     >>> pattern = SSCPattern(512, 512, 3, g=16, p=2)
     >>> round(pattern.density, 4)
     0.1146
+    >>> pattern.offset, pattern.connected_groups()
+    (0, 1)
     """
 
-    def __init__(self, in_channels, filters, kernel_size, g, p):
+    def __init__(self, in_channels, filters, kernel_size, g, p, layout=JOINED):
         self.in_channels = check_positive_int("in_channels", in_channels)
         self.filters = check_positive_int("filters", filters)
         self.kernel_size = check_pair("kernel_size", kernel_size)
         self.g, self.p = check_g_p(g, p)
+        self.layout = arguments.check_choice("layout", layout, LAYOUTS)
         m, n = self.in_channels, self.filters
         if self.g is None:
             self.kxk_mask = np.zeros((m, n), dtype=bool)
         else:
             self.kxk_mask = block_ids(m, self.g)[:, None] == block_ids(n, self.g)[None, :]
+        self.offset = 0
         if self.p is None:
             self.pointwise_mask = np.zeros((m, n), dtype=bool)
+        elif self.layout == ALIGNED or self.g is None:
+            self.pointwise_mask = self._pointwise_mask(0)
         else:
-            same_residue = (np.arange(m)[:, None] % self.p) == (np.arange(n)[None, :] % self.p)
-            self.pointwise_mask = same_residue & ~self.kxk_mask
+            self.offset, self.pointwise_mask = self._joined()
         empty = np.flatnonzero(~(self.kxk_mask | self.pointwise_mask).any(axis=0))
         if empty.size:
             raise ValueError(
@@ -216,6 +269,26 @@ class SSCPattern:
                 f"(in_channels), or a p <= {m} that gives the remaining filters 1x1 kernels."
             )
         self.runs = self._kxk_runs()
+
+    def _pointwise_mask(self, offset):
+        m, n = self.in_channels, self.filters
+        same_class = (np.arange(m)[:, None] - offset) % self.p == np.arange(n)[None, :] % self.p
+        return same_class & ~self.kxk_mask
+
+    def _joined(self):
+        """The joined layout's (offset, 1 x 1 mask): offset ceil(M/g) mod p, or where that
+        leaves the connection graph in several groups, the smallest offset that joins it."""
+        first = -(-self.in_channels // self.g) % self.p
+        for offset in [first] + [o for o in range(self.p) if o != first]:
+            mask = self._pointwise_mask(offset)
+            if connected_groups(self.kxk_mask | mask) == 1:
+                return offset, mask
+        return first, self._pointwise_mask(first)
+
+    def connected_groups(self):
+        """The groups of inputs and filters that the layer's kernels join (1 where every
+        input reaches every filter through the layer's kernels and their transposes)."""
+        return connected_groups(self.kxk_mask | self.pointwise_mask)
 
     def _kxk_runs(self):
         if self.g is None:
@@ -245,7 +318,9 @@ class SSCPattern:
     def residue_shape(self):
         """Shape (p, ceil(M/p), ceil(N/p)) of the 1 x 1 part as a batch of matrices.
 
-        Input m = i * p + s and filter n = j * p + s meet at [s, i, j].
+        Input m = (i * p + s + offset) mod (p * ceil(M/p)) and filter n = j * p + s meet at
+        [s, i, j]: the inputs, zero-padded to p * ceil(M/p) channels and rotated by `offset`
+        (`tf.roll(x, -offset, axis=-1)`), then read residue-major.
         """
         if self.p is None:
             return None
@@ -255,7 +330,7 @@ class SSCPattern:
         """The live 1 x 1 kernels in residue order: flat index in `residue_shape`, m, n."""
         p, a, c = self.residue_shape
         s, i, j = np.meshgrid(np.arange(p), np.arange(a), np.arange(c), indexing="ij")
-        m, n = (i * p + s).ravel(), (j * p + s).ravel()
+        m, n = ((i * p + s + self.offset) % (a * p)).ravel(), (j * p + s).ravel()
         inside = (m < self.in_channels) & (n < self.filters)
         live = np.zeros_like(inside)
         live[inside] = self.pointwise_mask[m[inside], n[inside]]
@@ -310,7 +385,8 @@ class SSCPattern:
     def grouped_pointwise_index(self):
         """Flat index into the (ceil(M/p), p * ceil(N/p)) kernel of every live 1 x 1 weight,
         in storage order: the 1 x 1 part as one grouped 1 x 1 convolution with p groups, on the
-        inputs ordered residue-major (input i * p + s at s * ceil(M/p) + i), whose output
+        inputs rotated as for `residue_shape` and ordered residue-major (rotated input
+        i * p + s at s * ceil(M/p) + i), whose output
         s * ceil(N/p) + j is filter j * p + s. Residue matrix [s, i, j] sits at [i, s, j]."""
         if self.p is None:
             return np.zeros((0,), dtype=np.int64)
@@ -382,5 +458,6 @@ class SSCPattern:
         kh, kw = self.kernel_size
         return (
             f"SSCPattern(in_channels={self.in_channels}, filters={self.filters}, "
-            f"kernel_size=({kh}, {kw}), g={self.g}, p={self.p}, density={self.density:.4f})"
+            f"kernel_size=({kh}, {kw}), g={self.g}, p={self.p}, layout={self.layout!r}, "
+            f"density={self.density:.4f})"
         )

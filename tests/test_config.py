@@ -158,7 +158,7 @@ def test_model_kwargs_sparse_and_dense():
     kwargs = flagfile.load(CONFIGS / "tinyimagenet_vgg19_2pct.cfg").model_kwargs()
     assert kwargs == {
         "num_classes": 200, "input_shape": (64, 64, 3),
-        "g": (1, 4, 8, 64), "p": (1, 4, 12, 40),
+        "g": (1, 4, 8, 64), "p": (1, 4, 12, 40), "pointwise_layout": "joined",
     }
     kwargs = flagfile.load(CONFIGS / "imagenet_resnet50_20pct.cfg").model_kwargs()
     assert kwargs["p_1x1"] == (1, 1, 4, 4, 8, 8)
@@ -166,6 +166,7 @@ def test_model_kwargs_sparse_and_dense():
     kwargs = flagfile.load(CONFIGS / "cifar10_resnet32_dense.cfg").model_kwargs()
     assert kwargs == {
         "num_classes": 10, "input_shape": (32, 32, 3), "g": (1, 1, 1), "p": (None,) * 3,
+        "pointwise_layout": "joined",
     }
     kwargs = flagfile.load(CONFIGS / "imagenet_resnet50_dense.cfg").model_kwargs()
     assert (kwargs["g"], kwargs["p"], kwargs["p_1x1"]) == ((1,) * 4, (None,) * 4, (1,) * 6)
@@ -295,7 +296,7 @@ def test_define_flags_once_and_from_flags_with_overrides():
     fv = experiment_flags.define_flags(flags.FlagValues())
     assert experiment_flags.define_flags(fv) is fv
     assert sorted(fv) == sorted(
-        ["dataset", "model", "g", "p", "p_1x1", "sparsity", "kept_fraction", "random_per_layer", "ticket", "epochs", "batch_size",
+        ["dataset", "model", "g", "p", "p_1x1", "pointwise_layout", "sparsity", "kept_fraction", "random_per_layer", "ticket", "epochs", "batch_size",
          "learning_rate", "lr_boundaries", "lr_decay", "momentum", "weight_decay",
          "validation_split", "train_examples", "seed"]
     )

@@ -3,9 +3,11 @@ serialization, errors."""
 
 import contextlib
 import itertools
+import json
 import os
 import subprocess
 import sys
+import zipfile
 
 import keras
 import numpy as np
@@ -14,6 +16,7 @@ import tensorflow as tf
 
 from ssc_tf import SSCConv2D
 from ssc_tf import execution_plan
+from ssc_tf.pattern import SSCPattern
 
 from layer_testing import (
     ATOL, GROUPED_GRADIENTS, outputs_and_gradients, pair, random_inputs, same_weights,
@@ -49,13 +52,14 @@ FORM_CASES = [
 ]
 
 
-def _assert_forms_match_dense(forms, m, n, g, p, kernel_size, strides, padding, gradients=True):
+def _assert_forms_match_dense(forms, m, n, g, p, kernel_size, strides, padding, gradients=True,
+                              **layer_kwargs):
     # Odd spatial sizes with stride 2 exercise the 'same' padding split; batch alternates 1/3.
     batch = 1 if (kernel_size + strides) % 2 else 3
     in_shape = (batch, 9, 8, m)
     layers = same_weights(
         ("dense",) + tuple(forms), n, in_shape, kernel_size=kernel_size, g=g, p=p,
-        strides=strides, padding=padding,
+        strides=strides, padding=padding, **layer_kwargs,
     )
     x = random_inputs(in_shape)
     out_shape = layers["dense"].compute_output_shape(in_shape)
@@ -88,6 +92,21 @@ def test_every_form_matches_dense_forward_and_gradients(
     )
 
 
+@pytest.mark.parametrize("m,n,g,p,layout,offset", [
+    (32, 32, 16, 8, "joined", 2),   # a square run, as in ResNet-32 2 %'s first stage
+    (30, 64, 5, 7, "joined", 6),    # residue padding (7 does not divide 30), more filters
+    (32, 32, 16, 8, "aligned", 0),
+])
+def test_every_form_matches_dense_under_each_pointwise_layout(m, n, g, p, layout, offset):
+    """The bmm and gconv forms rotate the inputs by the offset before reading them
+    residue-major: each form against the dense oracle, forward and gradients."""
+    assert SSCPattern(m, n, 3, g, p, layout).offset == offset
+    _assert_forms_match_dense(NON_GROUPED + ["auto"], m, n, g, p, 3, 2, "same",
+                              pointwise_layout=layout)
+    _assert_forms_match_dense(GROUPED, m, n, g, p, 3, 1, "same", gradients=GROUPED_GRADIENTS,
+                              pointwise_layout=layout)
+
+
 @pytest.mark.skipif(GROUPED_GRADIENTS, reason="oneDNN is on: the tests above check the grouped "
                                               "forms' gradients in this process")
 def test_grouped_gradients_under_onednn():
@@ -106,13 +125,13 @@ def test_grouped_gradients_under_onednn():
 @pytest.mark.parametrize("form", [f"{kxk}+bmm" for kxk in execution_plan.KXK_FORMS])
 def test_every_form_runs_in_a_graph_with_a_bias_and_no_pointwise_part(form):
     """Grappler fuses a convolution with its BiasAdd, and without oneDNN TF cannot run that
-    fusion for a grouped convolution: a pattern whose 1 x 1 part holds no live weight (p = M)
-    must still run in a tf.function. With no 1 x 1 weight the 1 x 1 forms build nothing, so
-    one name per K x K form covers them all."""
+    fusion for a grouped convolution: a pattern whose 1 x 1 part holds no live weight (p = M
+    in the aligned layout) must still run in a tf.function. With no 1 x 1 weight the 1 x 1
+    forms build nothing, so one name per K x K form covers them all."""
     layer = SSCConv2D(64, 3, g=32, p=64, padding="same", bias_initializer="ones",
-                      implementation=form)
+                      implementation=form, pointwise_layout="aligned")
     dense = SSCConv2D(64, 3, g=32, p=64, padding="same", bias_initializer="ones",
-                      implementation="dense")
+                      implementation="dense", pointwise_layout="aligned")
     x = random_inputs((2, 8, 8, 64))
     layer.build(x.shape)
     dense.build(x.shape)
@@ -343,8 +362,8 @@ def test_config_round_trip():
     config = layer.get_config()
     clone = SSCConv2D.from_config(config)
     assert clone.get_config() == config
-    assert (clone.g, clone.p, clone.padding, clone.kernel_size, clone.fan) == (
-        5, 7, "same", (3, 5), "live")
+    assert (clone.g, clone.p, clone.padding, clone.kernel_size, clone.fan,
+            clone.pointwise_layout) == (5, 7, "same", (3, 5), "live", "joined")
 
 
 def test_keras_file_round_trip(tmp_path):
@@ -358,6 +377,35 @@ def test_keras_file_round_trip(tmp_path):
     assert isinstance(loaded.layers[1], SSCConv2D)
     x = random_inputs((2, 8, 8, 16))
     np.testing.assert_allclose(loaded(x), model(x), atol=1e-6)
+
+
+def test_a_keras_file_saved_before_pointwise_layout_loads_as_aligned(tmp_path):
+    """A .keras file written before the joined layout holds no `pointwise_layout`: its weights
+    belong to the aligned layout, and it must load as that, never silently as joined."""
+    inputs = keras.Input((8, 8, 32))
+    outputs = SSCConv2D(32, 3, g=16, p=8, padding="same", pointwise_layout="aligned")(inputs)
+    model = keras.Model(inputs, outputs)
+    path = tmp_path / "old.keras"
+    model.save(path)
+    with zipfile.ZipFile(path) as archive:
+        files = {name: archive.read(name) for name in archive.namelist()}
+    config = json.loads(files["config.json"])
+    layer_config = next(
+        layer["config"] for layer in config["config"]["layers"]
+        if layer["class_name"] == "SSCConv2D"
+    )
+    del layer_config["pointwise_layout"]
+    files["config.json"] = json.dumps(config).encode()
+    with zipfile.ZipFile(path, "w") as archive:
+        for name, data in files.items():
+            archive.writestr(name, data)
+    loaded = keras.models.load_model(path)
+    assert loaded.layers[1].pointwise_layout == "aligned"
+    x = random_inputs((2, 8, 8, 32))
+    np.testing.assert_allclose(loaded(x), model(x), atol=1e-6)
+    joined = SSCConv2D.from_config({**layer_config, "pointwise_layout": "joined"})
+    joined.build(x.shape)
+    assert joined.pattern.num_pointwise_kernels != loaded.layers[1].pattern.num_pointwise_kernels
 
 
 def test_tf_checkpoint_restores_every_kernel(tmp_path):
@@ -422,6 +470,9 @@ def test_mixed_precision_runs_in_float16():
     (dict(filters=8, kernel_size=3, g=2, p=2, fan="sparse"),
      r"^Invalid value for argument `fan`: expected one of \('dense', 'live'\). Received: "
      r"fan='sparse'$"),
+    (dict(filters=8, kernel_size=3, g=2, p=2, pointwise_layout="residue"),
+     r"^Invalid value for argument `pointwise_layout`: expected one of \('joined', "
+     r"'aligned'\). Received: pointwise_layout='residue'$"),
 ])
 def test_bad_arguments_raise_at_construction(kwargs, message):
     with pytest.raises(ValueError, match=message):

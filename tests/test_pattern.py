@@ -7,7 +7,7 @@ import pytest
 from ssc_tf import arguments
 from ssc_tf import pattern as pattern_lib
 from ssc_tf.pattern import SSCPattern
-from spec_oracle import spec_block, spec_kernel_kinds
+from spec_oracle import spec_block, spec_groups, spec_kernel_kinds, spec_offset
 
 # Every (channels, g, p) of the supplement's tables (docs/supplement.md), as 3x3 layers with as
 # many inputs as filters (the first layer of a stage sees the previous width: added below).
@@ -72,9 +72,11 @@ def test_block_ids_match_keras_groups_when_g_divides():
     [(128, 128, 19, 15), (3, 64, 1, 1), (64, 3, 8, 2), (20, 12, 5, 3), (6, 16, 8, 1),
      (16, 6, 8, 2), (10, 14, 3, None), (9, 13, None, 4), (12, 12, 12, None), (7, 5, 2, 9)],
 )
-def test_masks_match_spec_definition(m, n, g, p):
-    pattern = SSCPattern(m, n, 3, g, p)
-    kinds = spec_kernel_kinds(m, n, g, p)
+@pytest.mark.parametrize("layout", pattern_lib.LAYOUTS)
+def test_masks_match_spec_definition(m, n, g, p, layout):
+    pattern = SSCPattern(m, n, 3, g, p, layout)
+    assert pattern.offset == spec_offset(m, n, g, p, layout)
+    kinds = spec_kernel_kinds(m, n, g, p, layout)
     np.testing.assert_array_equal(pattern.kxk_mask, kinds == "k")
     np.testing.assert_array_equal(pattern.pointwise_mask, kinds == "1")
 
@@ -91,7 +93,10 @@ def test_live_params_equal_independent_mask_count(m, n, g, p):
 
 def test_spec_density_examples():
     assert round(SSCPattern(512, 512, 3, 16, 2).density * 100, 2) == 11.46
-    assert round(SSCPattern(512, 512, 3, 64, 25).density * 100, 2) == 1.99
+    # Eq. (10) gives 2.00 %: the joined layout 2.01 %, the aligned one (whose filters each
+    # lose a 1 x 1 kernel to their own block) 1.99 %.
+    assert round(SSCPattern(512, 512, 3, 64, 25).density * 100, 2) == 2.01
+    assert round(SSCPattern(512, 512, 3, 64, 25, pattern_lib.ALIGNED).density * 100, 2) == 1.99
 
 
 @pytest.mark.parametrize("m,n,g,p", [(512, 512, 16, 2), (512, 512, 64, 25), (128, 128, 16, 4)])
@@ -124,12 +129,20 @@ def test_dense_index_places_each_live_weight_once(m, n, g, p, k):
     np.testing.assert_array_equal(np.sort(index), np.flatnonzero(pattern.kernel_mask()))
 
 
+def _rotated_input(pattern, rotated):
+    """The input at position `rotated` of the inputs padded to p * ceil(M/p) channels and
+    rotated by the offset (`residue_shape`)."""
+    _, a, _ = pattern.residue_shape
+    return (rotated + pattern.offset) % (a * pattern.p)
+
+
+# (128, 128, 3, 15) and (64, 64, 3, 32) have offsets 13 and 22; (10, 7, 3, 4) has 0.
 @pytest.mark.parametrize("m,n,p", [(10, 7, 4), (128, 128, 15), (8, 8, 1)])
 def test_residue_index_maps_to_same_residue_pairs(m, n, p):
     pattern = SSCPattern(m, n, 3, 3, p)
     _, a, c = pattern.residue_shape
     s, i, j = np.unravel_index(pattern.residue_index, pattern.residue_shape)
-    m_idx, n_idx = i * p + s, j * p + s
+    m_idx, n_idx = _rotated_input(pattern, i * p + s), j * p + s
     assert (m_idx < m).all() and (n_idx < n).all()
     assert pattern.pointwise_mask[m_idx, n_idx].all()
     assert len(pattern.residue_index) == pattern.num_pointwise_kernels
@@ -138,16 +151,99 @@ def test_residue_index_maps_to_same_residue_pairs(m, n, p):
 @pytest.mark.parametrize("m,n,p", [(10, 7, 4), (128, 128, 15), (8, 8, 1), (64, 64, 32)])
 def test_grouped_pointwise_index_reads_residue_major_inputs(m, n, p):
     """Kernel [r, s * c + j] of the grouped 1 x 1 convolution joins residue-major input
-    s * a + r (input r * p + s) and output s * c + j (filter j * p + s) in group s: every live
-    1 x 1 weight lands on a distinct position of its own group, at its own (m, n)."""
+    s * a + r (rotated input r * p + s) and output s * c + j (filter j * p + s) in group s:
+    every live 1 x 1 weight lands on a distinct position of its own group, at its own (m, n)."""
     pattern = SSCPattern(m, n, 3, 3, p)
     _, a, c = pattern.residue_shape
     r, col = np.divmod(pattern.grouped_pointwise_index(), p * c)
     s, j = np.divmod(col, c)
-    m_idx, n_idx = r * p + s, j * p + s
+    m_idx, n_idx = _rotated_input(pattern, r * p + s), j * p + s
     assert len(np.unique(pattern.grouped_pointwise_index())) == pattern.num_pointwise_kernels
     np.testing.assert_array_equal(
         m_idx * n + n_idx, pattern.pointwise_dense_index())
+
+
+def _eq10_count(pattern):
+    """Eq. (10)'s 1 x 1 kernels per filter: a 1/p share of the M - M/g kernels outside its
+    block."""
+    m = pattern.in_channels
+    return (m - m / pattern.g) / pattern.p
+
+
+SUPPLEMENT_SPARSE_LAYERS = [(m, n, g, p) for m, n, g, p in SUPPLEMENT_LAYERS if g > 1]
+
+
+@pytest.mark.parametrize("m,n,g,p", SUPPLEMENT_SPARSE_LAYERS)
+def test_joined_layout_joins_every_supplement_layer_with_eq10_counts(m, n, g, p):
+    """One connected group per layer (so per stage: identity shortcuts join layer to layer),
+    the filters' mean 1 x 1 count within 0.5 of eq. (10), each filter's within 1 where g and p
+    divide M (elsewhere the residue classes differ in size by one input)."""
+    pattern = SSCPattern(m, n, 3, g, p)
+    assert pattern.connected_groups() == 1
+    counts = pattern.pointwise_mask.sum(axis=0)
+    assert abs(counts.mean() - _eq10_count(pattern)) <= 0.5
+    bound = 1 if m % g == 0 and m % p == 0 else 2
+    assert np.abs(counts - _eq10_count(pattern)).max() <= bound
+
+
+@pytest.mark.parametrize("m,g,p,aligned_groups,aligned_count,joined_count", [
+    (32, 16, 8, 4, 3, 4),      # ResNet-32 2 % tickets, stage 1: eq. (10) 3.75
+    (64, 32, 64, 32, 0, 1),    # CIFAR-100 2 %, stage 2: no 1 x 1 kernel at all; eq. (10) 0.97
+    (128, 64, 64, 32, 1, 2),   # the 2 % tickets' stage 3: eq. (10) 1.97
+    (128, 64, 32, 16, 3, 4),   # the 5 % tickets' stage 3: eq. (10) 3.94
+    (512, 64, 40, 5, None, None),  # Tiny-ImageNet VGG-19 2 %
+])
+def test_aligned_layout_closes_groups_that_the_joined_one_joins(
+        m, g, p, aligned_groups, aligned_count, joined_count):
+    aligned = SSCPattern(m, m, 3, g, p, pattern_lib.ALIGNED)
+    joined = SSCPattern(m, m, 3, g, p)
+    assert (aligned.offset, aligned.connected_groups()) == (0, aligned_groups)
+    assert (joined.offset, joined.connected_groups()) == ((m // g) % p, 1)
+    if aligned_count is not None:
+        assert set(aligned.pointwise_mask.sum(axis=0)) == {aligned_count}
+        assert set(joined.pointwise_mask.sum(axis=0)) == {joined_count}
+
+
+def test_joined_layout_is_connected_over_a_sweep_of_shapes():
+    """Every accepted (M, N, g, p) with a 1 x 1 part and g >= 2 (no blocks: g=None is p
+    groups by definition) over a sweep of widths, narrower, equal and wider layers."""
+    checked = 0
+    for m in (4, 6, 9, 16, 24):
+        for n in sorted({m, 2 * m, m + 3, max(1, m // 2)}):
+            for g in range(2, min(m, n) + 1):
+                for p in range(1, m + 1):
+                    try:
+                        pattern = SSCPattern(m, n, 3, g, p)
+                    except ValueError:
+                        continue
+                    if pattern.num_pointwise_kernels:
+                        checked += 1
+                        assert pattern.connected_groups() == 1, (m, n, g, p)
+    assert checked == 3137
+
+
+@pytest.mark.parametrize("m,n,g,p", [(8, 4, 4, 3), (9, 4, 3, 8), (6, 3, 3, 5), (12, 12, 4, 4)])
+def test_connected_groups_equal_the_oracle_where_the_first_offset_does_not_join(m, n, g, p):
+    """In these narrower layers ceil(M/g) mod p leaves several groups: the next offset that
+    joins them is taken (the last, square one needs none)."""
+    pattern = SSCPattern(m, n, 3, g, p)
+    assert pattern.offset == spec_offset(m, n, g, p)
+    assert pattern.connected_groups() == spec_groups(m, n, g, p) == 1
+    aligned = SSCPattern(m, n, 3, g, p, pattern_lib.ALIGNED)
+    assert aligned.connected_groups() == spec_groups(m, n, g, p, pattern_lib.ALIGNED)
+
+
+def test_special_cases_keep_offset_zero():
+    """Without blocks (g=None, the 1 x 1 part alone), without a 1 x 1 part, and at g = 1 (the
+    kh x kw part holds every kernel) there is nothing to rotate."""
+    assert SSCPattern(16, 16, 1, None, 4).offset == 0
+    assert SSCPattern(16, 16, 3, 4, None).offset == 0
+    assert SSCPattern(16, 16, 3, 1, 4).num_pointwise_kernels == 0
+
+
+def test_bad_layout_names_the_argument():
+    with pytest.raises(ValueError, match=r"`layout`.*joined.*aligned.*'residue'"):
+        SSCPattern(16, 16, 3, 4, 2, "residue")
 
 
 def test_fans_count_live_taps():
@@ -184,7 +280,8 @@ def test_center_tap_window(length, kernel, stride, padding, expected):
     (dict(g="2", p=2), "`g`.*Received: g='2'"),
     (dict(g=None, p=None), "at least one"),
     (dict(g=8, p=None), "g=8, p=None leave 4 of 8 filters without any kernel"),
-    (dict(g=8, p=5), "g=8, p=5 leave 1 of 8 filters"),
+    (dict(g=8, p=6), "g=8, p=6 leave 1 of 8 filters"),
+    (dict(g=8, p=5, layout="aligned"), "g=8, p=5 leave 1 of 8 filters"),
 ])
 def test_bad_g_p_raise_value_error_naming_them(kwargs, message):
     with pytest.raises(ValueError, match=message):

@@ -14,6 +14,6 @@ def test_readme_python_examples_run(tmp_path, monkeypatch, capsys):
         exec(compile(block.replace("/tmp/", f"{tmp_path}/"), str(README), "exec"), {})
     printed = capsys.readouterr().out
     assert "density=0.0599" in printed
-    assert "4413 of 73728" in printed
-    assert "4518912 MACs" in printed
-    assert "158556\n" in printed
+    assert "4415 of 73728" in printed
+    assert "4520960 MACs" in printed
+    assert "159978\n" in printed

@@ -207,6 +207,25 @@ def test_resume_refuses_another_network_and_warns_of_a_changed_schedule(tmp_path
         model_dir_lib.check_resume(str(tmp_path), saved, dataclasses.replace(saved, g=(1, 2, 4)))
 
 
+@pytest.mark.parametrize("sparsity,layout", [("ssc", "aligned"), ("random", "aligned"),
+                                             ("dense", "joined")])
+def test_a_run_json_from_before_pointwise_layout_reads_as_aligned(tmp_path, sparsity, layout):
+    """Its pattern (and a pruned run's budget) was the aligned one: resuming it with today's
+    default must be refused naming the flag, never restore into the joined pattern."""
+    saved = dataclasses.replace(run_testing.config(), sparsity=sparsity)
+    fields = dataclasses.asdict(saved)
+    del fields["pointwise_layout"]
+    (tmp_path / "run.json").write_text(json.dumps({"config": fields, "data_dir": None}))
+    read, _ = model_dir_lib.read_run(str(tmp_path))
+    assert read.pointwise_layout == layout
+    if layout == "aligned":
+        with pytest.raises(ValueError, match=r"\(--pointwise_layout: saved 'aligned', "
+                                             r"requested 'joined'\)\. Use a new --model_dir"):
+            model_dir_lib.check_resume(str(tmp_path), read, saved)
+    else:
+        model_dir_lib.check_resume(str(tmp_path), read, saved)
+
+
 def test_failed_start_leaves_no_run_json(tmp_path):
     model_dir = tmp_path / "run"
     with pytest.raises(ValueError, match="batch_size=4096"):

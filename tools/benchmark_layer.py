@@ -52,6 +52,7 @@ from ssc_tf import flagfile  # noqa: E402
 from ssc_tf import layers as layers_lib  # noqa: E402
 from ssc_tf import model_dir as model_dir_lib  # noqa: E402
 from ssc_tf import models  # noqa: E402
+from ssc_tf import pattern as pattern_lib  # noqa: E402
 from ssc_tf import timing  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -292,8 +293,11 @@ def main(argv):
     partial = FLAGS.only_missing or bool(FLAGS.shapes)
     print(f"{len(shapes)} distinct SSC layer shapes of {len(configs)} configs; runtime "
           f"{section or runtime}; minimum milliseconds of {repeats} calls.", flush=True)
+    # The layout of the 1 x 1 parts timed: sections measured before the joined layout say
+    # "aligned" (its forms read the inputs without the rotation).
     result = {**environment, "runtime": runtime, "section": section, "configs": configs,
-              "batch_size": batch_size, "repeats": repeats, "records": []}
+              "batch_size": batch_size, "repeats": repeats,
+              "pointwise_layout": pattern_lib.JOINED, "records": []}
     for i, shape in enumerate(shapes):
         if runtime in execution_plan.TFLITE_RUNTIMES:
             times = measure_tflite(shape, runtime, repeats)

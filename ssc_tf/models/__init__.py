@@ -6,6 +6,7 @@ pruning baselines' dense twin whose sparsified convolutions carry a fixed mask
 """
 
 from ssc_tf import architectures
+from ssc_tf import pattern
 from ssc_tf.models import blocks
 from ssc_tf.models import masked as masked_lib
 
@@ -19,7 +20,9 @@ def build(name, **kwargs):
         name: one of `MODELS`: vgg19, resnet32 or resnet50.
         **kwargs: `num_classes`, `input_shape` ((height, width, channels)), `g` and `p` (one
             value per width of `architectures.widths(name)`), for resnet50 `p_1x1` (one p
-            per width of `architectures.widths_1x1(name)`), and `masked` (default False):
+            per width of `architectures.widths_1x1(name)`), `pointwise_layout` (one of
+            `pattern.LAYOUTS`, default "joined": which inputs the 1 x 1 kernels of its
+            `SSCConv2D` layers read), and `masked` (default False):
             the dense twin with a `MaskedConv2D` for every convolution that SSC sparsifies,
             which needs the dense (g, p) (g = 1 everywhere).
 
@@ -37,14 +40,16 @@ def build(name, **kwargs):
     return _build(name, **kwargs)
 
 
-def _build(name, num_classes, input_shape, g, p, p_1x1=(), masked=False):
+def _build(name, num_classes, input_shape, g, p, p_1x1=(), masked=False,
+           pointwise_layout=pattern.JOINED):
     settings = architectures.settings_of(name, g, p, p_1x1)
     if masked and settings != architectures.settings_of(name, *architectures.dense_pattern(name)):
         raise ValueError(
             f"Invalid value for argument `masked`: a masked model is the dense twin, so it "
             f"takes g = 1 at every width. Received: g={g!r}, p={p!r}"
         )
-    builder = masked_lib.MaskedBuilder() if masked else blocks.Builder()
+    builder = (masked_lib.MaskedBuilder() if masked
+               else blocks.Builder(pointwise_layout=pointwise_layout))
     return builder.model(architectures.network(name, input_shape), settings, num_classes)
 
 

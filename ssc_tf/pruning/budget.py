@@ -30,7 +30,7 @@ def layer_targets(config):
     return {
         layer.name: architectures.live_params(
             layer.in_channels, layer.filters, layer.kernel_size,
-            *architectures.layer_gp(layer, settings),
+            *architectures.layer_gp(layer, settings), kwargs["pointwise_layout"],
         )
         for layer in prunable_layers(config)
     }

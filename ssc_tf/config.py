@@ -289,8 +289,9 @@ class ExperimentConfig:
 
         Returns:
             A dict with `num_classes`, `input_shape`, `g` and `p` (tuples, one value per
-            width), `pointwise_layout`, plus `p_1x1` for ResNet-50. For the dense twin (`sparsity` 'dense', and
-            the pruned methods, which add `masked=True`), `g` is all 1 and `p` all None
+            width), `pointwise_layout`, plus `p_1x1` for ResNet-50. For the dense twin
+            (`sparsity` 'dense', and the pruned methods, which add `masked=True`, and which
+            ignore `pointwise_layout`), `g` is all 1 and `p` all None
             (every layer a standard convolution) and ResNet-50's `p_1x1` is all 1 (a 1 x 1
             layer with period 1 is a standard pointwise convolution), whatever
             `g`/`p`/`p_1x1` hold.

@@ -87,21 +87,21 @@ class SSCConv2D(keras.layers.Layer):
     `"joined"` (the default) rotates each filter's 1 x 1 inputs into the next block, so the
     kernels join every block into one connected layer, `"aligned"` (offset 0) is ssc_tf's
     earlier layout, which can close the channels into isolated groups (`ssc_tf.pattern`,
-    docs/pattern.md). Special cases: `g=1` is `Conv2D`; `p=None` with g
-    dividing both channel counts is `Conv2D(groups=g)`; `g=None, p=1` is a 1 x 1 `Conv2D`
-    applied at the window's center.
+    docs/pattern.md). Special cases: `g=1` is `Conv2D`; `p=None` with g dividing both channel
+    counts is `Conv2D(groups=g)`; `g=None, p=1` is a 1 x 1 `Conv2D` applied at the window's
+    center.
 
     Only live weights are variables, so checkpoints, `.keras` files and SavedModels shrink with
     the density. The layer computes its function in one of several exactly equivalent forms
     (`ssc_tf.execution_plan`): the kh x kw part as grouped, depthwise, shifted depthwise or
     per-block convolutions on contiguous channel ranges, the 1 x 1 part as a batched matrix
     product or a grouped 1 x 1 convolution over the p residues of the inputs rotated by the
-    offset, or as one 1 x 1 convolution of
-    the masked kernel, or the whole layer as one dense convolution of the masked kernel
-    (`"dense"`: all the dense work, the test oracle). With `implementation="auto"` (the
-    default) the execution plan picks the form measured fastest for the layer's shape, batch
-    regime (small or large batch, or a training step) and runtime (TF CPU with or without
-    oneDNN, GPU, TFLite), when the layer is traced; a form's name forces it.
+    offset, or as one 1 x 1 convolution of the masked kernel, or the whole layer as one dense
+    convolution of the masked kernel (`"dense"`: all the dense work, the test oracle). With
+    `implementation="auto"` (the default) the execution plan picks the form measured fastest
+    for the layer's shape, batch regime (small or large batch, or a training step) and runtime
+    (TF CPU with or without oneDNN, GPU, TFLite), when the layer is traced; a form's name
+    forces it.
 
     For a `VarianceScaling` initializer (`he_normal`, the default, `glorot_uniform`,
     `lecun_normal`, ...) each live weight of filter n and input m is drawn with

@@ -289,21 +289,22 @@ class ExperimentConfig:
 
         Returns:
             A dict with `num_classes`, `input_shape`, `g` and `p` (tuples, one value per
-            width), `pointwise_layout`, plus `p_1x1` for ResNet-50. For the dense twin
-            (`sparsity` 'dense', and the pruned methods, which add `masked=True`, and which
-            ignore `pointwise_layout`), `g` is all 1 and `p` all None
-            (every layer a standard convolution) and ResNet-50's `p_1x1` is all 1 (a 1 x 1
-            layer with period 1 is a standard pointwise convolution), whatever
-            `g`/`p`/`p_1x1` hold.
+            width), plus `p_1x1` for ResNet-50 and `pointwise_layout` for SSC. For the dense
+            twin (`sparsity` 'dense', and the pruned methods, which add `masked=True`), `g` is
+            all 1 and `p` all None (every layer a standard convolution) and ResNet-50's
+            `p_1x1` is all 1 (a 1 x 1 layer with period 1 is a standard pointwise
+            convolution), whatever `g`/`p`/`p_1x1` hold.
         """
         if self.dense or self.masked:
             g, p, p_1x1 = architectures.dense_pattern(self.model)
         else:
             g, p, p_1x1 = self.g, self.p, self.p_1x1
         kwargs = {"num_classes": self.num_classes, "input_shape": self.input_shape, "g": g,
-                  "p": p, "pointwise_layout": self.pointwise_layout}
+                  "p": p}
         if architectures.widths_1x1(self.model):
             kwargs["p_1x1"] = p_1x1
+        if not (self.dense or self.masked):
+            kwargs["pointwise_layout"] = self.pointwise_layout
         if self.masked:
             kwargs["masked"] = True
         return kwargs

@@ -166,7 +166,6 @@ def test_model_kwargs_sparse_and_dense():
     kwargs = flagfile.load(CONFIGS / "cifar10_resnet32_dense.cfg").model_kwargs()
     assert kwargs == {
         "num_classes": 10, "input_shape": (32, 32, 3), "g": (1, 1, 1), "p": (None,) * 3,
-        "pointwise_layout": "joined",
     }
     kwargs = flagfile.load(CONFIGS / "imagenet_resnet50_dense.cfg").model_kwargs()
     assert (kwargs["g"], kwargs["p"], kwargs["p_1x1"]) == ((1,) * 4, (None,) * 4, (1,) * 6)

@@ -222,13 +222,20 @@ def test_joined_layout_is_connected_over_a_sweep_of_shapes():
     assert checked == 3137
 
 
-@pytest.mark.parametrize("m,n,g,p", [(8, 4, 4, 3), (9, 4, 3, 8), (6, 3, 3, 5), (12, 12, 4, 4)])
-def test_connected_groups_equal_the_oracle_where_the_first_offset_does_not_join(m, n, g, p):
-    """In these narrower layers ceil(M/g) mod p leaves several groups: the next offset that
-    joins them is taken (the last, square one needs none)."""
+@pytest.mark.parametrize("m,n,g,p,first,offset", [
+    (7, 5, 4, 7, 2, 3), (9, 7, 5, 9, 2, 3), (10, 6, 5, 10, 2, 4), (9, 4, 3, 8, 3, 0),
+])
+def test_where_the_first_offset_leaves_groups_the_smallest_joining_one_is_taken(
+        m, n, g, p, first, offset):
+    """In these narrower layers ceil(M/g) mod p (`first`) leaves several groups, as does the
+    aligned layout in all but the last: the smallest offset that joins them is taken, as the
+    oracle's independent union-find finds it."""
     pattern = SSCPattern(m, n, 3, g, p)
-    assert pattern.offset == spec_offset(m, n, g, p)
-    assert pattern.connected_groups() == spec_groups(m, n, g, p) == 1
+    assert -(-m // g) % p == first
+    assert spec_groups(m, n, g, p) == 1 < pattern_lib.connected_groups(
+        pattern.kxk_mask | ((np.arange(m)[:, None] - first) % p == np.arange(n) % p))
+    assert pattern.offset == spec_offset(m, n, g, p) == offset
+    assert pattern.connected_groups() == 1
     aligned = SSCPattern(m, n, 3, g, p, pattern_lib.ALIGNED)
     assert aligned.connected_groups() == spec_groups(m, n, g, p, pattern_lib.ALIGNED)
 

@@ -9,7 +9,9 @@
 - `predict_image_bytes`: `image_bytes`, string `(batch,)` of encoded JPEG, PNG, GIF or BMP
   files of any size -> the same outputs. Each image is decoded to RGB and brought to the
   training size as evaluation does: ImageNet by `eval_resize` (shorter side 256, center
-  crop); the other datasets by an antialiased bilinear resize when its size differs.
+  crop); a dataset stored smaller (Fashion-MNIST's 28 x 28) padded as its reader pads it
+  when it has the stored size (`augment.pad_stored`); otherwise an antialiased bilinear
+  resize when its size differs.
 - `probabilities`: float32 pixels in 0..255 `(batch, H, W, 3)` -> the probabilities alone:
   the one-output graph that TFLite converts.
 
@@ -111,6 +113,12 @@ class ServingModel:
             if record.eval_shorter_side is not None:
                 image = augment.eval_resize(image, dataset)
             else:
+                if record.stored_size is not None:
+                    image = tf.cond(
+                        tf.reduce_all(tf.shape(image)[:2] == record.stored_size),
+                        lambda: augment.pad_stored(image, dataset),
+                        lambda: image,
+                    )
                 image = tf.cond(
                     tf.reduce_all(tf.shape(image)[:2] == (height, width)),
                     lambda: tf.cast(image, tf.float32),

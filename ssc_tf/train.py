@@ -309,7 +309,9 @@ def _define_flags():
         "Where the dataset lives: the TFDS data directory for cifar10/cifar100 (optional, TFDS' "
         "default otherwise) and imagenet2012 (required; ILSVRC2012 tars under "
         "<data_dir>/downloads/manual/), the unpacked tiny-imagenet-200/ folder for tinyimagenet "
-        "(required). Unused for digits.")
+        "(required), the folder of the four IDX files for fashion_mnist (optional: Debian's "
+        "/usr/share/datasets/fashion-mnist from `apt-get install dataset-fashion-mnist`, else "
+        "TFDS). Unused for digits.")
     flags.DEFINE_string(
         "model_dir", None,
         "Directory of the run: run.json, checkpoints/, logs/ (TensorBoard), train.lock while "

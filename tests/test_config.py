@@ -61,11 +61,11 @@ SCHEDULE_FLAGS = (
     "dataset", "model", "epochs", "lr_boundaries", "batch_size", "learning_rate", "lr_decay",
     "momentum", "weight_decay", "validation_split", "seed",
 )
-# The paper's experiments; quickstart.cfg (the README's offline job) and the digits
-# comparison's configs are tested on their own.
+# The paper's experiments; quickstart.cfg (the README's offline job) and the digits and
+# Fashion-MNIST comparisons' configs are tested on their own.
 CFG_FILES = sorted(
     p for p in CONFIGS.glob("*.cfg")
-    if p.stem != "quickstart" and not p.stem.startswith("digits_")
+    if p.stem != "quickstart" and not p.stem.startswith(("digits_", "fashion_mnist_"))
 )
 
 
@@ -152,6 +152,20 @@ def test_digits_comparison_configs_take_the_cifar10_resnet32_patterns(
     assert digits.model_kwargs() == paper.model_kwargs()
     assert (digits.train_examples, digits.epochs, digits.lr_boundaries) == (
         examples, epochs, boundaries)
+
+
+def test_fashion_mnist_configs_are_the_cifar10_resnet32_patterns_and_their_dense_twin():
+    dense = flagfile.load("fashion_mnist_resnet32_dense")
+    assert (dense.dataset, dense.sparsity) == ("fashion_mnist", "dense")
+    assert dense.model_kwargs() == flagfile.load("cifar10_resnet32_dense").model_kwargs()
+    for ticket in (10, 2):
+        sparse = flagfile.load(f"fashion_mnist_resnet32_{ticket}pct")
+        paper = flagfile.load(f"cifar10_resnet32_{ticket}pct")
+        assert sparse.model_kwargs() == paper.model_kwargs()
+        # One protocol: the same schedule and data as the dense twin.
+        assert dataclasses.replace(sparse, ticket=None, g=(), p=(), sparsity="dense") == dense
+    assert (dense.train_examples, dense.epochs, dense.batch_size, dense.validation_split) == (
+        8000, 6, 64, 0.02)
 
 
 def test_model_kwargs_sparse_and_dense():
@@ -325,7 +339,7 @@ def test_flags_are_generated_from_the_config_fields():
 
 
 def test_a_config_name_stands_for_its_packaged_flagfile(tmp_path, monkeypatch):
-    assert "cifar100_resnet32_5pct" in flagfile.names() and len(flagfile.names()) == 38
+    assert "cifar100_resnet32_5pct" in flagfile.names() and len(flagfile.names()) == 41
     by_name = flagfile.load("cifar100_resnet32_5pct")
     assert by_name == flagfile.load(CONFIGS / "cifar100_resnet32_5pct.cfg")
     assert flagfile.load("cifar100_resnet32_5pct.cfg") == by_name

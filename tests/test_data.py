@@ -433,9 +433,10 @@ def test_a_registry_entry_is_all_a_dataset_needs(monkeypatch):
 
 
 def test_needs_data_dir():
-    assert data.DATASETS == ("cifar10", "cifar100", "tinyimagenet", "imagenet2012", "digits")
+    assert data.DATASETS == ("cifar10", "cifar100", "tinyimagenet", "imagenet2012", "digits",
+                             "fashion_mnist")
     assert [data.needs_data_dir(name) for name in data.DATASETS] == [
-        False, False, True, True, False
+        False, False, True, True, False, False
     ]
 
 

@@ -4,7 +4,8 @@
 - `pipeline`: `load`, `experiment_batches` and `num_examples`, the split policy and the one
   pipeline.
 - `augment`: the per-image transforms (`normalize`, `eval_resize`, training augmentation).
-- the readers, one per source: `tfds_datasets`, `tiny_imagenet`, `digits`.
+- the readers, one per source: `tfds_datasets`, `tiny_imagenet`, `digits`,
+  `idx_files` (Fashion-MNIST).
 
 `from ssc_tf import data` starts no TensorFlow; the names below load the pipeline on first use.
 """

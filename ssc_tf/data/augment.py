@@ -12,6 +12,10 @@ pad-and-crop without the flip, since a mirrored digit is not the same digit (or 
 all). Every random op is stateless and takes an explicit seed, so a pipeline built with the
 same seed yields the same images, even from a parallel map.
 
+Fashion-MNIST is stored at 28x28 grey: `pad_stored` pads it to 32x32 and repeats it over 3
+channels before anything else (its readers call it), then it takes CIFAR's pad, crop and flip:
+a mirrored shirt, bag or shoe is the same kind of clothing.
+
 Evaluation: ImageNet images are resized so that the shorter side is 256 (aspect ratio kept)
 and center-cropped to 224x224; the other datasets are used at their native size.
 
@@ -83,6 +87,29 @@ def eval_resize(images, dataset):
         images, tf.cast(tf.round(size * scale), tf.int32), method="bilinear", antialias=True
     )
     return tf.image.resize_with_crop_or_pad(resized, height, width)
+
+
+def pad_stored(image, dataset):
+    """Brings a stored image of a dataset with a `stored_size` to the model's input shape.
+
+    Pads it with zeros centrally from `stored_size` to the height and width of the record's
+    `input_shape` (Fashion-MNIST: 28x28 to 32x32, the black of its background) and repeats
+    one grey channel over the record's channels. The readers and the serving signature's
+    image decoder both call it, so a served 28x28 file is seen as in training.
+
+    Args:
+        image: uint8 tensor `(stored height, stored width, 1 or 3)`.
+        dataset: str, one of `ssc_tf.data.datasets.NAMES`, whose record has a `stored_size`.
+
+    Returns:
+        A uint8 tensor of the record's `input_shape`.
+    """
+    record = datasets.get(dataset)
+    height, width, channels = record.input_shape
+    image = tf.image.resize_with_crop_or_pad(image, height, width)
+    if channels != 1:
+        image = tf.broadcast_to(image, (height, width, channels))
+    return tf.ensure_shape(image, record.input_shape)
 
 
 def train_augment(image, seed, dataset):

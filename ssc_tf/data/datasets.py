@@ -44,6 +44,9 @@ class Dataset:
         manual_downloads: the archives a TFDS dataset that cannot be downloaded for the
             user is prepared from, in `<data_dir>/downloads/manual/`.
         streamed: read from disk every epoch instead of cached in memory.
+        stored_size: (height, width) of images stored smaller than `input_shape` and grey,
+            which the reader (and the serving signature's decoder) pads with zeros to it
+            (`ssc_tf.data.augment.pad_stored`); None when stored at `input_shape`.
     """
 
     name: str
@@ -60,6 +63,7 @@ class Dataset:
     download_url: str | None = None
     manual_downloads: tuple = ()
     streamed: bool = False
+    stored_size: tuple | None = None
 
 
 _TINY_IMAGENET_URL = "http://cs231n.stanford.edu/tiny-imagenet-200.zip"
@@ -71,7 +75,9 @@ _IMAGENET_ARCHIVES = ("ILSVRC2012_img_train.tar", "ILSVRC2012_img_val.tar")
 # 0.2470, not the often-copied 0.2023/0.1994/0.2010; either is a constant scale that the first
 # batch norm absorbs. Tiny-ImageNet: the per-pixel values usually quoted for its training set.
 # ImageNet: the torchvision / Model Garden constants. Digits are not flipped: a mirrored digit
-# is not the same digit, or no digit at all.
+# is not the same digit, or no digit at all. Fashion-MNIST: every pixel of the 60,000 training
+# images padded to 32x32 (0.2860 and 0.3530 over the 28x28 images alone); flipped, since a
+# mirrored shirt or shoe is the same kind of clothing.
 _RECORDS = (
     Dataset(
         name="cifar10", num_classes=10, input_shape=(32, 32, 3),
@@ -113,6 +119,13 @@ _RECORDS = (
         name="digits", num_classes=10, input_shape=(32, 32, 3),
         mean_rgb=(0.3054,) * 3, stddev_rgb=(0.3237,) * 3,
         crop=PAD_CROP, flip=False, reader="digits",
+    ),
+    Dataset(
+        name="fashion_mnist", num_classes=10, input_shape=(32, 32, 3),
+        mean_rgb=(0.2190,) * 3, stddev_rgb=(0.3318,) * 3,
+        crop=PAD_CROP, flip=True, reader="idx_files", source_splits=_TFDS_SPLITS,
+        download_url="http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/",
+        stored_size=(28, 28),
     ),
 )
 

@@ -556,7 +556,8 @@ def settings_of(model, g, p, p_1x1=()):
     return settings
 
 
-def count(model, num_classes, input_shape, g, p, p_1x1=(), pointwise_layout=pattern_lib.JOINED):
+def count(model, num_classes, input_shape, g, p, p_1x1=(), pointwise_layout=pattern_lib.JOINED,
+          fan=pattern_lib.FANS[0]):
     """Exact totals of the model `models.build(model, ...)` would build, without building it.
 
     Takes the model factory's keyword arguments, so `count(config.model,
@@ -570,10 +571,12 @@ def count(model, num_classes, input_shape, g, p, p_1x1=(), pointwise_layout=patt
         p: one p per width (int >= 1 or None).
         p_1x1: resnet50 only: one p per 1 x 1 width.
         pointwise_layout: the layout of the 1 x 1 parts (`pattern.LAYOUTS`).
+        fan: unused (`pattern.FANS`): initial values change no count.
 
     Returns:
         `Counts`, equal to `models.report.model_stats` of the built model.
     """
+    del fan
     settings = settings_of(model, g, p, p_1x1)
     live = dense = macs = dense_macs = 0
     for layer in conv_layers(model, input_shape):

@@ -94,6 +94,15 @@ class ExperimentConfig:
         "the dense twin ignores it (docs/pattern.md).",
         default=pattern.JOINED, choices=pattern.LAYOUTS,
     )
+    fan: str = _field(
+        ENUM,
+        "SSC only: the fans that scale each live weight's initial value (he_normal): dense "
+        "(the dense kernel's, as a masked dense convolution starts, so it learns at the pace of "
+        "the masked baselines under batch norm) or live (the pattern's own fan-in, ssc_tf's "
+        "earlier choice, which learns many times slower at small budgets; for comparisons). "
+        "It sets the initialization only: a resumed run keeps its weights (docs/pattern.md).",
+        default=pattern.FANS[0], choices=pattern.FANS,
+    )
     sparsity: str = _field(
         ENUM,
         "How the network is sparse: ssc (the --g/--p pattern), dense (the dense twin: every "
@@ -289,7 +298,7 @@ class ExperimentConfig:
 
         Returns:
             A dict with `num_classes`, `input_shape`, `g` and `p` (tuples, one value per
-            width), plus `p_1x1` for ResNet-50 and `pointwise_layout` for SSC. For the dense
+            width), plus `p_1x1` for ResNet-50 and `pointwise_layout` and `fan` for SSC. For the dense
             twin (`sparsity` 'dense', and the pruned methods, which add `masked=True`), `g` is
             all 1 and `p` all None (every layer a standard convolution) and ResNet-50's
             `p_1x1` is all 1 (a 1 x 1 layer with period 1 is a standard pointwise
@@ -305,6 +314,7 @@ class ExperimentConfig:
             kwargs["p_1x1"] = p_1x1
         if not (self.dense or self.masked):
             kwargs["pointwise_layout"] = self.pointwise_layout
+            kwargs["fan"] = self.fan
         if self.masked:
             kwargs["masked"] = True
         return kwargs

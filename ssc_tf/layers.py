@@ -12,10 +12,6 @@ from ssc_tf import execution_plan
 from ssc_tf import pattern as pattern_lib
 
 
-# The fans a VarianceScaling initializer scales each live weight by (SSCConv2D's `fan`).
-FANS = ("dense", "live")
-
-
 def current_runtime():
     """The `execution_plan` runtime that layers traced now run on.
 
@@ -203,7 +199,7 @@ class SSCConv2D(keras.layers.Layer):
                 f"strides (a depthwise convolution's). Received: strides={self.strides}"
             )
         self.implementation = implementation
-        self.fan = arguments.check_choice("fan", fan, FANS)
+        self.fan = arguments.check_choice("fan", fan, pattern_lib.FANS)
         self.pointwise_layout = arguments.check_choice(
             "pointwise_layout", pointwise_layout, pattern_lib.LAYOUTS)
         self.input_spec = keras.layers.InputSpec(ndim=4)

@@ -41,6 +41,9 @@ PADDINGS = ("valid", "same")
 JOINED = "joined"
 ALIGNED = "aligned"
 LAYOUTS = (JOINED, ALIGNED)
+# The fans an SSC layer's VarianceScaling initializer scales each live weight by: the dense
+# kernel's ("dense") or the pattern's own, `SSCPattern.fan_in` / `fan_out` ("live").
+FANS = ("dense", "live")
 
 
 def check_positive_int(name, value, allow_none=False):

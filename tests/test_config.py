@@ -172,7 +172,7 @@ def test_model_kwargs_sparse_and_dense():
     kwargs = flagfile.load(CONFIGS / "tinyimagenet_vgg19_2pct.cfg").model_kwargs()
     assert kwargs == {
         "num_classes": 200, "input_shape": (64, 64, 3),
-        "g": (1, 4, 8, 64), "p": (1, 4, 12, 40), "pointwise_layout": "joined",
+        "g": (1, 4, 8, 64), "p": (1, 4, 12, 40), "pointwise_layout": "joined", "fan": "dense",
     }
     kwargs = flagfile.load(CONFIGS / "imagenet_resnet50_20pct.cfg").model_kwargs()
     assert kwargs["p_1x1"] == (1, 1, 4, 4, 8, 8)
@@ -309,7 +309,8 @@ def test_define_flags_once_and_from_flags_with_overrides():
     fv = experiment_flags.define_flags(flags.FlagValues())
     assert experiment_flags.define_flags(fv) is fv
     assert sorted(fv) == sorted(
-        ["dataset", "model", "g", "p", "p_1x1", "pointwise_layout", "sparsity", "kept_fraction", "random_per_layer", "ticket", "epochs", "batch_size",
+        ["dataset", "model", "g", "p", "p_1x1", "pointwise_layout", "fan", "sparsity",
+         "kept_fraction", "random_per_layer", "ticket", "epochs", "batch_size",
          "learning_rate", "lr_boundaries", "lr_decay", "momentum", "weight_decay",
          "validation_split", "train_examples", "seed"]
     )

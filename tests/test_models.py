@@ -172,3 +172,17 @@ def test_layer_and_weight_order_of_a_projection_block_stay_the_checkpoints():
         "stage2_block1_1_bn/moving_variance", "stage2_block1_shortcut_conv/kernel",
         "stage2_block1_2_conv/kernel", "stage2_block1_shortcut_bn/gamma",
     ]
+
+
+@pytest.mark.parametrize("fan", ["dense", "live"])
+def test_the_config_fan_reaches_every_ssc_layer_and_only_ssc_models(fan):
+    import dataclasses
+
+    from ssc_tf import flagfile
+
+    config = dataclasses.replace(flagfile.load("quickstart"), fan=fan)
+    model = models.build(config.model, **config.model_kwargs())
+    # 30 K x K layers of the 15 blocks and the 2 projection shortcuts; the stem is dense.
+    ssc_layers = [layer for layer in model.layers if isinstance(layer, SSCConv2D)]
+    assert len(ssc_layers) == 32 and {layer.fan for layer in ssc_layers} == {fan}
+    assert "fan" not in dataclasses.replace(config, sparsity="random").model_kwargs()

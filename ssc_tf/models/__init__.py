@@ -22,7 +22,8 @@ def build(name, **kwargs):
             value per width of `architectures.widths(name)`), for resnet50 `p_1x1` (one p
             per width of `architectures.widths_1x1(name)`), `pointwise_layout` (one of
             `pattern.LAYOUTS`, default "joined": which inputs the 1 x 1 kernels of its
-            `SSCConv2D` layers read), and `masked` (default False):
+            `SSCConv2D` layers read), `fan` (one of `pattern.FANS`, default "dense": the fans
+            of their initializers), and `masked` (default False):
             the dense twin with a `MaskedConv2D` for every convolution that SSC sparsifies,
             which needs the dense (g, p) (g = 1 everywhere).
 
@@ -41,7 +42,7 @@ def build(name, **kwargs):
 
 
 def _build(name, num_classes, input_shape, g, p, p_1x1=(), masked=False,
-           pointwise_layout=pattern.JOINED):
+           pointwise_layout=pattern.JOINED, fan=pattern.FANS[0]):
     settings = architectures.settings_of(name, g, p, p_1x1)
     if masked and settings != architectures.settings_of(name, *architectures.dense_pattern(name)):
         raise ValueError(
@@ -49,7 +50,7 @@ def _build(name, num_classes, input_shape, g, p, p_1x1=(), masked=False,
             f"takes g = 1 at every width. Received: g={g!r}, p={p!r}"
         )
     builder = (masked_lib.MaskedBuilder() if masked
-               else blocks.Builder(pointwise_layout=pointwise_layout))
+               else blocks.Builder(pointwise_layout=pointwise_layout, fan=fan))
     return builder.model(architectures.network(name, input_shape), settings, num_classes)
 
 

@@ -35,11 +35,14 @@ class Builder:
         keras_module: the Keras whose layers make the model: Keras 3 (`keras`, the default)
             or, for tfmot, `tf_keras`.
         pointwise_layout: the `SSCConv2D` layers' `pointwise_layout` (`pattern.LAYOUTS`).
+        fan: the `SSCConv2D` layers' `fan` (`pattern.FANS`).
     """
 
-    def __init__(self, keras_module=keras, pointwise_layout=pattern_lib.JOINED):
+    def __init__(self, keras_module=keras, pointwise_layout=pattern_lib.JOINED,
+                 fan=pattern_lib.FANS[0]):
         self.keras = keras_module
         self.pointwise_layout = pointwise_layout
+        self.fan = fan
 
     def conv(self, layer, g, p):
         """The convolution `layer` (an `architectures.ConvLayer`) without bias (batch norm
@@ -48,7 +51,8 @@ class Builder:
             return self.dense_conv(layer)
         return SSCConv2D(
             layer.filters, layer.kernel_size, g=g, p=p, strides=layer.strides, padding="same",
-            use_bias=False, pointwise_layout=self.pointwise_layout, name=layer.name,
+            use_bias=False, pointwise_layout=self.pointwise_layout, fan=self.fan,
+            name=layer.name,
         )
 
     def dense_conv(self, layer, conv_class=None):

@@ -5,7 +5,10 @@ block kind, a width (filter count), a number of blocks, the first block's stride
 pooling after it (in the spirit of the TF Model Garden's ResNet table). `network(model,
 input_shape)` walks a table into the network's nodes: conv-BN-ReLU nodes, pooling nodes and
 residual blocks, each convolution with its Keras layer name, channels, kernel, stride, output
-size and the per-width setting it takes. Every builder reads that walk: the Keras builder of
+size and the per-width setting it takes. `network(model, input_shape, width_multiplier)` walks
+the same table with every filter count scaled by one factor (MobileNet's alpha), the narrow
+dense baseline of `--sparsity=narrow`; `width_multiplier_for` finds the factor that keeps a
+given number of weights. Every builder reads that walk: the Keras builder of
 `ssc_tf.models`, and `count`, which totals the same convolutions with `SSCPattern` so that tools
 trying thousands of (g, p) settings (ssc_tf.search_gp) need no model. Its totals equal
 `models.report.model_stats` of the built model exactly: weights only (no bias, no batch norm),
@@ -21,13 +24,18 @@ Rules every walk follows:
   dense where that width is (g = 1). A p above the convolution's input channels counts as that
   many, so that no filter is left without a kernel (`ConvLayer.resolve`).
 - A residual block has a projection shortcut (1 x 1 conv-BN, the block's stride) where its
-  output shape differs from its input's.
+  output shape differs from its input's in the table.
+- A width multiplier a scales every filter count of the table, the stem's and the first
+  convolution's too, to `scaled_width(filters, a)` channels; each convolution keeps the
+  setting of its table width, so the (g, p) lists and their widths stay those of the table.
 """
 
+import bisect
 import dataclasses
 import functools
 import math
 
+from ssc_tf import arguments
 from ssc_tf import pattern as pattern_lib
 
 # Which list a convolution's pattern comes from: the --g/--p entry of its width, or ResNet-50's
@@ -343,26 +351,41 @@ def _size(size, window, strides, padding):
     return tuple(None if s is None else (s - window) // strides + 1 for s in size)
 
 
-class _Walker:
-    """Walks one `Architecture` into nodes, from the current channels and size."""
+def scaled_width(filters, width_multiplier):
+    """The channels of a table's filter count under a width multiplier: filters x multiplier
+    rounded half up, at least 1."""
+    return max(1, math.floor(filters * width_multiplier + 0.5))
 
-    def __init__(self, architecture, channels, size):
+
+class _Walker:
+    """Walks one `Architecture` into nodes, from the current channels and size.
+
+    `channels` are the built channels (scaled by the width multiplier), `width` the table's
+    filter count of the last node (None before the first), which decides the projections.
+    """
+
+    def __init__(self, architecture, channels, size, width_multiplier):
         self.architecture = architecture
+        self.width_multiplier = width_multiplier
         self.channels, self.size = channels, size
+        self.width = None
         self.nodes = []
 
     def conv_bn(self, name, channels, size, filters, kernel_size, strides, relu=True):
-        """A `ConvBN` from `channels` inputs of `size`; its setting follows its kernel."""
+        """A `ConvBN` from `channels` inputs of `size` to the table's `filters`, scaled; its
+        setting follows its kernel and table width."""
         kind = self.architecture.pointwise if kernel_size == 1 else GP
         output_size = _size(size, kernel_size, strides, "same")
-        conv = ConvLayer(f"{name}_conv", channels, filters, kernel_size, strides, output_size,
-                         (kind, filters))
+        conv = ConvLayer(f"{name}_conv", channels, scaled_width(filters, self.width_multiplier),
+                         kernel_size, strides, output_size, (kind, filters))
         return ConvBN(name, conv, relu)
 
-    def add(self, node):
-        """Appends a `ConvBN` or `ResidualBlock`; its output is the next node's input."""
+    def add(self, node, width):
+        """Appends a `ConvBN` or `ResidualBlock` of table width `width`; its output is the
+        next node's input."""
         self.nodes.append(node)
         self.channels, self.size = node.output
+        self.width = width
 
     def pool(self, name, pooling):
         """Appends a `Pool`: the channels stay, the size shrinks."""
@@ -373,7 +396,7 @@ class _Walker:
     def stem(self, stem):
         """Appends the `Stem`'s conv-BN-ReLU and pooling."""
         self.add(self.conv_bn("stem", self.channels, self.size, stem.filters, stem.kernel_size,
-                              stem.strides))
+                              stem.strides), stem.filters)
         if stem.pool:
             self.pool("stem_pool", stem.pool)
 
@@ -383,27 +406,31 @@ class _Walker:
             strides = stage.strides if b == 1 else 1
             if stage.block == PLAIN:
                 self.add(self.conv_bn(f"block{index}_{b}", self.channels, self.size,
-                                      stage.filters, KERNEL_SIZE, strides))
+                                      stage.filters, KERNEL_SIZE, strides), stage.filters)
             else:
-                self.add(self.residual_block(f"stage{index}_block{b}", stage, strides))
+                self.add(self.residual_block(f"stage{index}_block{b}", stage, strides),
+                         EXPANSION[stage.block] * stage.filters)
         if stage.pool:
             self.pool(f"block{index}_pool", stage.pool)
 
     def residual_block(self, name, stage, strides):
-        """A basic block or bottleneck of `stage`, with a projection where the shape changes."""
+        """A basic block or bottleneck of `stage`, with a projection where the table's shape
+        changes (so a width multiplier keeps every projection)."""
         filters, out = stage.filters, EXPANSION[stage.block] * stage.filters
         if stage.block == BASIC:
             first = self.conv_bn(f"{name}_1", self.channels, self.size, filters, KERNEL_SIZE,
                                  strides)
-            layers = (first, self.conv_bn(f"{name}_2", filters, first.conv.output_size, out,
-                                          KERNEL_SIZE, 1, relu=False))
+            layers = (first, self.conv_bn(f"{name}_2", first.conv.filters, first.conv.output_size,
+                                          out, KERNEL_SIZE, 1, relu=False))
         else:
             reduce = self.conv_bn(f"{name}_1", self.channels, self.size, filters, 1, 1)
-            middle = self.conv_bn(f"{name}_2", filters, self.size, filters, KERNEL_SIZE, strides)
-            layers = (reduce, middle, self.conv_bn(f"{name}_3", filters, middle.conv.output_size,
-                                                   out, 1, 1, relu=False))
+            middle = self.conv_bn(f"{name}_2", reduce.conv.filters, self.size, filters,
+                                  KERNEL_SIZE, strides)
+            layers = (reduce, middle, self.conv_bn(f"{name}_3", middle.conv.filters,
+                                                   middle.conv.output_size, out, 1, 1,
+                                                   relu=False))
         shortcut = None
-        if strides != 1 or self.channels != out:
+        if strides != 1 or self.width != out:
             shortcut = self.conv_bn(f"{name}_shortcut", self.channels, self.size, out, 1, strides,
                                     relu=False)
         return ResidualBlock(name, stage.block, layers, shortcut)
@@ -418,10 +445,10 @@ def _check_model(model):
 
 
 @functools.lru_cache(maxsize=None)
-def _network(model, input_shape):
+def _network(model, input_shape, width_multiplier):
     *size, channels = input_shape
     architecture = ARCHITECTURES[model]
-    walker = _Walker(architecture, channels, tuple(size))
+    walker = _Walker(architecture, channels, tuple(size), width_multiplier)
     if architecture.stem:
         walker.stem(architecture.stem)
     for index, stage in enumerate(architecture.stages, start=1):
@@ -432,18 +459,24 @@ def _network(model, input_shape):
     return Network(model, input_shape, (dense_first, *rest), Classifier(walker.channels))
 
 
-def network(model, input_shape):
+def network(model, input_shape, width_multiplier=1.0):
     """Walks the spec table of `model` for `input_shape` (cached: the walk is immutable).
 
     Args:
         model: one of `MODELS`.
         input_shape: (height, width, channels) of the inputs; height and width may be None.
+        width_multiplier: a number in (0, 1], the factor of every filter count of the table
+            (`scaled_width`); 1 walks the table as it is.
 
     Returns:
         The `Network`.
+
+    Raises:
+        ValueError: naming the argument, for an unknown model or a multiplier outside (0, 1].
     """
     _check_model(model)
-    return _network(model, tuple(input_shape))
+    arguments.check_range("width_multiplier", width_multiplier, 0, 1, low_open=True)
+    return _network(model, tuple(input_shape), float(width_multiplier))
 
 
 def _structure(model):
@@ -477,22 +510,23 @@ def dense_pattern(model):
     return (1,) * len(widths(model)), (None,) * len(widths(model)), (1,) * len(widths_1x1(model))
 
 
-def conv_layers(model, input_shape):
+def conv_layers(model, input_shape, width_multiplier=1.0):
     """Every convolution of `model` in forward order (a block's main path before its shortcut).
 
     Args:
         model: one of `MODELS`.
         input_shape: (height, width, channels) of the inputs.
+        width_multiplier: the factor of every filter count (`network`).
 
     Returns:
         A tuple of `ConvLayer`.
     """
-    return network(model, input_shape).conv_layers
+    return network(model, input_shape, width_multiplier).conv_layers
 
 
-def classifier_inputs(model):
+def classifier_inputs(model, width_multiplier=1.0):
     """Features entering the classifier (its kernel is features x classes)."""
-    return network(model, (None, None, None)).classifier.in_features
+    return network(model, (None, None, None), width_multiplier).classifier.in_features
 
 
 @functools.lru_cache(maxsize=None)
@@ -557,7 +591,7 @@ def settings_of(model, g, p, p_1x1=()):
 
 
 def count(model, num_classes, input_shape, g, p, p_1x1=(), pointwise_layout=pattern_lib.JOINED,
-          fan=pattern_lib.FANS[0]):
+          fan=pattern_lib.FANS[0], width_multiplier=1.0):
     """Exact totals of the model `models.build(model, ...)` would build, without building it.
 
     Takes the model factory's keyword arguments, so `count(config.model,
@@ -572,6 +606,8 @@ def count(model, num_classes, input_shape, g, p, p_1x1=(), pointwise_layout=patt
         p_1x1: resnet50 only: one p per 1 x 1 width.
         pointwise_layout: the layout of the 1 x 1 parts (`pattern.LAYOUTS`).
         fan: unused (`pattern.FANS`): initial values change no count.
+        width_multiplier: the factor of every filter count (`network`); the narrow dense
+            baseline takes the dense (g, p) with the multiplier of `width_multiplier_for`.
 
     Returns:
         `Counts`, equal to `models.report.model_stats` of the built model.
@@ -579,7 +615,7 @@ def count(model, num_classes, input_shape, g, p, p_1x1=(), pointwise_layout=patt
     del fan
     settings = settings_of(model, g, p, p_1x1)
     live = dense = macs = dense_macs = 0
-    for layer in conv_layers(model, input_shape):
+    for layer in conv_layers(model, input_shape, width_multiplier):
         layer_live = live_params(
             layer.in_channels, layer.filters, layer.kernel_size, *layer_gp(layer, settings),
             pointwise_layout,
@@ -587,7 +623,57 @@ def count(model, num_classes, input_shape, g, p, p_1x1=(), pointwise_layout=patt
         live, dense = live + layer_live, dense + layer.dense_params
         macs += layer.pixels * layer_live
         dense_macs += layer.pixels * layer.dense_params
-    fc = classifier_inputs(model) * num_classes
+    fc = classifier_inputs(model, width_multiplier) * num_classes
     return Counts(
         live_params=live + fc, dense_params=dense + fc, macs=macs + fc, dense_macs=dense_macs + fc
     )
+
+
+def _dense_weights(model, num_classes, input_shape, width_multiplier):
+    """Every counted weight of the dense `model` under `width_multiplier`."""
+    walk = network(model, input_shape, width_multiplier)
+    return (sum(layer.dense_params for layer in walk.conv_layers)
+            + walk.classifier.in_features * num_classes)
+
+
+def max_width(model):
+    """The largest filter count of `model`'s convolutions: resnet32 128, vgg19 512, resnet50
+    2048. A width multiplier k / max_width gives that convolution k channels."""
+    return max(layer.filters for layer in _structure(model))
+
+
+def width_multiplier_for(model, num_classes, input_shape, params):
+    """The width multiplier at which the dense `model` keeps about `params` weights.
+
+    Tries the multipliers k / `max_width(model)` for k = 1 ... max_width, the steps at which
+    the widest convolution gains one channel and every other one at most one, and returns the
+    one whose dense network's weights (every convolution and the classifier kernel, as `count`
+    counts them) are closest to `params`; ties go to the larger. The count grows strictly
+    with k (the widest layer gains a channel at every step), so a bisection finds it exactly.
+
+    Args:
+        model: one of `MODELS`.
+        num_classes: classes of the classifier.
+        input_shape: (height, width, channels) of the inputs (the channels count).
+        params: the weight count to match, an integer >= 1.
+
+    Returns:
+        The multiplier k / max_width, a float in (0, 1]: 1 for `params` at or above the dense
+        network's count.
+
+    Raises:
+        ValueError: naming the argument, for an unknown model or a bad count.
+    """
+    _check_model(model)
+    arguments.check_int("num_classes", num_classes, minimum=1)
+    arguments.check_int("params", params, minimum=1)
+    steps = max_width(model)
+
+    def weights(k):
+        return _dense_weights(model, num_classes, input_shape, k / steps)
+
+    # The first k whose count reaches `params`; the closest is it or the one below.
+    k = min(bisect.bisect_left(range(1, steps + 1), params, key=weights) + 1, steps)
+    if k > 1 and params - weights(k - 1) < weights(k) - params:
+        k -= 1
+    return k / steps

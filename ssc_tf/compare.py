@@ -36,9 +36,11 @@ matplotlib is installed) has one row per (config, method), over the finished see
 - top-1 on the test split (eval.json), mean and sample standard deviation, and their number;
 - the paper's top-1 where it reports one (`ssc_tf.published`);
 - the kept fraction of the restored model (`ssc_tf.models.report.model_stats`: SSC's live
-  weights, or the mask's ones, over the convolutions and the classifier kernel);
-- the MACs it runs per image: SSC its sparse MACs; dense and the pruned methods the dense
-  MACs, since a mask removes weights, not multiplications (ssc_tf.models.masked);
+  weights, or the mask's ones, over the convolutions and the classifier kernel; the narrow
+  network's weights over the full dense twin's, `ssc_tf.pruning.budget.dense_params`);
+- the MACs it runs per image: SSC its sparse MACs; the narrow network its own dense MACs,
+  fewer since its layers are narrower; dense and the pruned methods the dense twin's MACs,
+  since a mask removes weights, not multiplications (ssc_tf.models.masked);
 - training images per second, from the TensorBoard logs (`images_per_second` says how);
 - TF latency and LiteRT float32 latency (one thread) at batch 1, and the TFLite file's size,
   measured by this process on the model of the row's first finished seed.
@@ -66,6 +68,7 @@ from ssc_tf import flagfile
 from ssc_tf import pruning
 from ssc_tf import published
 from ssc_tf import timing
+from ssc_tf.pruning import budget
 
 JSON_FILE = "compare.json"
 MARKDOWN_FILE = "compare.md"
@@ -85,13 +88,19 @@ _WARMUP = 5
 # validation loss at the optimizer's iteration count.
 _EPOCH_TAG = "epoch_loss"
 _ITERATIONS_TAG = "evaluation_loss_vs_iterations"
+# The eval.json count of the MACs a method runs, and its label: SSC's sparse MACs, the narrow
+# network's own (dense, and fewer); the other methods run the full dense twin's.
+_MACS_RUN = {pruning.SSC: ("macs", "sparse"), pruning.NARROW: ("macs", pruning.NARROW)}
+_DENSE_MACS_RUN = ("dense_macs", "dense")
 
 NOTES = {
     "top1": "top-1 on the test split (eval.json), mean ± sample standard deviation over the "
             "finished seeds (n of them)",
     "kept": "kept: live weights over the dense weights of the convolutions and the classifier "
-            "kernel, counted on the restored model (SSC's pattern, or the mask's ones)",
-    "macs": "MACs run per image: SSC runs its sparse MACs; dense and the pruned methods "
+            "kernel, counted on the restored model (SSC's pattern, or the mask's ones; narrow: "
+            "its weights over the full dense twin's)",
+    "macs": "MACs run per image: SSC runs its sparse MACs; narrow runs its own dense MACs, "
+            "fewer since its layers are narrower; dense and the pruned methods "
             f"({', '.join(pruning.PRUNED_METHODS)}) run the dense MACs, since a mask removes "
             "weights, not multiplications",
     "images_per_second": "train img/s: the images of one training epoch (its steps, from the "
@@ -556,7 +565,8 @@ def summarize(runs, outcomes, measured):
         table for the dense twin), `table`, `method`, `seeds`, `n` (finished seeds), `top1`
         (percent per finished seed), `top1_mean`, `top1_std` (sample standard deviation;
         None below 2 seeds), `published_top1`, `kept_fraction`, `live_params`,
-        `dense_params`, `macs_run` and `macs_run_kind` ("sparse" for SSC, else "dense"),
+        `dense_params` (the full dense twin's, for narrow too), `macs_run` and
+        `macs_run_kind` ("sparse" for SSC, "narrow" for narrow, else "dense"),
         `images_per_second` (mean over the runs that tell), `tf_latency_ms`,
         `tflite_latency_ms`, `tflite_bytes`, `measured_seed`, `measure_error`, and `failed`
         (`{seed, step, error, log}` per failed run).
@@ -572,7 +582,8 @@ def summarize(runs, outcomes, measured):
         top1 = [100 * e["top1"] for e in results]
         rates = [o["images_per_second"] for _, o in done if o.get("images_per_second")]
         timing = measured.get((row, method), {})
-        sparse = method == pruning.SSC
+        macs_key, macs_kind = _MACS_RUN.get(method, _DENSE_MACS_RUN)
+        live, dense, kept = _weights(method, members[0], results)
         table.append({
             "config": row,
             "table": members[0].table,
@@ -583,11 +594,11 @@ def summarize(runs, outcomes, measured):
             "top1_mean": statistics.mean(top1) if top1 else None,
             "top1_std": statistics.stdev(top1) if len(top1) > 1 else None,
             "published_top1": published.top1(row, method),
-            "kept_fraction": _mean(e["kept_fraction"] for e in results),
-            "live_params": _mean(e["live_params"] for e in results),
-            "dense_params": _mean(e["dense_params"] for e in results),
-            "macs_run": _mean(e["macs" if sparse else "dense_macs"] for e in results),
-            "macs_run_kind": "sparse" if sparse else "dense",
+            "kept_fraction": kept,
+            "live_params": live,
+            "dense_params": dense,
+            "macs_run": _mean(e[macs_key] for e in results),
+            "macs_run_kind": macs_kind,
             "images_per_second": statistics.mean(rates) if rates else None,
             "tf_latency_ms": timing.get("tf_latency_ms"),
             "tflite_latency_ms": timing.get("tflite_latency_ms"),
@@ -598,6 +609,20 @@ def summarize(runs, outcomes, measured):
                        if outcomes[r.model_dir]["status"] == "failed"],
         })
     return table
+
+
+def _weights(method, run, results):
+    """`(live_params, dense_params, kept_fraction)` of a row, means over its eval.json files.
+
+    A narrow run's eval.json counts the narrow network against itself (kept 1); its row
+    counts it against the full dense twin of `run`'s config, as every other row does.
+    """
+    live = _mean(e["live_params"] for e in results)
+    if method != pruning.NARROW:
+        return (live, _mean(e["dense_params"] for e in results),
+                _mean(e["kept_fraction"] for e in results))
+    dense = budget.dense_params(run.config())
+    return live, dense, None if live is None else live / dense
 
 
 def _failure(run, outcome):

@@ -15,6 +15,7 @@ from ssc_tf import arguments
 from ssc_tf import pattern
 from ssc_tf import pruning
 from ssc_tf.data import datasets
+from ssc_tf.pruning import budget
 
 DATASETS = datasets.NAMES
 MODELS = architectures.MODELS
@@ -90,8 +91,8 @@ class ExperimentConfig:
         "Which inputs SSC's 1 x 1 kernels read: joined (each filter's 1 x 1 inputs start in "
         "the next block, so every layer is one connected group) or aligned (ssc_tf's earlier "
         "layout, which closes some configs' channels into isolated groups; for runs and "
-        "comparisons from before the joined layout). A pruned run keeps this pattern's count; "
-        "the dense twin ignores it (docs/pattern.md).",
+        "comparisons from before the joined layout). A pruned or narrow run keeps this "
+        "pattern's count; the dense twin ignores it (docs/pattern.md).",
         default=pattern.JOINED, choices=pattern.LAYOUTS,
     )
     fan: str = _field(
@@ -106,7 +107,9 @@ class ExperimentConfig:
     sparsity: str = _field(
         ENUM,
         "How the network is sparse: ssc (the --g/--p pattern), dense (the dense twin: every "
-        "convolution standard, --g/--p/--p_1x1 ignored), random, snip, grasp, synflow (a "
+        "convolution standard, --g/--p/--p_1x1 ignored), narrow (the dense twin with every "
+        "width scaled by one multiplier, chosen so that its weights are the closest to the "
+        "--g/--p pattern's: genuinely smaller and faster), random, snip, grasp, synflow (a "
         "mask computed on the dense twin at initialization, then fixed) or magnitude "
         "(tfmot's gradual magnitude pruning, in its own process). Pruned runs keep the "
         "weights that the --g/--p pattern keeps, or --kept_fraction (docs/baselines.md).",
@@ -114,9 +117,10 @@ class ExperimentConfig:
     )
     kept_fraction: float | None = _field(
         FLOAT,
-        "Pruned runs only: the fraction of the model's weights (convolutions and classifier "
-        "kernel) to keep, in (0, 1], instead of the --g/--p pattern's; the first convolution "
-        "and the classifier stay dense. Default: the pattern's exact count.",
+        "Pruned and narrow runs only: the fraction of the model's weights (convolutions and "
+        "classifier kernel) to keep, in (0, 1], instead of the --g/--p pattern's; a pruned "
+        "run keeps the first convolution and the classifier dense, a narrow one narrows them "
+        "too. Default: the pattern's exact count.",
         default=None,
     )
     random_per_layer: bool = _field(
@@ -229,10 +233,11 @@ class ExperimentConfig:
 
     def _check_pruning(self):
         if self.kept_fraction is not None:
-            if self.sparsity not in pruning.PRUNED_METHODS:
+            if self.sparsity not in pruning.BUDGET_METHODS:
                 raise ValueError(
-                    f"{_kind()} {_spelled('kept_fraction')} sets a pruned run's budget, with "
-                    f"{_spelled('sparsity')} one of {pruning.PRUNED_METHODS}. Received: "
+                    f"{_kind()} {_spelled('kept_fraction')} sets a pruned run's budget (or a "
+                    f"narrow one's), with {_spelled('sparsity')} one of "
+                    f"{pruning.BUDGET_METHODS}. Received: "
                     f"kept_fraction={self.kept_fraction}, sparsity={self.sparsity!r}"
                 )
             arguments.check_range("kept_fraction", self.kept_fraction, 0, 1, low_open=True)
@@ -258,6 +263,11 @@ class ExperimentConfig:
     def masked(self):
         """Whether the model is the dense twin under a pruning mask (`pruning.PRUNED_METHODS`)."""
         return self.sparsity in pruning.PRUNED_METHODS
+
+    @property
+    def narrow(self):
+        """Whether the model is the narrow dense twin (`sparsity` 'narrow')."""
+        return self.sparsity == pruning.NARROW
 
     def _check_schedule(self):
         arguments.check_int("epochs", self.epochs, minimum=1)
@@ -298,30 +308,33 @@ class ExperimentConfig:
 
         Returns:
             A dict with `num_classes`, `input_shape`, `g` and `p` (tuples, one value per
-            width), plus `p_1x1` for ResNet-50 and `pointwise_layout` and `fan` for SSC. For the dense
-            twin (`sparsity` 'dense', and the pruned methods, which add `masked=True`), `g` is
+            width), plus `p_1x1` for ResNet-50 and `pointwise_layout` and `fan` for SSC. For
+            every other method, the dense twin (`sparsity` 'dense'; the pruned methods add
+            `masked=True`, 'narrow' its `width_multiplier` from `pruning.budget`), `g` is
             all 1 and `p` all None (every layer a standard convolution) and ResNet-50's
             `p_1x1` is all 1 (a 1 x 1 layer with period 1 is a standard pointwise
             convolution), whatever `g`/`p`/`p_1x1` hold.
         """
-        if self.dense or self.masked:
-            g, p, p_1x1 = architectures.dense_pattern(self.model)
-        else:
-            g, p, p_1x1 = self.g, self.p, self.p_1x1
+        ssc = self.sparsity == pruning.SSC
+        g, p, p_1x1 = (self.g, self.p, self.p_1x1) if ssc else architectures.dense_pattern(
+            self.model)
         kwargs = {"num_classes": self.num_classes, "input_shape": self.input_shape, "g": g,
                   "p": p}
         if architectures.widths_1x1(self.model):
             kwargs["p_1x1"] = p_1x1
-        if not (self.dense or self.masked):
+        if ssc:
             kwargs["pointwise_layout"] = self.pointwise_layout
             kwargs["fan"] = self.fan
         if self.masked:
             kwargs["masked"] = True
+        if self.narrow:
+            kwargs["width_multiplier"] = budget.width_multiplier(self)
         return kwargs
 
     def pattern_kwargs(self):
         """`model_kwargs` of the SSC pattern (--g, --p, --p_1x1) whatever `sparsity` is: the
-        pruned methods' budget (`ssc_tf.pruning.budget`). Empty (g, p) for a dense run."""
+        pruned and narrow runs' budget (`ssc_tf.pruning.budget`). Empty (g, p) for a dense
+        run."""
         kwargs = {"num_classes": self.num_classes, "input_shape": self.input_shape,
                   "g": self.g, "p": self.p, "pointwise_layout": self.pointwise_layout}
         if architectures.widths_1x1(self.model):

@@ -308,8 +308,8 @@ def test_published_top1_is_what_each_configs_header_cites():
      "'cifar10_resnet33' is neither a packaged config, a table ("),
     (["--configs=cifar10_vgg19_dense"], "flag --configs: expected SSC configs or tables"),
     (["--configs=cifar10_resnet32", "--methods=ssc,prune"], "Error: Invalid value for flag "
-     "--methods: expected a comma-separated list of ssc, dense, random, snip, grasp, synflow, "
-     "magnitude. Received: methods='ssc,prune'"),
+     "--methods: expected a comma-separated list of ssc, dense, narrow, random, snip, grasp, "
+     "synflow, magnitude. Received: methods='ssc,prune'"),
     (["--configs=cifar10_resnet32", "--seeds=0,x"], "flag --seeds: expected a comma-separated "
      "list of integers in [0, 2**32)"),
     (["--configs=cifar10_resnet32", "--train_flags=--seed=4"], "flag --train_flags: expected "

@@ -2,7 +2,8 @@
 
 `build("resnet32", num_classes=..., input_shape=..., g=..., p=...)`; `masked=True` builds the
 pruning baselines' dense twin whose sparsified convolutions carry a fixed mask
-(`ssc_tf.models.masked`).
+(`ssc_tf.models.masked`); `width_multiplier` scales every width of the network
+(`architectures.network`), which with the dense (g, p) builds the narrow dense baseline.
 """
 
 from ssc_tf import architectures
@@ -23,15 +24,19 @@ def build(name, **kwargs):
             per width of `architectures.widths_1x1(name)`), `pointwise_layout` (one of
             `pattern.LAYOUTS`, default "joined": which inputs the 1 x 1 kernels of its
             `SSCConv2D` layers read), `fan` (one of `pattern.FANS`, default "dense": the fans
-            of their initializers), and `masked` (default False):
+            of their initializers), `masked` (default False):
             the dense twin with a `MaskedConv2D` for every convolution that SSC sparsifies,
-            which needs the dense (g, p) (g = 1 everywhere).
+            which needs the dense (g, p) (g = 1 everywhere), and `width_multiplier` (default
+            1.0, in (0, 1]): the factor of every filter count of the spec table
+            (`architectures.scaled_width`), the first convolution's and the classifier's
+            inputs included.
 
     Returns:
         The functional `keras.Model`, named `name`.
 
     Raises:
-        ValueError: naming the argument, for an unknown model or a bad (g, p) list.
+        ValueError: naming the argument, for an unknown model, a bad (g, p) list or a
+            width multiplier outside (0, 1].
     """
     if name not in MODELS:
         raise ValueError(
@@ -42,7 +47,7 @@ def build(name, **kwargs):
 
 
 def _build(name, num_classes, input_shape, g, p, p_1x1=(), masked=False,
-           pointwise_layout=pattern.JOINED, fan=pattern.FANS[0]):
+           pointwise_layout=pattern.JOINED, fan=pattern.FANS[0], width_multiplier=1.0):
     settings = architectures.settings_of(name, g, p, p_1x1)
     if masked and settings != architectures.settings_of(name, *architectures.dense_pattern(name)):
         raise ValueError(
@@ -51,7 +56,8 @@ def _build(name, num_classes, input_shape, g, p, p_1x1=(), masked=False,
         )
     builder = (masked_lib.MaskedBuilder() if masked
                else blocks.Builder(pointwise_layout=pointwise_layout, fan=fan))
-    return builder.model(architectures.network(name, input_shape), settings, num_classes)
+    return builder.model(architectures.network(name, input_shape, width_multiplier), settings,
+                         num_classes)
 
 
 __all__ = ["MODELS", "build"]

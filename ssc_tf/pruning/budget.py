@@ -7,6 +7,9 @@ keep, together, exactly the live weights of the config's SSC pattern (`--g`, `--
 `--p_1x1`), so the pruned model and the SSC model keep the same total. `--kept_fraction`
 sets the total instead, as a fraction of every counted weight (convolutions and classifier
 kernel, as `ssc_tf.architectures.count` counts them).
+
+The narrow network (`ssc_tf.pruning.NARROW`) has no prunable layers: its width multiplier is
+the one whose dense network's weights come closest to that same total (`width_multiplier`).
 """
 
 from ssc_tf import architectures
@@ -36,6 +39,32 @@ def layer_targets(config):
     }
 
 
+def dense_params(config):
+    """Every counted weight of the dense twin of `config` (the full widths)."""
+    return architectures.count(
+        config.model, config.num_classes, config.input_shape,
+        *architectures.dense_pattern(config.model),
+    ).dense_params
+
+
+def kept_params(config):
+    """The weights the whole model of `config` keeps, the first convolution and classifier
+    kernel included: the SSC pattern's live weights, or round(`kept_fraction` x
+    `dense_params`)."""
+    if config.kept_fraction is None:
+        return architectures.count(config.model, **config.pattern_kwargs()).live_params
+    return round(config.kept_fraction * dense_params(config))
+
+
+def width_multiplier(config):
+    """The narrow network's width multiplier: `architectures.width_multiplier_for` of
+    `kept_params(config)`, so that its weights are the closest to the SSC pattern's (or to
+    `kept_fraction` of the dense twin's) that one channel more or less of its widest layer
+    allows."""
+    return architectures.width_multiplier_for(
+        config.model, config.num_classes, config.input_shape, kept_params(config))
+
+
 def target(config):
     """The weights the prunable layers of `config` keep together.
 
@@ -50,11 +79,8 @@ def target(config):
     prunable = sum(layer.dense_params for layer in prunable_layers(config))
     if config.kept_fraction is None:
         return sum(layer_targets(config).values())
-    total = architectures.count(
-        config.model, config.num_classes, config.input_shape,
-        *architectures.dense_pattern(config.model),
-    ).dense_params
-    kept = round(config.kept_fraction * total) - (total - prunable)
+    total = dense_params(config)
+    kept = kept_params(config) - (total - prunable)
     if kept < 0:
         raise arguments.invalid(
             "kept_fraction",

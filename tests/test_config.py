@@ -4,6 +4,8 @@ flagfile parser, and every packaged config."""
 import dataclasses
 import pathlib
 import re
+import subprocess
+import sys
 
 import pytest
 from absl import flags
@@ -13,6 +15,7 @@ from ssc_tf import experiment_flags
 from ssc_tf import flagfile
 
 CONFIGS = pathlib.Path(flagfile.CONFIGS_DIR)
+ROOT = pathlib.Path(__file__).resolve().parents[1]
 
 # The supplement's tables (docs/supplement.md), transcribed independently of the flagfiles:
 # file stem -> (g, p[, p_1x1]).
@@ -368,3 +371,29 @@ def test_command_lines_take_a_config_name_as_flagfile():
     fv = experiment_flags.define_flags(flags.FlagValues())
     with pytest.raises(flags.IllegalFlagValueError, match="'nope' is neither a file"):
         flagfile.parse_flags(["train", "--flagfile=nope"], flag_values=fv)
+
+
+# The design's command, `python -m ssc_tf.train --flagfile=configs/cifar100_resnet32_5pct.cfg`,
+# from the repository root, where configs/ links to ssc_tf/configs/.
+DESIGN_SPELLINGS = ("configs/cifar100_resnet32_5pct.cfg", "./configs/cifar100_resnet32_5pct.cfg")
+
+
+@pytest.mark.parametrize("spelling", DESIGN_SPELLINGS)
+def test_the_designs_configs_spelling_parses_from_the_repository_root(spelling, monkeypatch):
+    monkeypatch.chdir(ROOT)
+    fv = experiment_flags.define_flags(flags.FlagValues())
+    flagfile.parse_flags(["train", f"--flagfile={spelling}"], flag_values=fv)
+    cfg = experiment_flags.config_from_flags(fv)
+    assert cfg == flagfile.load(CONFIGS / "cifar100_resnet32_5pct.cfg")
+    assert (cfg.dataset, cfg.model, cfg.ticket) == ("cifar100", "resnet32", 5)
+    assert (cfg.g, cfg.p) == ((2, 6, 64), (2, 16, 32))
+
+
+@pytest.mark.slow
+def test_the_designs_train_command_checks_its_flags_from_the_repository_root():
+    # The command line itself, up to absl's --only_check_args (about 6 s each: TF's import).
+    for spelling in DESIGN_SPELLINGS:
+        done = subprocess.run(
+            [sys.executable, "-m", "ssc_tf.train", f"--flagfile={spelling}", "--only_check_args"],
+            cwd=ROOT, capture_output=True, text=True, timeout=300)
+        assert done.returncode == 0, f"{spelling}: {done.stderr[-2000:]}"

@@ -158,7 +158,7 @@ def test_float_file_computes_the_keras_model(converted, test_images):
 # AVX-512 VNNI VMs gave int8 agreement down to 0.55 and differences up to 0.087. The bounds
 # hold for all of them with margin.
 # A trained quickstart run agrees on 99.2-100 % of the 360 test images in every variant
-# (tools/benchmark_export.py, README "Phones").
+# (tools/benchmark_export.py, docs/deployment.md "int8 fidelity").
 QUANTIZED_BOUNDS = {
     "float16": (0.95, 0.01),
     "dynamic": (0.75, 0.08),

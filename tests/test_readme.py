@@ -1,4 +1,5 @@
-"""The README's Python examples run as written."""
+"""The README's Python examples run as written, in order (a later one may read what an earlier one
+saved), and print what the README says they print."""
 
 import pathlib
 import re
@@ -17,3 +18,4 @@ def test_readme_python_examples_run(tmp_path, monkeypatch, capsys):
     assert "4415 of 73728" in printed
     assert "4520960 MACs" in printed
     assert "159978\n" in printed
+    assert re.search(r"^\d+ kB$", printed, flags=re.M)  # a Keras model of one's own, as TFLite

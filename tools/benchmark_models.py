@@ -23,9 +23,9 @@ MAC ideal); the MAC ideal (dense MACs / SSC MACs) and the parameter ideal (dense
 live weights) come from the models' exact counts (`ssc_tf.models.report.model_stats`). It
 also records each TFLite file's size.
 
-Writes every number as JSON (`--output`), the table as Markdown for the README (`--markdown`,
-also printed), and one plot (`--plot`): speed-up against the kept fraction, one series per
-measurement, the ideal as a line.
+Writes every number as JSON (`--output`), the table as Markdown for docs/benchmarks.md
+(`--markdown`, also printed), and one plot (`--plot`): speed-up against the kept fraction, one
+series per measurement, the ideal as a line.
 
 TensorFlow's CPU kernels are those `TF_ENABLE_ONEDNN_OPTS` selects (unset: oneDNN only on CPUs
 with AVX-512 VNNI, BF16 or AMX); the JSON records it.
@@ -361,7 +361,8 @@ def _define_flags():
         "--repeats and --batch_size are not given.")
     flags.DEFINE_string("output", "results/benchmark_models.json", "The JSON results file.")
     flags.DEFINE_string(
-        "markdown", "results/benchmark_models.md", "The Markdown table file (for the README).")
+        "markdown", "results/benchmark_models.md",
+        "The Markdown table file (for docs/benchmarks.md).")
     flags.DEFINE_string(
         "plot", "results/benchmark_models.png",
         "The PNG plot file: speed-up against kept fraction, the ideal as a line.")

@@ -10,9 +10,9 @@ After a convolution it folds into the convolution's weights: every kernel weight
   layer of a converted model runs the batch norm as a MUL and an ADD of its own, and int8
   quantizes the sum before the batch norm per tensor. That sum's filters have ranges that the
   batch norm then evens out, so a filter of small range keeps only a few of its 256 levels
-  (README, "Phones"). Folded, the two convolutions carry the scale per filter (per-channel
-  int8 weights), the bias fuses into the first one's CONV_2D, and the one quantized
-  activation is the batch norm's output, as in the dense twin.
+  (docs/deployment.md, "int8 fidelity"). Folded, the two convolutions carry the scale per
+  filter (per-channel int8 weights), the bias fuses into the first one's CONV_2D, and the one
+  quantized activation is the batch norm's output, as in the dense twin.
 - TF: Grappler folds neither, so a SavedModel runs every batch norm as two more passes over
   each activation, for `SSCConv2D` and `Conv2D` alike.
 

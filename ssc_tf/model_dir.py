@@ -1,6 +1,6 @@
 """What training writes under `--model_dir`, and how evaluation and export read it back.
 
-    <model_dir>/run.json          the experiment config and data_dir of the run
+    <model_dir>/run.json          the experiment config, data_dir and mixed precision of the run
     <model_dir>/checkpoints/      tf.train checkpoints, one per finished epoch (the last two kept)
     <model_dir>/logs/             TensorBoard: train/, validation/, run/ (counts, SSC patterns)
     <model_dir>/train.lock        while a trainer runs: its process id, host and start time
@@ -39,6 +39,9 @@ CHECKPOINT_DIR = "checkpoints"
 LOG_DIR = "logs"
 LOCK_FILE = "train.lock"
 EVAL_FILE = "eval.json"
+# The `--mixed_precision` of a float32 run; a run.json written before the precision was
+# recorded reads as one.
+FLOAT32 = "none"
 
 # The config fields that define the network; a model_dir holds one network for good, while
 # the schedule may change between runs (e.g. more --epochs to train on).
@@ -80,12 +83,14 @@ def write_json(path, value):
     write_atomically(path, json.dumps(value, indent=2, sort_keys=True) + "\n")
 
 
-def write_run(model_dir, config, data_dir):
-    """Records the run's config and data_dir in `<model_dir>/run.json`, atomically."""
+def write_run(model_dir, config, data_dir, mixed_precision=FLOAT32):
+    """Records the run's config, data_dir and `--mixed_precision` (a key of
+    `ssc_tf.train.MIXED_PRECISION`) in `<model_dir>/run.json`, atomically."""
     tf.io.gfile.makedirs(model_dir)
     write_json(
         os.path.join(model_dir, RUN_FILE),
-        {"config": dataclasses.asdict(config), "data_dir": data_dir},
+        {"config": dataclasses.asdict(config), "data_dir": data_dir,
+         "mixed_precision": mixed_precision},
     )
 
 
@@ -100,6 +105,12 @@ def read_run(model_dir):
         ValueError: its run.json is not one that training wrote (damaged, or another
             program's); the message names it and what to do.
     """
+    config, data_dir, _ = _read_run(model_dir)
+    return config, data_dir
+
+
+def _read_run(model_dir):
+    """`read_run`'s `(config, data_dir)` and the run's `--mixed_precision`, raising as it."""
     path = os.path.join(model_dir, RUN_FILE)
     if not tf.io.gfile.exists(path):
         raise FileNotFoundError(
@@ -117,7 +128,10 @@ def read_run(model_dir):
         saved.setdefault(
             "pointwise_layout",
             pattern.JOINED if saved.get("sparsity") == "dense" else pattern.ALIGNED)
-        return ExperimentConfig(**saved), run["data_dir"]
+        mixed_precision = run.get("mixed_precision", FLOAT32)
+        if not isinstance(mixed_precision, str):
+            raise TypeError(f"mixed_precision={mixed_precision!r}")
+        return ExperimentConfig(**saved), run["data_dir"], mixed_precision
     except (ValueError, KeyError, TypeError) as e:
         raise ValueError(
             f"{path} is not a run file that `python -m ssc_tf.train` wrote "
@@ -169,6 +183,30 @@ def check_resume(model_dir, saved, config):
         logging.warning(
             "--model_dir=%s was started with other flags (%s): the epochs still to run use "
             "the new values.", model_dir, "; ".join(changed))
+
+
+def check_mixed_precision(model_dir, mixed_precision):
+    """Raises `ValueError` unless the run in `model_dir` trained with `mixed_precision`.
+
+    float16 wraps the optimizer in a loss-scale optimizer, whose variables a float32 (or
+    bfloat16) checkpoint lacks, so that change would fail in the checkpoint without naming
+    the flag; every change is refused, so that run.json states the one precision that the
+    whole run trained in.
+
+    Args:
+        model_dir: str, a directory holding a run.json.
+        mixed_precision: str, the `--mixed_precision` this run asks for.
+
+    Raises:
+        ValueError: another precision, or a run.json that `read_run` refuses; one line.
+    """
+    saved = _read_run(model_dir)[2]
+    if saved != mixed_precision:
+        raise ValueError(
+            f"--model_dir={model_dir!r} was trained with --mixed_precision={saved}, so this "
+            f"run cannot resume it with --mixed_precision={mixed_precision}: use "
+            f"--mixed_precision={saved}, or a new --model_dir."
+        )
 
 
 @contextlib.contextmanager

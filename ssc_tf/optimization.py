@@ -6,9 +6,13 @@ update, for every trainable variable (kernels, biases, batch-norm scales and off
 own `SGD(weight_decay=...)` is decoupled (it shrinks the weights outside the momentum), so it
 trains a different model; `CoupledL2SGD` reproduces the coupled form exactly. It equals adding
 `weight_decay / 2 * sum(w ** 2)` to the loss, without that term showing up in the logged loss.
+
+Training in float16 wraps it in `ReplicaLossScaleOptimizer`, Keras' dynamic loss scaling with
+the overflow check taken over all replicas.
 """
 
 import keras
+import tensorflow as tf
 
 from ssc_tf.config import ExperimentConfig
 
@@ -56,6 +60,38 @@ class CoupledL2SGD(keras.optimizers.SGD):
         return {**super().get_config(), "l2": self.l2}
 
 
+@keras.saving.register_keras_serializable(package="ssc_tf")
+class ReplicaLossScaleOptimizer(keras.optimizers.LossScaleOptimizer):
+    """`keras.optimizers.LossScaleOptimizer` whose step is skipped if any replica overflows.
+
+    Keras 3.15 checks each replica's own gradients for inf/NaN, before the replicas' sum,
+    and keeps replica 0's verdict (its comment assumes the gradients summed already): an
+    overflow on another replica passes, its inf reaches every replica's weights through the
+    sum, and the loss scale does not drop. Here the replicas' verdicts are all-reduced
+    first, so every replica (and every worker) skips the same steps, and no branch of the
+    step waits on a collective that another replica does not run. Its variables, and so its
+    checkpoints, are those of Keras' optimizer.
+
+    Args:
+        inner_optimizer: the `keras.optimizers.Optimizer` to wrap.
+        **kwargs: the other arguments of `keras.optimizers.LossScaleOptimizer`.
+
+    Example:
+
+    >>> optimizer = ReplicaLossScaleOptimizer(CoupledL2SGD(learning_rate=0.1))
+    """
+
+    def check_finite(self, grads):
+        finite = super().check_finite(grads)
+        context = tf.distribute.get_replica_context()
+        if context is None or context.num_replicas_in_sync == 1:
+            return finite
+        # A float sum, which every all-reduce implementation (NCCL included) supports.
+        overflows = context.all_reduce(
+            tf.distribute.ReduceOp.SUM, tf.cast(tf.logical_not(finite), tf.float32))
+        return tf.equal(overflows, 0.0)
+
+
 def step_boundaries(config: ExperimentConfig, steps_per_epoch: int):
     """The step schedule of `config` as optimizer steps: `(boundaries, values)`.
 
@@ -93,10 +129,16 @@ def learning_rate_schedule(config: ExperimentConfig, steps_per_epoch: int):
     return keras.optimizers.schedules.PiecewiseConstantDecay(boundaries, values)
 
 
-def build_optimizer(config: ExperimentConfig, steps_per_epoch: int):
-    """The paper's optimizer for `config`: `CoupledL2SGD` on `learning_rate_schedule`."""
-    return CoupledL2SGD(
+def build_optimizer(config: ExperimentConfig, steps_per_epoch: int, *, loss_scale=False):
+    """The paper's optimizer for `config`: `CoupledL2SGD` on `learning_rate_schedule`, in a
+    `ReplicaLossScaleOptimizer` if `loss_scale` (training in float16)."""
+    optimizer = CoupledL2SGD(
         learning_rate=learning_rate_schedule(config, steps_per_epoch),
         momentum=config.momentum,
         l2=config.weight_decay,
     )
+    if loss_scale:
+        # Else Keras' compile wraps it in its own LossScaleOptimizer, whose check lets one
+        # replica's overflow through.
+        return ReplicaLossScaleOptimizer(optimizer, name="loss_scale_optimizer")
+    return optimizer

@@ -20,9 +20,13 @@ worker reads (a shared file system or a bucket). Keras 3.15's `fit` fails under
 of its own that runs the model's `train_step` and `test_step` and calls the same callbacks
 with the same logs; the steps, checkpoints and TensorBoard logs are those of `fit`. Only the
 chief (`ssc_tf.distribute.is_chief`) writes and locks `--model_dir`; every worker resumes
-from it. `--jit_compile` is ignored there: XLA cannot compile the step's all-reduces
-(gradients, batch-norm statistics) on CPU, and XLA with multi-worker collectives on GPUs is
-untested.
+from it. `--jit_compile` is ignored there, and under `mirrored` with more than one replica:
+Keras compiles the whole distributed step with XLA, which cannot place the replicas'
+variables across devices (keras-team/keras#19005) nor compile the step's all-reduces
+(gradients, batch-norm statistics) on CPU.
+
+A run trains in one `--mixed_precision` from start to end: run.json records it, and resuming
+with another is refused.
 """
 
 import contextlib
@@ -67,8 +71,8 @@ def train(config, *, model_dir, data_dir=None, strategy="default", mixed_precisi
         strategy: one of `ssc_tf.distribute.STRATEGIES`. Under "multi_worker" every worker
             calls `train` with the same arguments and only the chief writes `model_dir`.
         mixed_precision: one of `MIXED_PRECISION`.
-        jit_compile: bool, XLA-compile the train and test steps (ignored under
-            "multi_worker").
+        jit_compile: bool, XLA-compile the train and test steps (ignored, with a warning,
+            under "multi_worker" and under any strategy of more than one replica).
         steps_per_epoch: int or None, cap on training batches per epoch.
         verbose: Keras' `fit` verbosity ("auto": a progress bar on a terminal).
 
@@ -83,9 +87,10 @@ def train(config, *, model_dir, data_dir=None, strategy="default", mixed_precisi
 
     Raises:
         ValueError: a bad setting (dataset without its data_dir, batch size not divisible by
-            the replicas, a model_dir that holds another model or a damaged run.json, whose
-            checkpoints all fail to restore, or that another trainer holds, multi_worker
-            workers that resume after different epochs, ...); the message names it.
+            the replicas, a model_dir that holds another model, a run of another
+            `mixed_precision` or a damaged run.json, whose checkpoints all fail to restore,
+            or that another trainer holds, multi_worker workers that resume after different
+            epochs, ...); the message names it.
         OSError: a checkpoint could not be saved (a full disk); the message says what to do.
         NonFiniteLossError: the loss became NaN or infinite.
     """
@@ -106,22 +111,27 @@ def train(config, *, model_dir, data_dir=None, strategy="default", mixed_precisi
             f"Invalid value for flag --mixed_precision: expected one of "
             f"{tuple(MIXED_PRECISION)}. Received: mixed_precision={mixed_precision!r}"
         )
-    if strategy == "multi_worker" and jit_compile:
-        # The step all-reduces the gradients and the batch-norm statistics, collectives that
-        # XLA cannot compile on CPU (b/194942685).
-        logging.warning("--jit_compile is ignored under --strategy=multi_worker.")
-        jit_compile = False
     if data.needs_data_dir(config.dataset) and not data_dir:
         # data.load says where the files go; fail before touching the model_dir.
         data.load(config.dataset, "train", batch_size=config.batch_size, data_dir=data_dir)
     if tf.io.gfile.exists(os.path.join(model_dir, model_dir_lib.RUN_FILE)):
         saved, _ = model_dir_lib.read_run(model_dir)
         model_dir_lib.check_resume(model_dir, saved, config)
+        model_dir_lib.check_mixed_precision(model_dir, mixed_precision)
 
     keras.utils.set_random_seed(config.seed)
     keras.config.set_dtype_policy(MIXED_PRECISION[mixed_precision])
     tf_strategy = distribute.get_strategy(strategy)
     distribute.check_batch_size(config.batch_size, tf_strategy)
+    if jit_compile and (strategy == "multi_worker" or tf_strategy.num_replicas_in_sync > 1):
+        # Keras compiles the whole distributed step, the replicas' variables and all-reduces
+        # included, which XLA cannot place across devices (keras-team/keras#19005) nor
+        # compile on CPU (b/194942685); Keras' own automatic XLA is off under tf.distribute
+        # for that reason. Ignored rather than refused, as under multi_worker: the same
+        # command then trains with XLA on a machine of one GPU and without on one of eight.
+        logging.warning("--jit_compile is ignored under --strategy=%s with %d replicas.",
+                        strategy, tf_strategy.num_replicas_in_sync)
+        jit_compile = False
     # Under multi_worker every worker runs this function; only the chief writes model_dir,
     # so only the chief locks it.
     chief = distribute.is_chief(tf_strategy)
@@ -151,7 +161,7 @@ def train(config, *, model_dir, data_dir=None, strategy="default", mixed_precisi
         # Written only now that the model, the data and the checkpoint loaded: a run that
         # failed before would leave a run.json that refuses the corrected command.
         if chief:
-            model_dir_lib.write_run(model_dir, config, data_dir)
+            model_dir_lib.write_run(model_dir, config, data_dir, mixed_precision)
         if initial_epoch >= config.epochs:
             logging.info("%s already finished its %d epochs.", model_dir, config.epochs)
             return model
@@ -200,7 +210,8 @@ def _compiled_model(config, steps, jit_compile):
     if config.num_classes > 10:
         metrics.append(keras.metrics.SparseTopKCategoricalAccuracy(5, name="top5"))
     model.compile(
-        optimizer=optimization.build_optimizer(config, steps),
+        optimizer=optimization.build_optimizer(
+            config, steps, loss_scale=model.dtype_policy.name == "mixed_float16"),
         loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
         metrics=metrics,
         jit_compile=jit_compile,
@@ -329,7 +340,8 @@ def _define_flags():
         "bfloat16 (mixed_bfloat16; TPUs and recent CPUs). Variables stay float32.")
     flags.DEFINE_bool(
         "jit_compile", False,
-        "Compile the train and test steps with XLA (ignored under --strategy=multi_worker).")
+        "Compile the train and test steps with XLA (ignored under --strategy=multi_worker, "
+        "and under --strategy=mirrored with more than one replica).")
     flags.DEFINE_integer(
         "steps_per_epoch", None,
         "Train on at most this many batches per epoch (smoke runs); default: the whole "

@@ -5,6 +5,18 @@ import pytest
 
 # Quiet TensorFlow's C++ start-up logs in test output; must be set before TF is imported.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+# On a GPU host, for this process and the TensorFlow subprocesses the tests start (which
+# inherit os.environ): each takes GPU memory as it needs it, rather than all of every GPU, so
+# that two of them can run at once; and float32 products and convolutions keep float32's
+# precision, which the tests' tolerances assume, rather than TensorFloat-32's 10-bit mantissa
+# (on by default on Ampere and later): NVIDIA's cuBLAS and cuDNN read NVIDIA_TF32_OVERRIDE,
+# TensorFlow's own kernels the setting below.
+os.environ.setdefault("TF_FORCE_GPU_ALLOW_GROWTH", "true")
+os.environ.setdefault("NVIDIA_TF32_OVERRIDE", "0")
+
+import tensorflow as tf  # noqa: E402  (after the environment it reads)
+
+tf.config.experimental.enable_tensor_float_32_execution(False)
 
 # tfmot's tests need Keras 2, which TF_USE_LEGACY_KERAS=1 selects before TensorFlow starts:
 # they run in a pytest process of their own (`make test-slow`), never in this Keras 3 one.

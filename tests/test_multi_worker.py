@@ -83,8 +83,10 @@ def _train_two_workers(model_dir, tmp_path, epochs):
     for index in range(2):
         scratch = tmp_path / f"tmp{index}"  # The worker's TMPDIR, to see what it leaves.
         scratch.mkdir(exist_ok=True)
+        # CPU workers also on a GPU host, whose GPUs both would take, and NCCL joins no
+        # all-reduce of two processes on one GPU.
         env = {**os.environ, "PYTHONPATH": str(ROOT), "TF_CPP_MIN_LOG_LEVEL": "2",
-               "TMPDIR": str(scratch), "TF_CONFIG": json.dumps(
+               "CUDA_VISIBLE_DEVICES": "", "TMPDIR": str(scratch), "TF_CONFIG": json.dumps(
                    {"cluster": cluster, "task": {"type": "worker", "index": index}})}
         out = tmp_path / f"worker{index}-{epochs}.npz"
         # A file, not a pipe: a worker blocked on a full pipe would stall the other one too.

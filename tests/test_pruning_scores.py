@@ -217,6 +217,26 @@ def test_random_scores_are_the_seeds_uniform_draws_in_layer_order():
     np.testing.assert_array_equal(result["conv_b"], rng.random((1, 1, HIDDEN, OUT)))
 
 
+def test_grasp_in_chunks_scores_the_whole_batch_a_chunk_at_a_time(monkeypatch):
+    model = _tiny_model("tanh")
+    x, labels = _batch()
+    whole = scores.grasp_scores(model, x, labels, temperature=1.0)
+    differentiated = []
+    loss = scores._loss
+
+    def counted_loss(model, images, *args):
+        differentiated.append(len(images))
+        return loss(model, images, *args)
+
+    monkeypatch.setattr(scores, "_loss", counted_loss)
+    chunked = scores.grasp_scores(model, x, labels, temperature=1.0, batch_size=2)
+    # 5 examples in chunks of 2, 2 and 1: one pass for g, one for H g.
+    assert differentiated == [2, 2, 1, 2, 2, 1]
+    for name, score in whole.items():
+        np.testing.assert_allclose(chunked[name], score, rtol=1e-5,
+                                   atol=1e-6 * np.abs(score).max())
+
+
 def test_snip_and_grasp_scores_are_deterministic():
     model = _tiny_model("tanh")
     x, labels = _batch()
@@ -327,7 +347,8 @@ def test_masks_keep_snips_highest_and_grasps_lowest_scores(quickstart, monkeypat
     # SNIP scores the first batch; GraSP 10 examples of each class, at temperature 200.
     assert seen[pruning.SNIP][0] == (8, 32, 32, 3)
     shape, labels, kwargs = seen[pruning.GRASP]
-    assert shape == (100, 32, 32, 3) and kwargs == {"temperature": 200.0}
+    assert shape == (100, 32, 32, 3)
+    assert kwargs == {"temperature": 200.0, "batch_size": scores.GRASP_BATCH_SIZE}
     np.testing.assert_array_equal(labels, np.repeat(np.arange(10), 10))
 
 

@@ -171,6 +171,35 @@ def test_under_multi_worker_only_the_chief_locks(run_copy, monkeypatch):
     assert not (run_copy / model_dir_lib.LOCK_FILE).exists()
 
 
+@pytest.mark.parametrize("recorded", [None, "float16"], ids=["before_it_was_recorded", "float16"])
+def test_resume_with_another_mixed_precision_is_refused_naming_the_flag(run_copy, recorded):
+    """float16 adds the loss-scale optimizer's variables, which a float32 checkpoint lacks: the
+    restore would fail without naming the flag. A run.json from before the precision was
+    recorded is a float32 run's, and resumes as one."""
+    run_json = run_copy / model_dir_lib.RUN_FILE
+    run = json.loads(run_json.read_text())
+    assert run["mixed_precision"] == "none"
+    if recorded:
+        run["mixed_precision"] = recorded
+    else:
+        del run["mixed_precision"]
+    run_json.write_text(json.dumps(run))
+    saved, requested = recorded or "none", "none" if recorded else "float16"
+    checkpoints = sorted(os.listdir(run_copy / model_dir_lib.CHECKPOINT_DIR))
+    with pytest.raises(ValueError) as error:
+        train.train(run_testing.config(), model_dir=str(run_copy), mixed_precision=requested,
+                    steps_per_epoch=1, verbose=0)
+    assert str(error.value) == (
+        f"--model_dir={str(run_copy)!r} was trained with --mixed_precision={saved}, so this run "
+        f"cannot resume it with --mixed_precision={requested}: use --mixed_precision={saved}, "
+        f"or a new --model_dir.")
+    assert sorted(os.listdir(run_copy / model_dir_lib.CHECKPOINT_DIR)) == checkpoints
+    assert json.loads(run_json.read_text()).get("mixed_precision") == recorded
+    if not recorded:
+        _train(run_copy)  # Finished already: restores, records the precision, trains nothing.
+        assert json.loads(run_json.read_text())["mixed_precision"] == "none"
+
+
 @pytest.mark.parametrize("contents", [
     "",
     '{"config": {"dataset": "digits"',

@@ -11,8 +11,9 @@ of `ssc_tf.pruning.selection` (ties to the earlier layer, then the lower flat in
   one training batch; the largest are kept.
 - GraSP (Wang et al. 2020): -w * (H g), g the gradient and H the Hessian of the loss of a
   batch of `GRASP_SAMPLES_PER_CLASS` training examples of each class, the logits divided by
-  the temperature `GRASP_TEMPERATURE` (the values of its reference code); the lowest are
-  kept (removing the highest preserves the gradient flow best).
+  the temperature `GRASP_TEMPERATURE` (the values of its reference code), differentiated in
+  chunks of at most `GRASP_BATCH_SIZE` examples; the lowest are kept (removing the highest
+  preserves the gradient flow best).
 - SynFlow (Tanaka et al. 2020): data-free and iterative: `SYNFLOW_ROUNDS` rounds on the
   exponential schedule of `selection.synflow_fractions`, each scoring the weights still kept
   by |w * dR/dw| on the network with every parameter made positive, R the sum of its output
@@ -22,6 +23,8 @@ The model is never changed: every score is computed on a copy (`_copy`), so the 
 weights, masks and batch-norm statistics are what they were, and the scores do not depend
 on the global mixed-precision policy.
 """
+
+import math
 
 import keras
 import numpy as np
@@ -36,6 +39,11 @@ from ssc_tf.pruning import selection
 # GraSP's reference code (Wang et al. 2020): its temperature and its batch (num_iters=1).
 GRASP_TEMPERATURE = 200.0
 GRASP_SAMPLES_PER_CLASS = 10
+# The examples GraSP differentiates at once: ten classes of GRASP_SAMPLES_PER_CLASS, so
+# CIFAR-10's batch is one chunk, and ImageNet's 10,000 examples, whose double
+# backpropagation in one graph would not fit a GPU, are 100 chunks (the reference code too
+# splits its batch, in two).
+GRASP_BATCH_SIZE = 100
 # SynFlow's pruning iterations at initialization (Tanaka et al. 2020).
 SYNFLOW_ROUNDS = 100
 
@@ -82,7 +90,8 @@ def masks(config, model, train_data):
         images, labels = next(iter(train_data))
         return selection.keep_top(snip_scores(model, images, labels), kept)
     images, labels = per_class_batch(train_data, config.num_classes, GRASP_SAMPLES_PER_CLASS)
-    scores = grasp_scores(model, images, labels, temperature=GRASP_TEMPERATURE)
+    scores = grasp_scores(model, images, labels, temperature=GRASP_TEMPERATURE,
+                          batch_size=GRASP_BATCH_SIZE)
     return selection.keep_top({name: -score for name, score in scores.items()}, kept)
 
 
@@ -128,7 +137,7 @@ def snip_scores(model, images, labels):
     return _by_layer(copy, [keras.ops.abs(k * g) for k, g in zip(kernels, grads)])
 
 
-def grasp_scores(model, images, labels, temperature=GRASP_TEMPERATURE):
+def grasp_scores(model, images, labels, temperature=GRASP_TEMPERATURE, batch_size=None):
     """GraSP's scores -w * (H g) of the weights of the masked layers.
 
     g is the gradient and H the Hessian of L, the mean sparse cross-entropy of the logits of
@@ -139,26 +148,53 @@ def grasp_scores(model, images, labels, temperature=GRASP_TEMPERATURE):
     backpropagation: z = sum(grad L * stop_gradient(g)), H g = grad z. GraSP removes the
     highest scores (Wang et al. 2020): `masks` keeps the lowest.
 
+    With `batch_size`, the examples are split into near-equal consecutive chunks of at most
+    that many, as the reference code splits its batch in two: L is the mean of the chunks'
+    losses weighted by their examples, a first pass sums g over the chunks and a second H g,
+    so no graph holds more than `batch_size` examples. The scores are those of the whole
+    batch, except that batch norm normalizes each chunk by its own statistics.
+
     Args:
         model: a model with `MaskedConv2D` layers, returning logits.
         images: a batch of model inputs; the reference takes `per_class_batch`.
         labels: their integer class labels.
         temperature: float > 0, what the logits are divided by. Defaults to the reference
             code's 200.
+        batch_size: int >= 1 or None, the most examples differentiated at once; None
+            differentiates them all at once.
 
     Returns:
         `{layer name: float32 numpy array of the kernel's shape}`, in forward order.
     """
     arguments.check_range("temperature", temperature, 0, None, low_open=True)
+    total = len(images)
+    if batch_size is not None:
+        arguments.check_int("batch_size", batch_size, minimum=1)
+    pieces = 1 if batch_size is None else math.ceil(total / batch_size)
+    chunks = np.array_split(np.arange(total), pieces)
     copy = _copy(model, "float32")
     kernels = [layer.kernel for layer in masked.masked_layers(copy)]
-    with tf.GradientTape() as outer:
-        with tf.GradientTape() as inner:
-            loss = _loss(copy, images, labels, temperature)
-        grads = inner.gradient(loss, kernels)
-        z = tf.add_n([tf.reduce_sum(g * tf.stop_gradient(g)) for g in grads])
-    hessian_grads = outer.gradient(
-        z, kernels, unconnected_gradients=tf.UnconnectedGradients.ZERO)
+
+    def chunk_loss(chunk):
+        # Weighted by the chunk's share, so the chunks' losses sum to the batch's mean.
+        return len(chunk) / total * _loss(copy, tf.gather(images, chunk),
+                                          tf.gather(labels, chunk), temperature)
+
+    grads = [tf.zeros_like(k) for k in kernels]
+    for chunk in chunks:
+        with tf.GradientTape() as tape:
+            loss = chunk_loss(chunk)
+        grads = [g + c for g, c in zip(grads, tape.gradient(loss, kernels))]
+    hessian_grads = [tf.zeros_like(k) for k in kernels]
+    for chunk in chunks:
+        with tf.GradientTape() as outer:
+            with tf.GradientTape() as inner:
+                loss = chunk_loss(chunk)
+            z = tf.add_n([tf.reduce_sum(c * g)
+                          for c, g in zip(inner.gradient(loss, kernels), grads)])
+        hessian_grads = [
+            h + c for h, c in zip(hessian_grads, outer.gradient(
+                z, kernels, unconnected_gradients=tf.UnconnectedGradients.ZERO))]
     return _by_layer(copy, [-k * hg for k, hg in zip(kernels, hessian_grads)])
 
 

@@ -6,7 +6,9 @@ r"""Density report: per-layer live / dense weights and MACs of an experiment's m
 
 Counts are exact, from each layer's pattern: weights only (no bias, no batch norm); totals cover
 every convolution and the classifier. The kept fraction is printed as measured next to the
-paper's ticket label, never rounded to it.
+paper's ticket label, never rounded to it. It and the MACs are read against the dense twin: the
+model's own dense counts, or for `--sparsity=narrow` (a dense network of narrower layers) the
+full-width twin's.
 """
 
 import glob
@@ -15,6 +17,7 @@ import os
 
 from absl import flags
 
+from ssc_tf import architectures
 from ssc_tf import experiment_flags
 from ssc_tf import flagfile
 
@@ -26,6 +29,16 @@ def _stats(config):
     from ssc_tf.models.report import model_stats
 
     return model_stats(models.build(config.model, **config.model_kwargs()))
+
+
+def _twin(config, stats):
+    """(weights, MACs) of the dense twin that `config`'s kept fraction and MACs are read
+    against: the model's own dense counts, or the full-width twin's for a narrow network."""
+    if not config.narrow:
+        return stats.dense_params, stats.dense_macs
+    twin = architectures.count(config.model, config.num_classes, config.input_shape,
+                               *architectures.dense_pattern(config.model))
+    return twin.dense_params, twin.dense_macs
 
 
 def _label(config):
@@ -52,14 +65,17 @@ def layer_table(config, stats):
         f"{'total (convs + classifier)':<51} {stats.live_params:>10,} {stats.dense_params:>10,} "
         f"{100 * stats.kept_fraction:>7.2f}% {stats.macs:>14,}"
     )
+    twin_params, twin_macs = _twin(config, stats)
     lines.append(
-        f"kept fraction {100 * stats.kept_fraction:.2f} % (paper's label: {_label(config)}); "
-        f"MACs {stats.macs / stats.dense_macs:.4f} of dense ({stats.dense_macs:,})"
+        f"kept fraction {100 * stats.live_params / twin_params:.2f} % of the dense twin's "
+        f"{twin_params:,} (paper's label: {_label(config)}); MACs "
+        f"{stats.macs / twin_macs:.4f} of dense ({twin_macs:,})"
     )
     return "\n".join(lines)
 
 
 def report_json(config, stats):
+    twin_params, twin_macs = _twin(config, stats)
     return {
         "dataset": config.dataset,
         "model": config.model,
@@ -81,9 +97,11 @@ def report_json(config, stats):
         ],
         "live_params": stats.live_params,
         "dense_params": stats.dense_params,
-        "kept_fraction": stats.kept_fraction,
+        "kept_fraction": stats.live_params / twin_params,
         "macs": stats.macs,
         "dense_macs": stats.dense_macs,
+        "dense_twin_params": twin_params,
+        "dense_twin_macs": twin_macs,
     }
 
 
@@ -101,7 +119,7 @@ def all_table(paths):
             p += " (1x1: " + ", ".join(_gp(v) for v in config.p_1x1) + ")"
         lines.append(
             f"| {os.path.basename(path)} | {config.model} | {g} | {p} | {_label(config)} | "
-            f"{100 * stats.kept_fraction:.2f} % | {stats.live_params:,} | "
+            f"{100 * stats.live_params / _twin(config, stats)[0]:.2f} % | {stats.live_params:,} | "
             f"{stats.macs / 1e6:,.1f} M |"
         )
     return "\n".join(lines)

@@ -242,3 +242,18 @@ def test_a_narrow_run_trains_resumes_evaluates_exports_converts_and_is_timed(tmp
     timed = compare._latencies(run, repeats=2)
     assert timed["tf_latency_ms"] > 0 and timed["tflite_latency_ms"] > 0
     assert timed["tflite_bytes"] == os.path.getsize(run.tflite)
+
+
+def test_density_reads_the_narrow_network_against_the_full_dense_twin():
+    from ssc_tf import density
+
+    config = _narrow("cifar10_resnet32_2pct")
+    stats = density._stats(config)
+    report_json = density.report_json(config, stats)
+    assert (report_json["live_params"], report_json["dense_params"]) == (45_585, 45_585)
+    assert report_json["dense_twin_params"] == 1_855_584
+    assert report_json["kept_fraction"] == pytest.approx(45_585 / 1_855_584)
+    assert report_json["dense_twin_macs"] == 275_612_928
+    summary = density.layer_table(config, stats).splitlines()[-1]
+    assert summary == ("kept fraction 2.46 % of the dense twin's 1,855,584 (paper's label: "
+                       "2 %); MACs 0.0248 of dense (275,612,928)")

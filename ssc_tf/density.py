@@ -17,9 +17,9 @@ import os
 
 from absl import flags
 
-from ssc_tf import architectures
 from ssc_tf import experiment_flags
 from ssc_tf import flagfile
+from ssc_tf.pruning import budget
 
 FLAGS = flags.FLAGS
 
@@ -36,8 +36,7 @@ def _twin(config, stats):
     against: the model's own dense counts, or the full-width twin's for a narrow network."""
     if not config.narrow:
         return stats.dense_params, stats.dense_macs
-    twin = architectures.count(config.model, config.num_classes, config.input_shape,
-                               *architectures.dense_pattern(config.model))
+    twin = budget.dense_counts(config)
     return twin.dense_params, twin.dense_macs
 
 

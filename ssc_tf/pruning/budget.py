@@ -39,12 +39,17 @@ def layer_targets(config):
     }
 
 
-def dense_params(config):
-    """Every counted weight of the dense twin of `config` (the full widths)."""
+def dense_counts(config):
+    """`architectures.Counts` of the dense twin of `config` (the full widths)."""
     return architectures.count(
         config.model, config.num_classes, config.input_shape,
         *architectures.dense_pattern(config.model),
-    ).dense_params
+    )
+
+
+def dense_params(config):
+    """Every counted weight of the dense twin of `config` (the full widths)."""
+    return dense_counts(config).dense_params
 
 
 def kept_params(config):

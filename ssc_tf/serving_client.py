@@ -8,8 +8,9 @@ r"""Client for an exported model served by TF-Serving, over REST or gRPC.
 The served SavedModel has two signatures (see README.md for the docker line that serves it):
 
 - `serving_default` takes `images`, uint8 [batch, H, W, 3] at the training size. This client
-  decodes each file and resizes it to H x W (antialiased bilinear) when its size differs,
-  stretching it if the aspect ratio differs. For ImageNet models prefer
+  decodes each file and brings it to H x W when its size differs: a file of a dataset's
+  stored size (Fashion-MNIST's 28x28 for a 32x32 model) is padded as training padded it,
+  any other is resized (antialiased bilinear), stretched if the aspect ratio differs. For ImageNet models prefer
   `predict_image_bytes`: the server then applies the evaluation resize and center crop.
 - `predict_image_bytes` takes `image_bytes`, string [batch]: each element a whole JPEG or PNG
   (or GIF, BMP) file, sent as is; the server decodes and resizes.
@@ -41,6 +42,8 @@ from google.protobuf import text_format  # noqa: E402
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 from tensorflow.core.protobuf import saved_model_pb2  # noqa: E402
+
+from ssc_tf.data import augment, datasets  # noqa: E402
 
 # Signature name -> (its one input's name, that input's dtype).
 SIGNATURES = {
@@ -196,8 +199,10 @@ def load_images(paths, signature, image_size=None):
     """Reads image files into the batch that `signature` takes.
 
     For serving_default each file is decoded (3 channels; an animation's first frame) and,
-    when its size differs from `image_size`, resized with antialiased bilinear interpolation,
-    then rounded to uint8; each resize is reported on stderr. For predict_image_bytes the
+    when its size differs from `image_size`, padded with black as its dataset's reader pads
+    it if the size is a dataset's stored size for that input size
+    (`ssc_tf.data.datasets.stored_at`), else resized with antialiased bilinear interpolation
+    and rounded to uint8; each pad or resize is reported on stderr. For predict_image_bytes the
     files are sent as they are, after checking here that they decode, so that a bad file is
     named before anything is sent.
 
@@ -237,15 +242,20 @@ def load_images(paths, signature, image_size=None):
         if signature == "predict_image_bytes":
             batch.append(contents)
         else:
-            batch.append(_resized(image, image_size, path))
+            batch.append(_sized(image, image_size, path))
     return np.stack(batch) if signature == "serving_default" else batch
 
 
-def _resized(image, image_size, path):
-    """`image` (uint8 [h, w, 3]) at `image_size`, as np.uint8."""
+def _sized(image, image_size, path):
+    """`image` (uint8 [h, w, 3]) at `image_size`, padded or resized, as np.uint8."""
     height, width = image.shape[0], image.shape[1]
     if (height, width) == tuple(image_size):
         return image.numpy()
+    dataset = datasets.stored_at((height, width), image_size)
+    if dataset is not None:
+        print(f"{path}: padded from {height}x{width} to {image_size[0]}x{image_size[1]}, as "
+              f"the {dataset} pipeline pads its stored images.", file=sys.stderr)
+        return augment.pad_stored(image, dataset).numpy()
     print(f"{path}: resized from {height}x{width} to {image_size[0]}x{image_size[1]}, the size "
           f"the serving_default signature takes.", file=sys.stderr)
     resized = tf.image.resize(image, image_size, method="bilinear", antialias=True)

@@ -244,6 +244,23 @@ def test_serving_default_resizes_other_sizes(images, capsys):
     assert "red.png" not in stderr
 
 
+def test_serving_default_pads_a_datasets_stored_size(tmp_path, capsys):
+    # A 28x28 grey file for a 32x32 model is a Fashion-MNIST image as stored: padded with
+    # black on every side, as its reader padded it in training, never stretched.
+    pixels = np.random.default_rng(2).integers(1, 256, (28, 28, 1)).astype(np.uint8)
+    path = tmp_path / "shirt.png"
+    path.write_bytes(tf.io.encode_png(pixels).numpy())
+    batch = serving_client.load_images([str(path)], "serving_default", (32, 32))
+    assert batch.shape == (1, 32, 32, 3)
+    np.testing.assert_array_equal(batch[0, 2:30, 2:30], np.repeat(pixels, 3, axis=-1))
+    assert batch.sum() == 3 * pixels.astype(np.int64).sum()
+    assert (f"{path}: padded from 28x28 to 32x32, as the fashion_mnist pipeline pads"
+            in capsys.readouterr().err)
+    # The same file for another input size is resized.
+    assert serving_client.load_images([str(path)], "serving_default", (8, 8)).shape == (1, 8, 8, 3)
+    assert "resized from 28x28 to 8x8" in capsys.readouterr().err
+
+
 def test_load_images_errors(images, tmp_path):
     with pytest.raises(FileNotFoundError, match="--images.*missing.png"):
         serving_client.load_images([str(tmp_path / "missing.png")], "serving_default", (H, W))

@@ -133,6 +133,23 @@ DATASETS = {record.name: record for record in _RECORDS}
 NAMES = tuple(DATASETS)
 
 
+def stored_at(stored_size, input_size):
+    """The name of the dataset stored at `stored_size` and padded to `input_size`, or None.
+
+    A client holding a file of a dataset's stored size (a 28x28 Fashion-MNIST image for a
+    model that takes 32x32) pads it as that dataset's reader does instead of stretching it.
+
+    Args:
+        stored_size: (height, width) of an image file.
+        input_size: (height, width) the model takes.
+    """
+    for record in _RECORDS:
+        if (record.stored_size == tuple(stored_size)
+                and record.input_shape[:2] == tuple(input_size)):
+            return record.name
+    return None
+
+
 def get(name):
     """The record of dataset `name`.
 

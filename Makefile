@@ -12,7 +12,7 @@ EXTRAS := tfds,dev
 # --no-deps (setup.cfg says why).
 NO_DEPS_REQUIREMENTS = $$($(PYTHON) -c 'import configparser; c = configparser.ConfigParser(); c.read("setup.cfg"); e = c["options.extras_require"]; print(e["serving"], e["tfmot"])')
 
-.PHONY: setup test test-slow benchmark quickstart clean lock install-check
+.PHONY: setup test test-slow benchmark gpu-check quickstart clean lock install-check
 
 $(VENV)/.installed: setup.cfg pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -47,6 +47,15 @@ benchmark: setup
 	$(PY) tools/benchmark_layer.py --output=results/benchmark_layer.json
 	$(PY) tools/benchmark_models.py --output=results/benchmark_models.json \
 	    --markdown=results/benchmark_models.md --plot=results/benchmark_models.png
+
+# On a machine with an NVIDIA GPU: the tests most likely to break there, training steps of SSC
+# against dense and every layer form's times, into GPU_CHECK_DIR and GPU_CHECK_DIR.tar.gz, to
+# merge (the plan's gpu section) and send (tools/gpu_check.sh; docs/execution_plan.md). A new
+# .venv gets the CUDA wheel; one that holds tensorflow-cpu must go first (rm -rf .venv).
+GPU_CHECK_DIR ?= results/gpu_check
+gpu-check: TF_EXTRA = gpu
+gpu-check: setup
+	PY=$(PY) tools/gpu_check.sh --output_dir=$(GPU_CHECK_DIR)
 
 # The README's main job: train SSC ResNet-32 on the bundled digits (the quickstart config),
 # then evaluate it into $(QUICKSTART_DIR)/eval.json. Rerunning resumes, or skips a finished run.

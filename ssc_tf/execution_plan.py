@@ -33,7 +33,9 @@ work, the test oracle, and the plan's floor where no structured form beats it.
 The plan (`choose`) is a table lookup in measurements recorded in the package
 (`execution_costs.json`, written by `tools/benchmark_layer.py --write_costs`): for the runtime
 and batch regime, the measured form that was fastest for this layer shape, or, for a shape the
-table lacks, for the nearest measured shape. It is deterministic and never times anything.
+table lacks, for the nearest measured shape; on a GPU, whose times the table lacks until
+`tools/gpu_check.sh` measures them, `UNMEASURED_FORM`. It is deterministic and never times
+anything.
 For a TFLite file, `plan_model` plans all of a model's layers within one storage budget.
 
 No TensorFlow here: the layer asks the plan with plain numbers, and the tools and tests read
@@ -117,9 +119,11 @@ MAX_STORED_AUTO = "auto"
 # The cost table's key of the dense Keras `Conv2D` of each shape: the dense twin's layer.
 DENSE_TWIN = "conv2d"
 
-# With no measurement of a runtime (no GPU has been lent to measure one), the plan keeps the
-# form that does the least work: cuDNN's grouped convolutions and batched matmuls.
-UNMEASURED_FORM = "grouped+bmm"
+# What a TensorFlow runtime without times runs: the GPU's until `tools/gpu_check.sh` measures
+# it. One grouped convolution for the K x K part and one dense 1 x 1 convolution of the masked
+# kernel: the fewest kernels and passes over the activations, which bound a GPU at these widths
+# more than multiplies do (docs/execution_plan.md#the-gpu-before-it-is-measured).
+UNMEASURED_FORM = "grouped+conv"
 
 COSTS_FILE = os.path.join(os.path.dirname(__file__), "execution_costs.json")
 
@@ -215,7 +219,7 @@ class LayerShape:
 
 
 def candidates(shape):
-    """The form names worth measuring for `shape` on a CPU or in TFLite.
+    """The form names worth measuring for `shape` on a CPU, a GPU or in TFLite.
 
     `split` only for at most `SPLIT_MAX_BLOCKS` blocks, `depthwise` only for blocks of at most
     `DEPTHWISE_MAX_IN_BLOCK` inputs, `shifted` only where some run's blocks are square with at
@@ -356,9 +360,11 @@ def choose(shape, runtime, regime, path=COSTS_FILE, litert_cpu=DEFAULT_LITERT_CP
 
     Returns:
         The fastest measured form of `shape`, or of the nearest measured shape when the table
-        lacks `shape`; `UNMEASURED_FORM` for a runtime the table does not cover. For TFLite,
-        only forms that store at most `TFLITE_MAX_STORED` times the live weights; always only
-        forms that `runs_in` the runtime and regime (training on `CPU_EIGEN` needs a gradient).
+        lacks `shape`. For TFLite, only forms that store at most `TFLITE_MAX_STORED` times the
+        live weights; always only forms that `runs_in` the runtime and regime (training on
+        `CPU_EIGEN` needs a gradient). For a runtime the table does not cover:
+        `UNMEASURED_FORM` in TensorFlow (the GPU, until measured), the form that stores the
+        fewest weights in TFLite.
     """
     if runtime not in RUNTIMES or regime not in REGIMES:
         raise ValueError(
@@ -367,7 +373,8 @@ def choose(shape, runtime, regime, path=COSTS_FILE, litert_cpu=DEFAULT_LITERT_CP
         )
     table = measured(runtime, regime, path, litert_cpu)
     if not table:
-        return parse(UNMEASURED_FORM)
+        return fastest(shape, runtime, {}) if runtime in TFLITE_RUNTIMES else parse(
+            UNMEASURED_FORM)
     # The nearest shape's forms may have a gradient that this shape's blocks lack.
     times = {name: ms for name, ms in _times(shape, table, path).items()
              if runs_in(shape, name, runtime, regime)}

@@ -1,15 +1,17 @@
-"""Tests of tools/benchmark_layer.py: which forms each regime times; that each TFLite runtime's
-table times a file converted as `ssc_tf.convert_tflite` converts a model for that runtime,
-computing the layer's function; and how a run changes the cost table. Never how fast anything
-ran."""
+"""Tests of tools/benchmark_layer.py: which forms each regime times, and on a GPU until the GPU
+has run them; that each TFLite runtime's table times a file converted as
+`ssc_tf.convert_tflite` converts a model for that runtime, computing the layer's function; and
+how a run or a merge changes the cost table. Never how fast anything ran."""
 
 import importlib.util
+import json
 import os
 import subprocess
 import sys
 
 import numpy as np
 import pytest
+import tensorflow as tf
 from ai_edge_litert.interpreter import Interpreter
 
 from cli_testing import own_lines
@@ -182,3 +184,78 @@ def test_litert_run_on_a_cpu_of_no_measured_kind_refuses_to_touch_the_table_in_o
                     "without --write_costs and --only_missing")
     with open(execution_plan.COSTS_FILE, "rb") as f:
         assert f.read() == before
+
+
+def test_merge_brings_the_other_tables_sections_and_keeps_the_rest(tool):
+    kept, kept_record = _record(24, 2.0)
+    replaced, replaced_record = _record(16, 1.0)
+    new, new_record = _record(32, 3.0)
+    table = {
+        "shapes": {kept: kept_record["shape"], replaced: replaced_record["shape"]},
+        execution_plan.CPU_EIGEN: {execution_plan.SMALL_BATCH: {kept: {"dense": 2.0}}},
+        execution_plan.GPU: {execution_plan.SMALL_BATCH: {replaced: {"dense": 1.0}}},
+        "measured_on": {execution_plan.CPU_EIGEN: {"date": "cpu"},
+                        execution_plan.GPU: {"date": "old gpu"}},
+    }
+    # As tools/gpu_check.sh writes it: one section, its shapes and its measurement.
+    gpu = {"shapes": {new: new_record["shape"]},
+           execution_plan.GPU: {execution_plan.TRAIN: {new: {"dense": 3.0}}},
+           "measured_on": {execution_plan.GPU: {"date": "new gpu"}}}
+    merged = tool.merged_costs(table, gpu)
+    assert merged[execution_plan.GPU] == gpu[execution_plan.GPU]
+    assert merged[execution_plan.CPU_EIGEN] == table[execution_plan.CPU_EIGEN]
+    assert merged["measured_on"] == {execution_plan.CPU_EIGEN: {"date": "cpu"},
+                                     execution_plan.GPU: {"date": "new gpu"}}
+    # The old GPU section's shape leaves with it.
+    assert merged["shapes"] == {kept: kept_record["shape"], new: new_record["shape"]}
+    assert table[execution_plan.GPU] == {execution_plan.SMALL_BATCH: {replaced: {"dense": 1.0}}}
+
+
+def test_merge_costs_flag_writes_the_sections_and_names_a_file_without_any(tmp_path):
+    new, new_record = _record(32, 3.0)
+    gpu = tmp_path / "gpu.json"
+    gpu.write_text(json.dumps({
+        "shapes": {new: new_record["shape"]},
+        execution_plan.GPU: {execution_plan.TRAIN: {new: {"dense": 3.0}}},
+        "measured_on": {execution_plan.GPU: {"date": "new"}}}))
+    costs = tmp_path / "costs.json"
+    costs.write_text(json.dumps({"shapes": {}, "measured_on": {}}))
+    result = subprocess.run(
+        [sys.executable, TOOL, f"--merge_costs={gpu}", f"--costs_file={costs}"],
+        capture_output=True, text=True, cwd=ROOT, env=_TOOL_ENV)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert json.loads(costs.read_text()) == json.loads(gpu.read_text())
+
+    result = subprocess.run(
+        [sys.executable, TOOL, f"--merge_costs={tmp_path / 'missing.json'}",
+         f"--costs_file={costs}"], capture_output=True, text=True, cwd=ROOT, env=_TOOL_ENV)
+    assert result.returncode == 1
+    [line] = own_lines(result.stderr)
+    assert line == (f"--merge_costs: {str(tmp_path / 'missing.json')!r} is no cost table with a "
+                    f"section of {execution_plan.SECTIONS} (a file that --write_costs "
+                    "--costs_file wrote)")
+
+
+@pytest.mark.parametrize("runtime, synced", [
+    (execution_plan.GPU, True), (execution_plan.CPU_ONEDNN, False)])
+def test_gpu_calls_are_timed_until_the_gpu_has_run_them(tool, monkeypatch, runtime, synced):
+    # Faked on this CPU: the device sync, and the timing, which records the sync it was given.
+    syncs, timed_with = [], []
+    monkeypatch.setattr(tf.test.experimental, "sync_devices", lambda: syncs.append(1))
+
+    def interleaved_ms(fns, repeats, *args, sync=None, **kwargs):
+        timed_with.append(sync)
+        return {name: 1.0 for name in fns}
+
+    monkeypatch.setattr(tool.timing, "interleaved_ms", interleaved_ms)
+    # No K x K part, p = 1: every form has a gradient on every CPU.
+    shape = execution_plan.LayerShape(in_channels=8, filters=8, kernel_size=1, strides=1,
+                                      input_size=(4, 4), g=None, p=1)
+    times = tool.measure_tf(shape, runtime, batch_size=2, repeats=1)
+    assert set(times) == set(execution_plan.REGIMES)
+    expected = tf.test.experimental.sync_devices if synced else None
+    assert timed_with == [expected] * len(execution_plan.REGIMES)
+    # And once after each regime's untimed first calls of each form, whose failure a GPU
+    # reports only then.
+    forms = len(execution_plan.candidates(shape)) + 1
+    assert len(syncs) == (len(execution_plan.REGIMES) * forms if synced else 0)

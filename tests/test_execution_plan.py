@@ -21,7 +21,6 @@ from layer_testing import (
 )
 
 SHAPE = execution_plan.LayerShape(64, 64, 3, 1, (16, 16), 4, 4)
-CPU_RUNTIMES = (execution_plan.CPU_EIGEN, execution_plan.CPU_ONEDNN)
 
 
 def _config_shapes(names=None):
@@ -178,10 +177,27 @@ def test_plan_for_a_litert_cpu_reads_its_times(tmp_path):
                                  str(path), "x86_avx2").name == "grouped+bmm"
 
 
-def test_unmeasured_runtime_keeps_the_least_work_form(tmp_path):
-    path = _table(tmp_path, {SHAPE.key: {"dense": 1.0}})
-    form = execution_plan.choose(SHAPE, execution_plan.GPU, execution_plan.TRAIN, path)
-    assert form.name == execution_plan.UNMEASURED_FORM
+# Every experiment of the supplement: CIFAR, Tiny-ImageNet and ImageNet.
+SUPPLEMENT_SHAPES = _config_shapes(
+    [n for n in flagfile.names() if n.startswith(("cifar", "tinyimagenet", "imagenet"))])
+
+
+@pytest.mark.parametrize("regime", execution_plan.REGIMES)
+def test_unmeasured_gpu_runs_one_grouped_and_one_1x1_convolution(tmp_path, regime):
+    # A table with CPU times only, as the package's until a gpu section is merged.
+    path = _table(tmp_path, {SHAPE.key: {"dense": 0.1}}, regime=regime)
+    planned = {execution_plan.choose(shape, execution_plan.GPU, regime, path).name
+               for shape in SUPPLEMENT_SHAPES}
+    assert planned == {"grouped+conv"}
+    # ResNet-50's 1 x 1 layers (no K x K part) among them.
+    assert any(shape.g is None for shape in SUPPLEMENT_SHAPES)
+
+
+def test_unmeasured_tflite_runtime_keeps_the_smallest_file(tmp_path):
+    path = _table(tmp_path, {SHAPE.key: {"dense": 0.1}})
+    form = execution_plan.choose(SHAPE, execution_plan.TFLITE, execution_plan.SMALL_BATCH, path)
+    # `conv`'s M x N kernel would store 3,072 weights more than the residue matrices.
+    assert form.name == "grouped+bmm"
 
 
 def test_target_runtime_overrides_and_restores():
@@ -202,13 +218,14 @@ def test_target_runtime_overrides_and_restores():
 def test_table_holds_exactly_the_layer_shapes_of_the_configs_each_section_measured():
     costs = execution_plan.load_costs()
     sections = {execution_plan.section(runtime, cpu): (runtime, cpu)
-                for runtime in execution_plan.RUNTIMES if runtime != execution_plan.GPU
-                for cpu in execution_plan.LITERT_CPUS}
-    assert set(costs["measured_on"]) == set(sections)
+                for runtime in execution_plan.RUNTIMES for cpu in execution_plan.LITERT_CPUS}
+    # Every section but the GPU's, which a run of tools/gpu_check.sh adds.
+    assert set(costs["measured_on"]) - {execution_plan.GPU} == set(sections) - {
+        execution_plan.GPU}
     for name, measured_on in costs["measured_on"].items():
         runtime, cpu = sections[name]
         keys = {s.key for s in _config_shapes(measured_on["configs"])}
-        regimes = execution_plan.REGIMES if runtime in CPU_RUNTIMES else (
+        regimes = execution_plan.REGIMES if runtime in execution_plan.TF_RUNTIMES else (
             execution_plan.SMALL_BATCH,)
         for regime in regimes:
             # Every shape of the configs it measured, and no other (a shape no config has

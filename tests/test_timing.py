@@ -1,8 +1,10 @@
-"""Tests of ssc_tf.timing: interleaved calls, warm-up, the statistic, on a fake clock."""
+"""Tests of ssc_tf.timing: interleaved calls, warm-up, the statistic and the device sync, on a
+fake clock; the machine record."""
 
 import statistics
 
 import pytest
+import tensorflow as tf
 
 from ssc_tf import timing
 
@@ -42,17 +44,35 @@ def test_statistic_min_reports_the_least_disturbed_call(monkeypatch):
     assert ms == pytest.approx({"a": 14.0 / 3})
 
 
+def test_sync_runs_after_every_call_and_its_wait_is_timed(monkeypatch):
+    # A GPU call returns once its kernels are queued (no time here); the sync waits for them
+    # (5 ms after "a", 7 ms after "b"), and that wait is the call's time.
+    make, calls = _fake_clock(monkeypatch, {
+        "a": [0.0] * 3, "b": [0.0] * 3, "sync": [0.005, 0.007] * 3})
+    ms = timing.interleaved_ms({"a": make("a"), "b": make("b")}, 2, warmup=1,
+                               sync=make("sync"))
+    assert [name for name, _ in calls] == ["a", "sync", "b", "sync"] * 3
+    assert ms == pytest.approx({"a": 5.0, "b": 7.0})
+
+
 def test_environment_names_the_software_and_machine():
     env = timing.environment()
     assert set(env) == {"date", "tensorflow", "keras", "python", "machine", "cpu_count",
-                        "cpu_features", "tf_enable_onednn_opts"}
+                        "cpu_features", "tf_enable_onednn_opts", "gpus", "tensor_float_32"}
     assert env["tensorflow"].count(".") >= 2 and env["cpu_count"] >= 1
+    # tests/conftest.py turns TensorFloat-32 off. One name per GPU, none on a CPU machine.
+    assert env["tensor_float_32"] is False
+    assert len(env["gpus"]) == len(tf.config.list_physical_devices("GPU"))
+    assert all(isinstance(name, str) and name for name in env["gpus"])
 
 
 def test_machine_names_the_architecture_and_its_vector_extensions():
     assert timing.machine({"machine": "x86_64", "cpu_features": ["avx2", "avx512f"]}) == (
         "x86_64 with avx2, avx512f")
-    # Records from before cpu_features, and machines whose flags say none.
+    assert timing.machine({"machine": "x86_64", "cpu_features": ["avx2"],
+                           "gpus": ["NVIDIA A100-SXM4-40GB"] * 2}) == (
+        "x86_64 with avx2; NVIDIA A100-SXM4-40GB, NVIDIA A100-SXM4-40GB")
+    # Records from before cpu_features and gpus, and machines whose flags say none.
     assert timing.machine({"machine": "aarch64"}) == "aarch64"
     assert timing.machine({"machine": "x86_64", "cpu_features": []}) == "x86_64"
 

@@ -4,7 +4,8 @@ r"""Times every execution form of every distinct SSC layer shape of the configs 
 and runtime (`ssc_tf.execution_plan`); this tool makes those measurements. For each distinct
 SSC layer shape of the given configs (default: every CIFAR and Tiny-ImageNet config) it times,
 in one process and interleaved, the dense `keras.layers.Conv2D` of the same shape and every
-candidate form:
+candidate form, in this process's TensorFlow runtime (the GPU where one is visible, each call
+timed until the GPU has finished it; else the CPU's):
 
 - `small_batch`: forward at batch 1;
 - `large_batch`: forward at batch 128;
@@ -17,13 +18,14 @@ Each time is the minimum over the repeats (the least disturbed by other work on 
 It prints, per shape and regime, the dense time, the form the plan picks from those times
 (`execution_plan.fastest`: the fastest; in TFLite the fastest that keeps the file small) and
 the speed-up, then how many shapes stay below 0.95x, and writes every time as JSON.
-`--write_costs` also writes them into the package's cost table, which the plan reads: they
-replace the runtime's section (for TFLite, the section of this CPU's kind among
-`execution_plan.LITERT_CPUS`, as XNNPACK's kernels differ with AVX-512 VNNI and without it;
-shapes no config has any more leave it) and keep the other sections. `--only_missing`
+`--write_costs` also writes them into the package's cost table, which the plan reads (or into
+`--costs_file`): they replace the runtime's section (for TFLite, the section of this CPU's kind
+among `execution_plan.LITERT_CPUS`, as XNNPACK's kernels differ with AVX-512 VNNI and without
+it; shapes no config has any more leave it) and keep the other sections. `--only_missing`
 measures just the shapes that section lacks (after a config or an architecture rule changed)
 and adds them, keeping what it holds; `--shapes` measures the named shapes again (a time a
-noisy run got wrong) and replaces just theirs.
+noisy run got wrong) and replaces just theirs. `--merge_costs` measures nothing: it writes the
+sections of a table written elsewhere (`tools/gpu_check.sh`'s GPU times) into the package's.
 
 Usage:
     python tools/benchmark_layer.py --write_costs                          # this CPU runtime
@@ -31,6 +33,7 @@ Usage:
     python tools/benchmark_layer.py --runtime=tflite --configs=cifar10_resnet32_10pct
     python tools/benchmark_layer.py --only_missing --write_costs           # new shapes only
     python tools/benchmark_layer.py --shapes="32x32 k3 s1 32x32 g16 p8" --write_costs
+    python tools/benchmark_layer.py --merge_costs=results/gpu_check/execution_costs_gpu.json
     python tools/benchmark_layer.py --quick                                # a smoke run
 """
 
@@ -117,22 +120,27 @@ def _train_step(layer):
     return step
 
 
-def _min_ms(fns, x, repeats):
-    """Minimum milliseconds per call of each function, timed in turns. A function that fails
-    is reported and left out: the plan never picks a form that was not measured."""
+def _min_ms(fns, x, repeats, sync=None):
+    """Minimum milliseconds per call of each function, timed in turns, each call until `sync`
+    returns (`timing.interleaved_ms`). A function that fails is reported and left out: the
+    plan never picks a form that was not measured."""
     for name, fn in list(fns.items()):
         try:
             fn(x)
             fn(x)
+            if sync is not None:
+                sync()  # A GPU reports a kernel's failure only when it has run.
         except tf.errors.OpError as error:
             print(f"  {name} failed: {str(error).splitlines()[0]}", flush=True)
             del fns[name]
-    times = timing.interleaved_ms(fns, repeats, x, warmup=0, statistic=min)
+    times = timing.interleaved_ms(fns, repeats, x, warmup=0, statistic=min, sync=sync)
     return {name: round(ms, 4) for name, ms in times.items()}
 
 
 def measure_tf(shape, runtime, batch_size, repeats):
-    """{regime: {form: ms}} of one shape in this process's TF runtime."""
+    """{regime: {form: ms}} of one shape in this process's TF runtime. On a GPU, whose calls
+    return once their kernels are queued, each call is timed until the GPU has run them."""
+    sync = tf.test.experimental.sync_devices if runtime == execution_plan.GPU else None
     built = _layers(shape)
     rng = np.random.default_rng(0)
     size = tuple(shape.input_size) + (shape.in_channels,)
@@ -148,7 +156,7 @@ def measure_tf(shape, runtime, batch_size, repeats):
         make = _train_step if regime == execution_plan.TRAIN else _forward
         fns = {name: make(layer) for name, layer in built.items()
                if execution_plan.runs_in(shape, name, runtime, regime)}
-        result[regime] = _min_ms(fns, x, repeats)
+        result[regime] = _min_ms(fns, x, repeats, sync)
     return result
 
 
@@ -256,18 +264,55 @@ def updated_costs(table, result, partial):
         table["shapes"][key] = record["shape"]
         for regime, forms in record["times"].items():
             section.setdefault(regime, {})[key] = forms
+    return _without_unused_shapes(table)
+
+
+def merged_costs(table, other):
+    """The cost table `table` with every section of the cost table `other` (one a run wrote
+    with `--costs_file`, such as `tools/gpu_check.sh`'s) in place of its own, with their
+    shape records and `measured_on`; its other sections stay. Shape records no section uses
+    leave the table."""
+    names = [name for name in execution_plan.SECTIONS if name in other]
+    table = {
+        **table,
+        **{name: other[name] for name in names},
+        "measured_on": {**table.get("measured_on", {}),
+                        **{name: other["measured_on"][name] for name in names}},
+        "shapes": {**table.get("shapes", {}), **other["shapes"]},
+    }
+    return _without_unused_shapes(table)
+
+
+def _without_unused_shapes(table):
     used = {key for name in execution_plan.SECTIONS for times in table.get(name, {}).values()
             for key in times}
-    table["shapes"] = {key: fields for key, fields in table["shapes"].items() if key in used}
-    return table
+    return {**table,
+            "shapes": {key: fields for key, fields in table["shapes"].items() if key in used}}
+
+
+def _read_costs(path):
+    """The cost table at `path`, or an empty one where no file is."""
+    return execution_plan.load_costs(path) if os.path.exists(path) else {}
+
+
+def _merge(path, costs_file):
+    """Writes the sections of the cost table at `path` into `costs_file`."""
+    other = _read_costs(path)
+    names = [name for name in execution_plan.SECTIONS if name in other]
+    if not names:
+        sys.exit(f"--merge_costs: {path!r} is no cost table with a section of "
+                 f"{execution_plan.SECTIONS} (a file that --write_costs --costs_file wrote)")
+    model_dir_lib.write_json(costs_file, merged_costs(_read_costs(costs_file), other))
+    print(f"Wrote the sections {', '.join(names)} of {path} into {costs_file}")
 
 
 def main(argv):
     del argv
+    if FLAGS.merge_costs:
+        _merge(FLAGS.merge_costs, FLAGS.costs_file)
+        return
     keras.utils.set_random_seed(0)
     runtime = FLAGS.runtime or layers_lib.current_runtime()
-    if runtime == execution_plan.GPU:
-        sys.exit("A GPU is visible: measure the CPU runtimes with CUDA_VISIBLE_DEVICES=''.")
     configs = ["quickstart"] if FLAGS.quick else FLAGS.configs
     repeats, batch_size = (2, 8) if FLAGS.quick else (FLAGS.repeats, FLAGS.batch_size)
     shapes = config_layer_shapes(configs)
@@ -287,8 +332,7 @@ def main(argv):
     section = None if tflite and litert_cpu is None else execution_plan.section(
         runtime, litert_cpu)
     if FLAGS.only_missing:
-        known = execution_plan.measured(runtime, execution_plan.SMALL_BATCH,
-                                        litert_cpu=litert_cpu)
+        known = _read_costs(FLAGS.costs_file).get(section, {}).get(execution_plan.SMALL_BATCH, {})
         shapes = [shape for shape in shapes if shape.key not in known]
     partial = FLAGS.only_missing or bool(FLAGS.shapes)
     print(f"{len(shapes)} distinct SSC layer shapes of {len(configs)} configs; runtime "
@@ -315,10 +359,9 @@ def main(argv):
               f"median {facts['median_speedup']:.2f}x, worst {facts['worst_speedup']:.2f}x")
     print(f"Wrote {FLAGS.output}")
     if FLAGS.write_costs:
-        table = execution_plan.load_costs() if os.path.exists(execution_plan.COSTS_FILE) else {}
-        model_dir_lib.write_json(execution_plan.COSTS_FILE,
-                                 updated_costs(table, result, partial))
-        print(f"Wrote {execution_plan.COSTS_FILE}")
+        model_dir_lib.write_json(FLAGS.costs_file,
+                                 updated_costs(_read_costs(FLAGS.costs_file), result, partial))
+        print(f"Wrote {FLAGS.costs_file}")
 
 
 def _define_flags():
@@ -327,19 +370,29 @@ def _define_flags():
                       "Names of packaged configs whose layers to measure.")
     flags.DEFINE_enum("runtime", None, list(execution_plan.TFLITE_RUNTIMES),
                       "Measure TFLite (float32; int8 weights, dynamic range; or int8 weights "
-                      "and activations) instead of this process's TensorFlow runtime (which "
-                      "TF_ENABLE_ONEDNN_OPTS selects).")
+                      "and activations) instead of this process's TensorFlow runtime (the GPU "
+                      "where one is visible, else the CPU's, which TF_ENABLE_ONEDNN_OPTS "
+                      "selects).")
     flags.DEFINE_integer("repeats", 7, "Timed calls per form (the minimum is kept).",
                          lower_bound=1)
     flags.DEFINE_integer("batch_size", 128, "The large batch.", lower_bound=2)
     flags.DEFINE_string("output", "results/benchmark_layer.json",
                         "Where to write the JSON results.")
     flags.DEFINE_bool("write_costs", False,
-                      "Also write the times into the package's cost table "
-                      f"({os.path.relpath(execution_plan.COSTS_FILE, ROOT)}), which the plan "
-                      "reads.")
-    flags.DEFINE_bool("only_missing", False, "Measure only the shapes the cost table lacks for "
-                      "this runtime; with --write_costs, add them to what it holds.")
+                      "Also write the times into the cost table --costs_file.")
+    flags.DEFINE_string("costs_file", execution_plan.COSTS_FILE,
+                        "The cost table that --write_costs and --merge_costs write and "
+                        "--only_missing reads (created if missing); default: the package's "
+                        f"({os.path.relpath(execution_plan.COSTS_FILE, ROOT)}), which the plan "
+                        "reads.")
+    flags.DEFINE_string("merge_costs", None,
+                        "Measure nothing: write the sections of this cost table (one that "
+                        "--write_costs wrote to another --costs_file, such as "
+                        "tools/gpu_check.sh's GPU times) into --costs_file, replacing those "
+                        "sections there.")
+    flags.DEFINE_bool("only_missing", False, "Measure only the shapes the cost table "
+                      "--costs_file lacks for this runtime; with --write_costs, add them to "
+                      "what it holds.")
     flags.DEFINE_list("shapes", [], "Measure only these layer shapes of --configs, "
                       "comma-separated keys as this tool prints them ('32x32 k3 s1 32x32 g16 "
                       "p8'); with --write_costs, replace just their times.")

@@ -1,11 +1,14 @@
 """Training-step throughput, dense twin against SSC, measured side by side in one process.
 
     python tools/benchmark_train.py --config=cifar10_resnet32_10pct
+    python tools/benchmark_train.py --config=imagenet_resnet50_40pct --mixed_precision=float16
 
 Builds the config's model and its dense twin with the training recipe's optimizer and loss,
-then times full training steps (forward, backward, CoupledL2SGD update) on one fixed random
-batch, alternating dense and SSC steps so that both see the same machine load. Prints a table
-of median step time and images per second, and writes JSON.
+in float32 or a mixed precision as `ssc_tf.train` trains, then times full training steps
+(forward, backward, CoupledL2SGD update) on one fixed random batch, alternating dense and SSC
+steps so that both see the same machine load. Each step ends when the device has run it, on a
+GPU too: Keras' `train_on_batch` returns the loss as a Python number. Prints a table of median
+step time and images per second, and writes JSON with the machine it ran on.
 """
 
 import dataclasses
@@ -24,6 +27,7 @@ from ssc_tf import flagfile  # noqa: E402
 from ssc_tf import models  # noqa: E402
 from ssc_tf import optimization  # noqa: E402
 from ssc_tf import timing  # noqa: E402
+from ssc_tf import train  # noqa: E402
 from ssc_tf.models import report  # noqa: E402
 
 flags.DEFINE_string("config", "cifar10_resnet32_10pct",
@@ -32,13 +36,17 @@ flags.DEFINE_string("config", "cifar10_resnet32_10pct",
 flags.DEFINE_integer("batch_size", 128, "Images per training step.", lower_bound=1)
 flags.DEFINE_integer("steps", 10, "Timed steps per model (after warm-up).", lower_bound=1)
 flags.DEFINE_integer("warmup", 3, "Untimed steps per model first (tracing).", lower_bound=1)
+flags.DEFINE_enum("mixed_precision", "none", list(train.MIXED_PRECISION),
+                  "The precision both models train in, as ssc_tf.train's flag of that name: "
+                  "none (float32), float16 or bfloat16 (mixed, float32 variables).")
 flags.DEFINE_string("output", "results/benchmark_train.json", "Where to write the JSON.")
 
 
 def _compiled(config):
     model = models.build(config.model, **config.model_kwargs())
     model.compile(
-        optimizer=optimization.build_optimizer(config, steps_per_epoch=1),
+        optimizer=optimization.build_optimizer(
+            config, steps_per_epoch=1, loss_scale=model.dtype_policy.name == "mixed_float16"),
         loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
     )
     return model
@@ -52,6 +60,7 @@ def main(argv):
     rng = np.random.default_rng(0)
     images = rng.normal(size=(FLAGS.batch_size, *ssc.input_shape)).astype(np.float32)
     labels = rng.integers(0, ssc.num_classes, FLAGS.batch_size).astype(np.int32)
+    keras.config.set_dtype_policy(train.MIXED_PRECISION[FLAGS.mixed_precision])
     runs = {"dense": _compiled(dense), "ssc": _compiled(ssc)}
     step_ms = timing.interleaved_ms(
         {name: model.train_on_batch for name, model in runs.items()}, FLAGS.steps, images,
@@ -64,7 +73,8 @@ def main(argv):
             "step_ms": step_ms[name], "images_per_s": 1e3 * FLAGS.batch_size / step_ms[name],
         })
     print(f"{ssc.model} on {ssc.dataset} shapes, batch {FLAGS.batch_size}, "
-          f"median of {FLAGS.steps} steps ({FLAGS.config})")
+          f"{train.MIXED_PRECISION[FLAGS.mixed_precision]}, median of {FLAGS.steps} steps "
+          f"({FLAGS.config})")
     print(f"{'model':6} {'live params':>12} {'MACs/image':>14} {'step ms':>9} {'images/s':>9}")
     for r in rows:
         print(f"{r['model']:6} {r['live_params']:>12,} {r['macs']:>14,} "
@@ -72,8 +82,9 @@ def main(argv):
     print(f"speed-up: {rows[0]['step_ms'] / rows[1]['step_ms']:.2f}x")
     os.makedirs(os.path.dirname(FLAGS.output) or ".", exist_ok=True)
     with open(FLAGS.output, "w") as f:
-        json.dump({"config": FLAGS.config, "batch_size": FLAGS.batch_size, "rows": rows}, f,
-                  indent=2)
+        json.dump({**timing.environment(), "config": FLAGS.config, "batch_size": FLAGS.batch_size,
+                   "mixed_precision": FLAGS.mixed_precision, "steps": FLAGS.steps,
+                   "rows": rows}, f, indent=2)
 
 
 if __name__ == "__main__":

@@ -20,22 +20,34 @@ class StopOnNonFiniteLoss(keras.callbacks.Callback):
 
     Unlike `keras.callbacks.TerminateOnNaN`, the caller can tell the run failed:
     `error` holds a `NonFiniteLossError` naming the epoch and batch, which `train` raises.
+
+    With `steps_per_execution` N > 1, Keras calls back once per N batches, with the logs of
+    the last: the loss there is the epoch's running mean, which a NaN or inf in any of the N
+    keeps, so the run stops after the call it fell in, and the error names that call's
+    batches. The epoch ends with that loss, so `EpochCheckpoint` does not save it.
     """
 
     def __init__(self):
         super().__init__()
         self.error = None
         self._epoch = 0
+        self._first_batch = 0
 
     def on_epoch_begin(self, epoch, logs=None):
         self._epoch = epoch
 
+    def on_train_batch_begin(self, batch, logs=None):
+        self._first_batch = batch
+
     def on_train_batch_end(self, batch, logs=None):
         loss = (logs or {}).get("loss")
         if loss is not None and not math.isfinite(float(loss)):
+            batches = (f"batch {batch + 1}" if batch == self._first_batch else
+                       f"one of batches {self._first_batch + 1} to {batch + 1} (run in one "
+                       "call of --steps_per_execution)")
             self.error = NonFiniteLossError(
-                f"The training loss became {float(loss)} at epoch {self._epoch + 1}, batch "
-                f"{batch + 1}; training stopped and that epoch was not checkpointed. Lower "
+                f"The training loss became {float(loss)} at epoch {self._epoch + 1}, "
+                f"{batches}; training stopped and that epoch was not checkpointed. Lower "
                 "--learning_rate, or check the data; rerunning the same command resumes "
                 "from the last checkpoint."
             )

@@ -4,7 +4,11 @@ The flagfile sets the experiment (dataset, model, per-width (g, p), schedule; se
 `ssc_tf.config`): a packaged config's name (`ssc_tf.flagfile.names()`) or a file's path; flags
 after it override the file. This module adds where the data and the
 run live and how to run it: `--data_dir`, `--model_dir`, `--strategy`, `--mixed_precision`,
-`--jit_compile`, `--steps_per_epoch`.
+`--jit_compile`, `--steps_per_execution`, `--steps_per_epoch`.
+
+The batches come from `ssc_tf.data` as uint8 pixels and are normalized in the training and
+evaluation steps, on the replicas' devices (`_normalizing_steps`); the model, its checkpoints
+and what `ssc_tf.export` writes are those of host-side normalization.
 
 The run resumes by itself: started again with the same `--model_dir` (after a crash, a kill,
 or with a larger `--epochs`), it restores the newest epoch checkpoint that reads back,
@@ -41,6 +45,7 @@ from absl import logging
 import keras
 import tensorflow as tf
 
+from ssc_tf import arguments
 from ssc_tf import callbacks as callbacks_lib
 from ssc_tf import data
 from ssc_tf import distribute
@@ -50,6 +55,7 @@ from ssc_tf import model_dir as model_dir_lib
 from ssc_tf import models
 from ssc_tf import optimization
 from ssc_tf import pruning
+from ssc_tf.data import pipeline
 from ssc_tf.models import masked
 from ssc_tf.pruning import magnitude
 from ssc_tf.pruning import scores
@@ -58,7 +64,7 @@ MIXED_PRECISION = {"none": "float32", "float16": "mixed_float16", "bfloat16": "m
 
 
 def train(config, *, model_dir, data_dir=None, strategy="default", mixed_precision="none",
-          jit_compile=False, steps_per_epoch=None, verbose="auto"):
+          jit_compile=False, steps_per_execution=1, steps_per_epoch=None, verbose="auto"):
     """Trains `config` into `model_dir`, resuming from its newest checkpoint that restores.
 
     Validation runs after every epoch on the held-out `validation_split` of the training
@@ -73,6 +79,8 @@ def train(config, *, model_dir, data_dir=None, strategy="default", mixed_precisi
         mixed_precision: one of `MIXED_PRECISION`.
         jit_compile: bool, XLA-compile the train and test steps (ignored, with a warning,
             under "multi_worker" and under any strategy of more than one replica).
+        steps_per_execution: int >= 1, batches per call into TensorFlow (Keras'
+            `steps_per_execution`); 1 under "multi_worker" and for `magnitude`.
         steps_per_epoch: int or None, cap on training batches per epoch.
         verbose: Keras' `fit` verbosity ("auto": a progress bar on a terminal).
 
@@ -81,27 +89,37 @@ def train(config, *, model_dir, data_dir=None, strategy="default", mixed_precisi
     saved with every checkpoint. `magnitude` trains in tfmot's own `tf_keras` process
     (`ssc_tf.pruning.magnitude`), into the same model_dir layout.
 
+    `steps_per_execution` batches run per call into TensorFlow. The callbacks then see every
+    Nth batch: a NaN loss stops the run after the call it fell in, which still checkpoints
+    nothing of its epoch. The steps, the epoch logs and the checkpoints are those of one
+    batch per call, so a resumed run may use another value, as it may another `jit_compile`.
+
     Returns:
         The trained Keras model, compiled, with the newest weights (for `magnitude`, the
         masked dense twin of its newest checkpoint, not compiled).
 
     Raises:
         ValueError: a bad setting (dataset without its data_dir, batch size not divisible by
-            the replicas, a model_dir that holds another model, a run of another
+            the replicas, `steps_per_execution` above 1 under "multi_worker" or for
+            `magnitude`, a model_dir that holds another model, a run of another
             `mixed_precision` or a damaged run.json, whose checkpoints all fail to restore,
             or that another trainer holds, multi_worker workers that resume after different
             epochs, ...); the message names it.
         OSError: a checkpoint could not be saved (a full disk); the message says what to do.
         NonFiniteLossError: the loss became NaN or infinite.
     """
+    arguments.check_int("steps_per_execution", steps_per_execution, minimum=1)
     if config.sparsity == pruning.MAGNITUDE:
-        # tfmot prunes Keras 2 models only: the run trains in a tf_keras process of its own.
-        if (strategy, mixed_precision, jit_compile) != ("default", "none", False):
+        # tfmot prunes Keras 2 models only: the run trains in a tf_keras process of its own,
+        # whose pruning step (`UpdatePruningStep`) counts the batches its callback sees.
+        settings = (strategy, mixed_precision, jit_compile, steps_per_execution)
+        if settings != ("default", "none", False, 1):
             raise ValueError(
                 f"--sparsity={pruning.MAGNITUDE} trains in tfmot's own process on one device "
-                f"in float32: leave --strategy, --mixed_precision and --jit_compile at their "
-                f"defaults. Received: strategy={strategy!r}, mixed_precision="
-                f"{mixed_precision!r}, jit_compile={jit_compile}"
+                f"in float32, one batch per step: leave --strategy, --mixed_precision, "
+                f"--jit_compile and --steps_per_execution at their defaults. Received: "
+                f"strategy={strategy!r}, mixed_precision={mixed_precision!r}, jit_compile="
+                f"{jit_compile}, steps_per_execution={steps_per_execution}"
             )
         magnitude.train(config, model_dir=model_dir, data_dir=data_dir,
                         steps_per_epoch=steps_per_epoch, verbose=verbose)
@@ -110,6 +128,12 @@ def train(config, *, model_dir, data_dir=None, strategy="default", mixed_precisi
         raise ValueError(
             f"Invalid value for flag --mixed_precision: expected one of "
             f"{tuple(MIXED_PRECISION)}. Received: mixed_precision={mixed_precision!r}"
+        )
+    if strategy == "multi_worker" and steps_per_execution > 1:
+        raise ValueError(
+            "--strategy=multi_worker runs one batch per call into TensorFlow (its own loop, "
+            "not Keras' fit): leave --steps_per_execution at 1. Received: "
+            f"steps_per_execution={steps_per_execution}"
         )
     if data.needs_data_dir(config.dataset) and not data_dir:
         # data.load says where the files go; fail before touching the model_dir.
@@ -137,9 +161,11 @@ def train(config, *, model_dir, data_dir=None, strategy="default", mixed_precisi
     chief = distribute.is_chief(tf_strategy)
     with model_dir_lib.lock(model_dir) if chief else contextlib.nullcontext():
         train_data, eval_data = data.experiment_batches(
-            config, data_dir=data_dir, steps_per_epoch=steps_per_epoch)
+            config, data_dir=data_dir, steps_per_epoch=steps_per_epoch,
+            normalize_on=pipeline.DEVICE, num_workers=_num_workers(tf_strategy))
         with tf_strategy.scope():
-            model = _compiled_model(config, int(train_data.cardinality()), jit_compile)
+            model = compiled_model(config, int(train_data.cardinality()), jit_compile,
+                                    steps_per_execution)
             epoch = tf.Variable(0, dtype=tf.int64, trainable=False, name="epoch")
             checkpoint = tf.train.Checkpoint(model=model, optimizer=model.optimizer, epoch=epoch)
         restored = model_dir_lib.restore_newest(checkpoint, model_dir)
@@ -150,7 +176,8 @@ def train(config, *, model_dir, data_dir=None, strategy="default", mixed_precisi
         elif config.sparsity in pruning.MASK_METHODS:
             # At initialization, from the seeded weights and batches; then saved and restored
             # with the checkpoints like any weight.
-            layer_masks = scores.masks(config, model, train_data)
+            layer_masks = scores.masks(
+                config, model, train_data.map(lambda *batch: _normalized(batch, config.dataset)))
             masked.set_masks(model, layer_masks)
             logging.info("%s mask: %d of the prunable layers' %d weights kept.", config.sparsity,
                          sum(int(m.sum()) for m in layer_masks.values()),
@@ -180,15 +207,16 @@ def train(config, *, model_dir, data_dir=None, strategy="default", mixed_precisi
                 callbacks_lib.RunSummaries(os.path.join(log_dir, "run"), initial_epoch),
             ]
         try:
-            if strategy == "multi_worker":
-                _fit_multi_worker(
-                    model, tf_strategy, train_data, eval_data, epochs=config.epochs,
-                    initial_epoch=initial_epoch, callbacks=callbacks, verbose=verbose)
-            else:
-                model.fit(
-                    train_data, validation_data=eval_data, epochs=config.epochs,
-                    initial_epoch=initial_epoch, callbacks=callbacks, verbose=verbose,
-                    shuffle=False)  # The training split shuffles itself, seeded.
+            with _normalizing_steps(model, config.dataset):
+                if strategy == "multi_worker":
+                    _fit_multi_worker(
+                        model, tf_strategy, train_data, eval_data, epochs=config.epochs,
+                        initial_epoch=initial_epoch, callbacks=callbacks, verbose=verbose)
+                else:
+                    model.fit(
+                        train_data, validation_data=eval_data, epochs=config.epochs,
+                        initial_epoch=initial_epoch, callbacks=callbacks, verbose=verbose,
+                        shuffle=False)  # The training split shuffles itself, seeded.
         finally:
             if scratch_dir and tf.io.gfile.exists(scratch_dir):
                 tf.io.gfile.rmtree(scratch_dir)
@@ -197,13 +225,14 @@ def train(config, *, model_dir, data_dir=None, strategy="default", mixed_precisi
     return model
 
 
-def _compiled_model(config, steps, jit_compile):
+def compiled_model(config, steps, jit_compile=False, steps_per_execution=1):
     """The model of `config`, compiled, its optimizer built (call under the strategy's scope).
 
     Args:
         config: the `ExperimentConfig`.
         steps: int, training steps per epoch (the learning-rate schedule counts steps).
         jit_compile: bool, XLA-compile the train and test steps.
+        steps_per_execution: int, batches per call into TensorFlow.
     """
     model = models.build(config.model, **config.model_kwargs())
     metrics = [keras.metrics.SparseCategoricalAccuracy(name="accuracy")]
@@ -215,9 +244,54 @@ def _compiled_model(config, steps, jit_compile):
         loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
         metrics=metrics,
         jit_compile=jit_compile,
+        steps_per_execution=steps_per_execution,
     )
     model.optimizer.build(model.trainable_variables)
     return model
+
+
+def _normalized(batch, dataset):
+    """An `(images, labels)` batch of pixels with its images normalized for `dataset`."""
+    images, labels = batch
+    return data.normalize(images, dataset), labels
+
+
+@contextlib.contextmanager
+def _normalizing_steps(model, dataset):
+    """Normalizes each batch in `model`'s training and evaluation steps while it lasts.
+
+    `fit` and `_fit_multi_worker` run `model.train_step` and `model.test_step` on each
+    replica's share of a batch, on the replica's device; wrapped here, they normalize the
+    uint8 pixels of `normalize_on="device"` batches there, rather than tf.data on the host
+    (a quarter of the bytes to copy to an accelerator). The wrappers live on the instance
+    only: the model's variables, checkpoints and exported graphs are untouched. On exit the
+    class's steps come back, and the functions Keras traced with the wrappers are dropped, so
+    the model takes normalized images again (`evaluate`, `predict`, the returned model).
+
+    Args:
+        model: the compiled Keras model, before `fit` traced its steps.
+        dataset: str, whose normalization statistics to use (`ssc_tf.data.normalize`).
+    """
+    def normalizing(step):
+        return lambda batch: step(_normalized(batch, dataset))
+
+    model.train_step = normalizing(model.train_step)
+    model.test_step = normalizing(model.test_step)
+    try:
+        yield
+    finally:
+        del model.train_step, model.test_step
+        model.train_function = model.test_function = None
+
+
+def _num_workers(strategy):
+    """The input pipelines of `strategy`: one per worker (and chief) of its cluster; 1 on one
+    machine."""
+    resolver = strategy.cluster_resolver
+    if resolver is None or not resolver.task_type:
+        return 1
+    cluster = resolver.cluster_spec().as_dict()
+    return len(cluster.get("chief", [])) + len(cluster.get("worker", []))
 
 
 def _fit_multi_worker(model, strategy, train_data, eval_data, *, epochs, initial_epoch,
@@ -231,25 +305,31 @@ def _fit_multi_worker(model, strategy, train_data, eval_data, *, epochs, initial
     `fit`'s logs: the running metrics after each batch, the metrics and their `val_` twins
     after each epoch.
 
-    Every worker reads the whole pipeline and keeps its share of each global batch (tf.data
-    `AutoShardPolicy.DATA`), so the batches, and the number of steps on every worker, are
-    those of `fit` on one machine. The logs are reduced over all workers, so every worker
+    Each dataset carries the `AutoShardPolicy` that `ssc_tf.data.experiment_batches` chose
+    for its source (`pipeline.auto_shard_policy`): FILE where the split is read from at least
+    as many files as there are workers (ImageNet's TFDS shards), so each worker decodes only
+    its own files; else DATA (the cached datasets, read from arrays or from one file), under
+    which every worker reads the whole pipeline, in order, and keeps its share of each global
+    batch, so the batches are those of `fit` on one machine. Either way every worker takes
+    the same number of steps (under FILE, tf.distribute hands a worker whose files ran out
+    empty batches to the epoch's end). The logs are reduced over all workers, so every worker
     takes the same decisions (`stop_training`) at the same step.
+
+    One batch per call: `--steps_per_execution` above 1 is refused with this strategy.
 
     Args:
         model: the compiled Keras model, built under `strategy`'s scope.
         strategy: the `tf.distribute.MultiWorkerMirroredStrategy`.
-        train_data: `tf.data.Dataset` of global `(images, labels)` batches, one epoch.
+        train_data: `tf.data.Dataset` of global `(images, labels)` batches, one epoch, with
+            its auto-shard policy (`ssc_tf.data.experiment_batches`).
         eval_data: the same for validation after each epoch.
         epochs: int, the epoch to stop after.
         initial_epoch: int, the epoch to start at.
         callbacks: list of `keras.callbacks.Callback`.
         verbose: `fit`'s verbosity.
     """
-    options = tf.data.Options()
-    options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
-    train_batches = strategy.experimental_distribute_dataset(train_data.with_options(options))
-    eval_batches = strategy.experimental_distribute_dataset(eval_data.with_options(options))
+    train_batches = strategy.experimental_distribute_dataset(train_data)
+    eval_batches = strategy.experimental_distribute_dataset(eval_data)
     # What `fit` builds from a reduced first batch (which this strategy cannot reduce): the
     # compiled loss and metrics' state, from the batch's spec.
     with strategy.scope():
@@ -307,7 +387,8 @@ def main(argv):
         train(
             config, model_dir=FLAGS.model_dir, data_dir=FLAGS.data_dir,
             strategy=FLAGS.strategy, mixed_precision=FLAGS.mixed_precision,
-            jit_compile=FLAGS.jit_compile, steps_per_epoch=FLAGS.steps_per_epoch)
+            jit_compile=FLAGS.jit_compile, steps_per_execution=FLAGS.steps_per_execution,
+            steps_per_epoch=FLAGS.steps_per_epoch)
     except (ValueError, OSError, callbacks_lib.NonFiniteLossError) as e:
         sys.exit(f"Error: {e}")
 
@@ -342,6 +423,14 @@ def _define_flags():
         "jit_compile", False,
         "Compile the train and test steps with XLA (ignored under --strategy=multi_worker, "
         "and under --strategy=mirrored with more than one replica).")
+    flags.DEFINE_integer(
+        "steps_per_execution", 1,
+        "Training and evaluation batches run per call into TensorFlow (Keras' "
+        "steps_per_execution). Above 1, an accelerator waits less on the host between small "
+        "steps, but the progress bar and the per-batch callbacks see only every Nth batch: a "
+        "NaN loss stops the run at the end of the N batches it fell in. Steps, epoch logs and "
+        "checkpoints are those of 1, so a resumed run may change it. 1 with "
+        "--strategy=multi_worker and --sparsity=magnitude.", lower_bound=1)
     flags.DEFINE_integer(
         "steps_per_epoch", None,
         "Train on at most this many batches per epoch (smoke runs); default: the whole "

@@ -20,8 +20,9 @@ import pytest
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
+from ssc_tf import config as config_lib
 from ssc_tf import data
-from ssc_tf.data import augment, datasets
+from ssc_tf.data import augment, datasets, pipeline
 
 # Split sizes of the mock TFDS datasets ("validation" is ImageNet's evaluation set).
 _TFDS_SIZES = {
@@ -29,6 +30,8 @@ _TFDS_SIZES = {
     "cifar100": {"train": 50, "test": 20},
     "imagenet2012": {"train": 30, "validation": 10},
 }
+# Record files of a mock split (1 where not listed): ImageNet's training set in 3.
+_SHARDS = {("imagenet2012", "train"): 3}
 # Pixel value offset of the examples outside a mock "train" split.
 _TEST_OFFSET = 100
 
@@ -70,14 +73,18 @@ def _fake_as_dataset(self, split, decoders=None, read_config=None, shuffle_files
 
 @pytest.fixture(scope="module")
 def tfds_metadata_dir(tmp_path_factory):
-    """A TFDS data directory holding only the metadata (split sizes) of `_TFDS_SIZES`."""
+    """A TFDS data directory holding only the metadata (split sizes and shards) of
+    `_TFDS_SIZES` and `_SHARDS`."""
     root = tmp_path_factory.mktemp("tfds")
     for name, sizes in _TFDS_SIZES.items():
         builder = tfds.builder(name, data_dir=str(root))
         builder.info.set_splits(
             tfds.core.SplitDict(
                 [
-                    tfds.core.SplitInfo(name=split, shard_lengths=[count], num_bytes=0)
+                    tfds.core.SplitInfo(
+                        name=split, num_bytes=0,
+                        shard_lengths=[count // _SHARDS.get((name, split), 1)]
+                        * _SHARDS.get((name, split), 1))
                     for split, count in sizes.items()
                 ]
             )
@@ -194,6 +201,79 @@ def test_unnormalized_images_are_the_pixels(mock_tfds):
     train = data.load("cifar100", "train", batch_size=8, normalized=False)
     assert train.element_spec[0].dtype == tf.float32
 
+@pytest.mark.parametrize("split", ["train", "test"])
+def test_device_normalization_leaves_the_host_pixels_to_normalize(mock_tfds, split):
+    host = _epoch(data.load("cifar10", split, batch_size=8, seed=3))
+    device = _epoch(data.load("cifar10", split, batch_size=8, seed=3, normalize_on="device"))
+    assert {batch.dtype.name for batch in device[0]} == {"uint8"}
+    for on_host, on_device in zip(host[0], device[0]):
+        np.testing.assert_array_equal(data.normalize(on_device, "cifar10"), on_host)
+    np.testing.assert_array_equal(np.concatenate(device[1]), np.concatenate(host[1]))
+
+
+def test_imagenet_travels_as_uint8_but_its_evaluation_resize_as_float(mock_tfds, tmp_path):
+    kwargs = {"batch_size": 4, "data_dir": str(tmp_path), "normalize_on": "device"}
+    assert data.load("imagenet2012", "train", **kwargs).element_spec[0].dtype == tf.uint8
+    assert data.load("imagenet2012", "test", **kwargs).element_spec[0].dtype == tf.float32
+
+
+def test_device_normalization_needs_normalized_images():
+    with pytest.raises(ValueError, match=r"`normalize_on`: expected 'host' with "
+                                         r"`normalized=False`.*Received: normalize_on='device'"):
+        data.load("digits", "test", batch_size=8, normalized=False, normalize_on="device")
+
+
+def test_only_streamed_training_sets_are_read_out_of_order(mock_tfds, tmp_path):
+    options = {name: data.load(name, "train", batch_size=8, data_dir=str(tmp_path)).options()
+               for name in ("cifar10", "imagenet2012")}
+    assert options["cifar10"].deterministic is True
+    assert options["imagenet2012"].deterministic is False
+    in_order = data.load("imagenet2012", "train", batch_size=8, data_dir=str(tmp_path),
+                         deterministic=True)
+    assert in_order.options().deterministic is True
+
+
+def test_auto_shard_policy_shards_by_file_only_with_a_file_per_worker():
+    policy = tf.data.experimental.AutoShardPolicy
+    assert pipeline.auto_shard_policy(1024, 8) == policy.FILE
+    assert pipeline.auto_shard_policy(8, 8) == policy.FILE
+    assert pipeline.auto_shard_policy(3, 4) == policy.DATA
+    assert pipeline.auto_shard_policy(1, 2) == policy.DATA
+    assert pipeline.auto_shard_policy(0, 2) == policy.DATA  # Arrays, or a list of paths.
+
+
+def _experiment(dataset, **overrides):
+    values = dict(dataset=dataset, model="resnet50" if dataset == "imagenet2012" else "resnet32",
+                  epochs=1, sparsity="dense", batch_size=4, seed=0)
+    return config_lib.ExperimentConfig(**{**values, **overrides})
+
+
+@pytest.mark.parametrize("workers, train_policy, in_order", [
+    (2, "FILE", False),  # 3 training files for 2 workers; 1 evaluation file.
+    (4, "DATA", True),  # Every worker reads everything, so in the same order.
+])
+def test_workers_share_imagenet_by_file_where_it_has_a_file_each(
+        mock_tfds, tmp_path, workers, train_policy, in_order):
+    train, test = data.experiment_batches(
+        _experiment("imagenet2012"), data_dir=str(tmp_path), num_workers=workers)
+    policy = tf.data.experimental.AutoShardPolicy
+    assert train.options().experimental_distribute.auto_shard_policy == policy[train_policy]
+    assert train.options().deterministic is in_order
+    assert test.options().experimental_distribute.auto_shard_policy == policy.DATA
+
+
+def test_cached_datasets_are_shared_by_data_and_one_machine_sets_no_policy():
+    config = _experiment("digits")
+    train, test = data.experiment_batches(config, num_workers=2)
+    for batches in (train, test):
+        assert (batches.options().experimental_distribute.auto_shard_policy
+                == tf.data.experimental.AutoShardPolicy.DATA)
+    assert train.options().deterministic is True
+    train, _ = data.experiment_batches(config)
+    assert (train.options().experimental_distribute.auto_shard_policy
+            == tf.data.experimental.AutoShardPolicy.AUTO)
+
+
 def test_train_reshuffles_and_reaugments_each_epoch_reproducibly(mock_tfds):
     train = data.load("cifar10", "train", batch_size=10, seed=3)
     epoch_1, epoch_2 = _epoch(train), _epoch(train)
@@ -279,14 +359,18 @@ def test_digits_are_cropped_but_never_flipped():
         )
 
 
-def test_imagenet_train_augment_crops_the_jpeg_to_224():
+def test_imagenet_train_augment_crops_the_jpeg_to_224_uint8():
     rng = np.random.default_rng(2)
     encoded = tf.io.encode_jpeg(rng.integers(0, 256, (120, 90, 3), dtype=np.uint8))
     outs = [augment.train_augment(encoded, tf.constant([s, 1]), "imagenet2012") for s in range(3)]
     for out in outs:
-        assert out.shape == (224, 224, 3) and out.dtype == tf.float32
-        assert 0 <= float(tf.reduce_min(out)) and float(tf.reduce_max(out)) <= 255
-    assert not np.allclose(outs[0], outs[1])
+        assert out.shape == (224, 224, 3) and out.dtype == tf.uint8
+    assert not np.array_equal(outs[0], outs[1])
+    # The resize keeps the pixels' scale: a constant image stays that constant.
+    flat = tf.io.encode_jpeg(np.full((120, 90, 3), 77, np.uint8), quality=100)
+    np.testing.assert_array_equal(
+        augment.train_augment(flat, tf.constant([3, 1]), "imagenet2012"),
+        np.full((224, 224, 3), 77))
 
 
 def test_normalize_exact_values():

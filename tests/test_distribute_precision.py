@@ -1,4 +1,5 @@
-"""Mixed float16 across replicas: a step that overflows on one replica is skipped on all.
+"""Across replicas: batch norm synchronizes only with more than one, and mixed float16 skips a
+step that overflows on one replica on all.
 
 Two logical CPU devices stand in for two GPUs (in a process of their own: TensorFlow makes
 its devices once). Training end to end under `--strategy=mirrored` with float16 and
@@ -12,11 +13,58 @@ import sys
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
-_OVERFLOW_SCRIPT = """
-import keras, numpy as np, tensorflow as tf
+# Two logical CPU devices as the replicas, also on a host with GPUs, which MirroredStrategy()
+# would take instead.
+_TWO_CPUS = """
+import tensorflow as tf
 tf.config.set_visible_devices([], "GPU")
 cpu = tf.config.list_physical_devices("CPU")[0]
 tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+"""
+
+# The quickstart's ResNet-32 built with one replica and with two; each one's variables, set to
+# seeded values of their own, are saved and restored into the other.
+_BATCH_NORM_SCRIPT = _TWO_CPUS + """
+import sys
+import keras, numpy as np
+from ssc_tf import flagfile, models
+config = flagfile.load("quickstart")
+
+
+def build(seed):
+    keras.utils.set_random_seed(seed)
+    model = models.build(config.model, **config.model_kwargs())
+    for i, variable in enumerate(model.variables):
+        variable.assign(np.random.default_rng([seed, i]).random(variable.shape, np.float32))
+    synchronized = {layer.synchronized for layer in model.layers
+                    if isinstance(layer, keras.layers.BatchNormalization)}
+    return model, synchronized
+
+
+def replicas(variable):
+    return getattr(variable.value, "values", [variable.value])
+
+
+def restores(source, target, path):
+    tf.train.Checkpoint(model=source).write(path)
+    tf.train.Checkpoint(model=target).read(path).assert_consumed()
+    return all(np.array_equal(r.numpy(), s.numpy())
+               for s, t in zip(source.variables, target.variables) for r in replicas(t))
+
+
+one, one_synchronized = build(0)
+with tf.distribute.MirroredStrategy(["cpu:0", "cpu:1"]).scope():
+    two, two_synchronized = build(1)
+print(f"one={one_synchronized} two={two_synchronized} "
+      f"variables={len(one.variables)}/{len(two.variables)} "
+      f"two_from_one={restores(one, two, sys.argv[1] + '/one')} ", end="")
+with tf.distribute.MirroredStrategy(["cpu:0", "cpu:1"]).scope():
+    two, _ = build(2)
+print(f"one_from_two={restores(two, one, sys.argv[1] + '/two')}")
+"""
+
+_OVERFLOW_SCRIPT = _TWO_CPUS + """
+import keras, numpy as np
 from ssc_tf import optimization
 keras.config.set_dtype_policy("mixed_float16")
 strategy = tf.distribute.MirroredStrategy(["cpu:0", "cpu:1"])
@@ -44,17 +92,29 @@ for name, wrap in (("keras", keras.optimizers.LossScaleOptimizer),
 """
 
 
-def test_an_overflow_on_one_replica_skips_the_step_on_every_replica():
+def _run(script, *args):
+    """The stdout of `script` run in a Python process of its own, which must succeed."""
     result = subprocess.run(
-        [sys.executable, "-c", _OVERFLOW_SCRIPT],
+        [sys.executable, "-c", script, *args],
         env={**os.environ, "PYTHONPATH": str(ROOT), "TF_CPP_MIN_LOG_LEVEL": "2"},
         capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
+    return result.stdout
+
+
+def test_batch_norm_synchronizes_only_across_replicas_and_restores_either_way(tmp_path):
+    output = _run(_BATCH_NORM_SCRIPT, str(tmp_path))
+    assert "one={False} two={True} " in output
+    variables = int(output.split("variables=")[1].split("/")[0])
+    assert f"variables={variables}/{variables} " in output and variables > 100
+    assert "two_from_one=True one_from_two=True" in output
+
+
+def test_an_overflow_on_one_replica_skips_the_step_on_every_replica():
+    output = _run(_OVERFLOW_SCRIPT)
     # Keras 3.15 keeps replica 0's verdict: replica 1's inf reaches the weights through the
     # replicas' sum. Should a Keras release check every replica, this line fails, and
     # optimization.ReplicaLossScaleOptimizer can go.
-    assert "keras: finite=False same=True unchanged=False steps=1 scales=[32768.0]" in (
-        result.stdout)
+    assert "keras: finite=False same=True unchanged=False steps=1 scales=[32768.0]" in output
     # All-reduced, the verdict skips the step everywhere and halves the loss scale.
-    assert "ssc_tf: finite=True same=True unchanged=True steps=0 scales=[16384.0]" in (
-        result.stdout)
+    assert "ssc_tf: finite=True same=True unchanged=True steps=0 scales=[16384.0]" in output

@@ -12,7 +12,9 @@ import signal
 import subprocess
 import sys
 import time
+import types
 
+import keras
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -178,6 +180,109 @@ def test_unknown_strategy_and_missing_tf_config(monkeypatch):
     monkeypatch.delenv("TF_CONFIG", raising=False)
     with pytest.raises(ValueError, match="TF_CONFIG"):
         distribute.get_strategy("multi_worker")
+
+
+def _tiny_model(steps_per_execution=1):
+    """A seeded, compiled linear classifier of 4 x 4 x 3 images into 3 classes."""
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((4, 4, 3))
+    outputs = keras.layers.Dense(3)(keras.layers.Flatten()(inputs))
+    model = keras.Model(inputs, outputs)
+    model.compile(optimizer=keras.optimizers.SGD(0.1),
+                  loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+                  steps_per_execution=steps_per_execution)
+    return model
+
+
+def _tiny_batches(count, nan_at=None):
+    """`count` batches of 4 random images of pixels 0..255 (float32, so that those of batch
+    `nan_at` can be NaN) and their labels."""
+    rng = np.random.default_rng(1)
+    images = rng.integers(0, 256, (4 * count, 4, 4, 3)).astype(np.float32)
+    if nan_at is not None:
+        images[4 * nan_at:4 * nan_at + 4] = np.nan
+    labels = rng.integers(0, 3, 4 * count).astype(np.int32)
+    return tf.data.Dataset.from_tensor_slices((images, labels)).batch(4)
+
+
+def test_nan_inside_one_execution_stops_the_run_and_checkpoints_nothing_after(tmp_path):
+    model = _tiny_model(steps_per_execution=3)
+    epoch = tf.Variable(0, dtype=tf.int64)
+    manager = model_dir_lib.checkpoint_manager(
+        tf.train.Checkpoint(model=model, epoch=epoch), str(tmp_path))
+    stop_on_nan = callbacks.StopOnNonFiniteLoss()
+    checkpoints = [stop_on_nan, callbacks.EpochCheckpoint(manager, epoch)]
+    model.fit(_tiny_batches(8), epochs=1, callbacks=checkpoints, verbose=0, shuffle=False)
+    assert stop_on_nan.error is None and int(epoch.numpy()) == 1
+    # Epoch 2: batch 5 of 8 is NaN, inside the second call (batches 4 to 6).
+    model.fit(_tiny_batches(8, nan_at=4), epochs=2, initial_epoch=1, callbacks=checkpoints,
+              verbose=0, shuffle=False)
+    assert str(stop_on_nan.error).startswith(
+        "The training loss became nan at epoch 2, one of batches 4 to 6 (run in one call of "
+        "--steps_per_execution); training stopped")
+    # The call ran to its end, then the run stopped: 8 + 6 steps, and epoch 1 the last saved.
+    assert int(model.optimizer.iterations.numpy()) == 14
+    assert int(epoch.numpy()) == 1
+    assert tf.train.latest_checkpoint(str(tmp_path)).endswith("epoch-1")
+
+
+def test_normalizing_steps_train_as_normalizing_in_tf_data_and_come_off():
+    pixels = _tiny_batches(4)
+    normalized = pixels.map(lambda *batch: train._normalized(batch, "cifar10"))
+    on_host = _tiny_model()
+    on_host.fit(normalized, validation_data=normalized, epochs=2, verbose=0, shuffle=False)
+    on_device = _tiny_model()
+    with train._normalizing_steps(on_device, "cifar10"):
+        history = on_device.fit(pixels, validation_data=pixels, epochs=2, verbose=0,
+                                shuffle=False)
+    for host, device in zip(on_host.variables, on_device.variables):
+        np.testing.assert_allclose(device.numpy(), host.numpy(), rtol=1e-5, atol=1e-6)
+    # Validation saw the normalized images too.
+    assert history.history["val_loss"][-1] == pytest.approx(
+        on_host.evaluate(normalized, verbose=0), rel=1e-5)
+    # Off again: the model takes normalized images, as the one trained on them does.
+    assert "train_step" not in vars(on_device) and "test_step" not in vars(on_device)
+    assert on_device.evaluate(normalized, verbose=0) == pytest.approx(
+        on_host.evaluate(normalized, verbose=0), rel=1e-5)
+
+
+def test_steps_per_execution_must_be_positive_and_one_call_per_batch_where_needed(tmp_path):
+    with pytest.raises(ValueError, match=r"^Invalid value for argument `steps_per_execution`: "
+                                         r"expected an integer >= 1. Received: "
+                                         r"steps_per_execution=0$"):
+        train.train(_config(), model_dir=str(tmp_path / "run"), steps_per_execution=0)
+    with pytest.raises(ValueError, match=r"--strategy=multi_worker runs one batch per call .* "
+                                         r"leave --steps_per_execution at 1. Received: "
+                                         r"steps_per_execution=2$"):
+        train.train(_config(), model_dir=str(tmp_path / "run"), strategy="multi_worker",
+                    steps_per_execution=2)
+    with pytest.raises(ValueError, match=r"--sparsity=magnitude .* --steps_per_execution at "
+                                         r"their defaults.*steps_per_execution=2$"):
+        train.train(_config(sparsity="magnitude", kept_fraction=0.1),
+                    model_dir=str(tmp_path / "run"), steps_per_execution=2)
+    assert not (tmp_path / "run").exists()
+
+
+def test_workers_are_the_chief_and_workers_of_the_cluster():
+    def strategy(cluster, task_type="worker"):
+        resolver = tf.distribute.cluster_resolver.SimpleClusterResolver(
+            tf.train.ClusterSpec(cluster), task_type=task_type, task_id=0)
+        return types.SimpleNamespace(cluster_resolver=resolver)
+
+    assert train._num_workers(strategy({"worker": ["a:1", "b:1", "c:1"]})) == 3
+    assert train._num_workers(strategy({"chief": ["c:1"], "worker": ["a:1"]}, "chief")) == 2
+    assert train._num_workers(tf.distribute.get_strategy()) == 1
+
+
+@pytest.mark.slow
+def test_steps_per_execution_trains_every_batch_and_checkpoints_the_epoch(tmp_path):
+    # 48 training digits at batch 16: 3 steps an epoch, in calls of 2 and then 1.
+    config = _config(epochs=1, lr_boundaries=(), train_examples=48)
+    model = train.train(config, model_dir=str(tmp_path), steps_per_execution=2, verbose=0)
+    assert model.steps_per_execution == 2
+    assert int(model.optimizer.iterations.numpy()) == 3
+    reader = tf.train.load_checkpoint(model_dir_lib.latest_checkpoint(str(tmp_path)))
+    assert reader.get_tensor("epoch/.ATTRIBUTES/VARIABLE_VALUE") == 1
 
 
 @pytest.mark.slow

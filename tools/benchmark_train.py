@@ -24,8 +24,6 @@ import numpy as np
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from ssc_tf import flagfile  # noqa: E402
-from ssc_tf import models  # noqa: E402
-from ssc_tf import optimization  # noqa: E402
 from ssc_tf import timing  # noqa: E402
 from ssc_tf import train  # noqa: E402
 from ssc_tf.models import report  # noqa: E402
@@ -42,16 +40,6 @@ flags.DEFINE_enum("mixed_precision", "none", list(train.MIXED_PRECISION),
 flags.DEFINE_string("output", "results/benchmark_train.json", "Where to write the JSON.")
 
 
-def _compiled(config):
-    model = models.build(config.model, **config.model_kwargs())
-    model.compile(
-        optimizer=optimization.build_optimizer(
-            config, steps_per_epoch=1, loss_scale=model.dtype_policy.name == "mixed_float16"),
-        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-    )
-    return model
-
-
 def main(argv):
     del argv
     FLAGS = flags.FLAGS
@@ -61,7 +49,9 @@ def main(argv):
     images = rng.normal(size=(FLAGS.batch_size, *ssc.input_shape)).astype(np.float32)
     labels = rng.integers(0, ssc.num_classes, FLAGS.batch_size).astype(np.int32)
     keras.config.set_dtype_policy(train.MIXED_PRECISION[FLAGS.mixed_precision])
-    runs = {"dense": _compiled(dense), "ssc": _compiled(ssc)}
+    # The model as ssc_tf.train compiles it: its optimizer, loss scaling, loss and metrics.
+    runs = {name: train.compiled_model(config, steps=1)
+            for name, config in (("dense", dense), ("ssc", ssc))}
     step_ms = timing.interleaved_ms(
         {name: model.train_on_batch for name, model in runs.items()}, FLAGS.steps, images,
         labels, warmup=FLAGS.warmup)

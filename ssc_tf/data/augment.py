@@ -7,17 +7,22 @@ with zeros, take a random 32x32 crop and flip left-right with probability 1/2; T
 the same at 64x64 (its usual recipe, torchvision's `RandomCrop(64, padding=4)` + flip);
 ImageNet an Inception-style random resized crop (area 8 %-100 % of the image, aspect ratio
 3/4-4/3, 10 attempts, else the whole image: TF Model Garden's `random_crop_image_v2`)
-decoded straight from the JPEG bytes and resized to 224x224, then the flip; digits the
-pad-and-crop without the flip, since a mirrored digit is not the same digit (or no digit at
-all). Every random op is stateless and takes an explicit seed, so a pipeline built with the
-same seed yields the same images, even from a parallel map.
+decoded straight from the JPEG bytes, resized to 224x224 and rounded to uint8 (as
+torchvision's crop of a PIL image is), then the flip; digits the pad-and-crop without the
+flip, since a mirrored digit is not the same digit (or no digit at all). Every random op is
+stateless and takes an explicit seed, so a pipeline built with the same seed yields the same
+images, even from a parallel map.
 
 Fashion-MNIST is stored at 28x28 grey: `pad_stored` pads it to 32x32 and repeats it over 3
 channels before anything else (its readers call it), then it takes CIFAR's pad, crop and flip:
 a mirrored shirt, bag or shoe is the same kind of clothing.
 
 Evaluation: ImageNet images are resized so that the shorter side is 256 (aspect ratio kept)
-and center-cropped to 224x224; the other datasets are used at their native size.
+and center-cropped to 224x224, in float32 (the exported serving graph does the same); the
+other datasets are used at their native size.
+
+Every training image thus leaves `train_augment` as uint8, a quarter of float32's bytes on its
+way to an accelerator when `normalize` runs there (`ssc_tf.data.pipeline`).
 
 `normalize` and `eval_resize` are the functions the pipelines use, so an exported serving
 graph can call them on raw uint8 images and match training exactly.
@@ -123,8 +128,7 @@ def train_augment(image, seed, dataset):
         dataset: str, one of `ssc_tf.data.datasets.NAMES`.
 
     Returns:
-        The augmented image `(H, W, 3)` of the dataset's `input_shape`: float32 in 0..255
-        for `imagenet2012`, uint8 otherwise.
+        The augmented uint8 image `(H, W, 3)` of the dataset's `input_shape`.
     """
     record = datasets.get(dataset)
     crop_seed, flip_seed = tf.unstack(tf.random.experimental.stateless_split(seed, num=2))
@@ -144,7 +148,7 @@ def _pad_and_random_crop(image, seed, padding):
 
 
 def _random_resized_crop_jpeg(encoded, seed, size):
-    """Inception-style random crop of a JPEG, decoded crop only, resized to `size`."""
+    """Inception-style random crop of a JPEG, decoded crop only, resized to `size`, uint8."""
     window_offset, window_size, _ = tf.image.stateless_sample_distorted_bounding_box(
         tf.image.extract_jpeg_shape(encoded),
         bounding_boxes=tf.constant([0.0, 0.0, 1.0, 1.0], shape=(1, 1, 4)),
@@ -157,5 +161,6 @@ def _random_resized_crop_jpeg(encoded, seed, size):
     )
     crop_window = tf.concat([window_offset[:2], window_size[:2]], axis=0)
     image = tf.image.decode_and_crop_jpeg(encoded, crop_window, channels=3)
-    image = tf.image.resize(image, size, method="bilinear")
+    # Bilinear weights are convex: the resized values stay in 0..255.
+    image = tf.cast(tf.round(tf.image.resize(image, size, method="bilinear")), tf.uint8)
     return tf.ensure_shape(image, (*size, 3))

@@ -1,8 +1,10 @@
 """The input pipeline: a split of any registered dataset as batched, normalized images.
 
 Each reader module (`ssc_tf.data.datasets` names it per dataset) reads examples in a fixed
-order. This module holds what they share: the split policy and the one pipeline (cache,
-shuffle, augment, batch, normalize, prefetch); `augment` holds the per-image transforms.
+order. This module holds what they share: the split policy and the one pipeline (`batches`:
+cache, shuffle, augment, batch, normalize, prefetch); `augment` holds the per-image transforms.
+A reader of record files also says how many files a slice reads (`num_files`), which decides
+how a multi-worker job shares the split (`auto_shard_policy`).
 
 Splits:
 
@@ -23,8 +25,30 @@ Splits:
 batched with `drop_remainder=True` so every epoch has the same known number of full
 batches, and finite: one epoch per iteration. "validation" and "test" are read in order,
 resized for evaluation (`eval_resize`; ImageNet only) and batched keeping the last, smaller
-batch. Both are normalized by `normalize`. CIFAR, Tiny-ImageNet and digits are cached in
-memory as decoded uint8 images (CIFAR 150 MB, Tiny-ImageNet 1.2 GB); ImageNet is streamed.
+batch. CIFAR, Tiny-ImageNet and digits are cached in memory as decoded uint8 images (CIFAR
+150 MB, Tiny-ImageNet 1.2 GB); ImageNet is streamed.
+
+Normalization (`normalize`) runs in tf.data on the host, or with `normalize_on="device"` where
+the consumer's step runs: the batches then carry the pixels as the pipeline holds them, uint8
+(float32 only for ImageNet's evaluation images, which the resize interpolates: rounding them
+would set validation apart from `ssc_tf.evaluate` and the serving graph), a quarter of
+float32's bytes to copy to an accelerator, and the consumer normalizes them with `normalize`
+(`ssc_tf.train` does, in its training and evaluation steps).
+
+Order. "train"'s augmentation runs in parallel, and its images come out in the order of the
+seeded shuffle, whichever finishes first: the same seed gives the same batches, which the
+tests, the seeds of the reported digits results and a multi-worker job sharing the data by
+`AutoShardPolicy.DATA` (every worker must produce the same batches) rely on. The streamed
+ImageNet alone hands on whichever image is ready (`deterministic=False`): its JPEGs take
+unequal times to decode, and in order one slow image holds up the many decoded behind it on
+a GPU host's many cores (`tools/benchmark_input.py` measures it; on 2 cores the difference
+was within the noise). Its runs are not reproducible bit for bit, as on a GPU they are not
+anyway; `deterministic=True` reads it in order. Evaluation is always in order.
+
+Prefetch. Each pipeline ends in one `prefetch` on the host, which keeps batches ready while a
+step runs. Keras' `fit` and `ssc_tf.train`'s multi-worker loop hand the dataset to
+`Strategy.experimental_distribute_dataset`, which copies the batches to the replicas' devices
+ahead of the step itself, so the pipeline adds no `prefetch_to_device` of its own.
 
 Example:
 
@@ -44,6 +68,10 @@ from ssc_tf import arguments
 from ssc_tf.data import augment, datasets
 
 SPLITS = ("train", "validation", "test")
+# Where `load` normalizes: in tf.data on the host, or on the consumer's device (the batches
+# then carry pixels; see the module docstring).
+HOST, DEVICE = "host", "device"
+NORMALIZE_ON = (HOST, DEVICE)
 
 # Shuffle buffer of a streamed training set (ImageNet's JPEG strings: about 1 GB), whose
 # shard order TFDS shuffles as well; cached training sets are shuffled whole.
@@ -91,7 +119,7 @@ def num_examples(dataset, split, *, data_dir=None, validation_split=0.0, train_e
 
 
 def load(dataset, split, *, batch_size, data_dir=None, validation_split=0.0,
-         train_examples=None, seed=0, normalized=True):
+         train_examples=None, seed=0, normalized=True, normalize_on=HOST, deterministic=None):
     """Builds the input pipeline of one split (see the module docstring for its steps).
 
     Args:
@@ -111,16 +139,26 @@ def load(dataset, split, *, batch_size, data_dir=None, validation_split=0.0,
             of the training set left after the hold-out (see the module docstring); None:
             all of them. Ignored by "validation" and "test". Defaults to None.
         seed: int >= 0, seeds the shuffling and the augmentation of "train": the same seed
-            gives the same epochs. Defaults to 0.
+            gives the same epochs (in the same order, unless `deterministic` is False).
+            Defaults to 0.
         normalized: bool, whether images are normalized by `normalize`, or left as pixels
             in 0..255 (what an exported model takes). Defaults to True.
+        normalize_on: one of `NORMALIZE_ON`, where `normalized` images are normalized:
+            "host" (in tf.data) or "device": the batches carry the pixels as the pipeline
+            holds them, for the consumer to normalize with `normalize` on its device (see
+            the module docstring). Defaults to "host".
+        deterministic: bool or None, whether "train" yields its images in the order of its
+            seeded shuffle even when the parallel augmentation finishes them out of order
+            (see the module docstring); None: in order, except for a streamed dataset.
+            Ignored by "validation" and "test", which are always in order. Defaults to None.
 
     Returns:
-        A finite `tf.data.Dataset` of `(images, labels)`: images float32
-        `(batch, height, width, 3)` with the height and width of
-        the dataset's `input_shape` (`ssc_tf.data.datasets`), normalized by `normalize` unless
-        `normalized=False`; labels int32
-        `(batch,)` in `[0, NUM_CLASSES[dataset])`. Its `cardinality()` is known.
+        A finite `tf.data.Dataset` of `(images, labels)`: images `(batch, height, width, 3)`
+        with the height and width of the dataset's `input_shape` (`ssc_tf.data.datasets`),
+        float32 normalized by `normalize`, or float32 pixels with `normalized=False`, or
+        with `normalize_on="device"` the pixels uint8 (float32 for ImageNet's "validation"
+        and "test", which the evaluation resize interpolates); labels int32 `(batch,)` in
+        `[0, NUM_CLASSES[dataset])`. Its `cardinality()` is known.
 
     Raises:
         ValueError: an argument is not allowed or `data_dir` lacks the dataset's files; the
@@ -129,6 +167,7 @@ def load(dataset, split, *, batch_size, data_dir=None, validation_split=0.0,
     record = _check_arguments(dataset, split, data_dir, validation_split, train_examples)
     arguments.check_int("batch_size", batch_size, minimum=1)
     arguments.check_int("seed", seed, minimum=0)
+    _check_normalization(normalized, normalize_on)
     part, start, stop = _slice(record, split, data_dir, validation_split, train_examples)
     training = split == "train"
     if training and stop - start < batch_size:
@@ -140,12 +179,43 @@ def load(dataset, split, *, batch_size, data_dir=None, validation_split=0.0,
     examples = _reader(record).read(
         record, part, start, stop, data_dir=data_dir, training=training, seed=seed
     )
+    return batches(examples, dataset, training=training, batch_size=batch_size, seed=seed,
+                   normalized=normalized, normalize_on=normalize_on,
+                   deterministic=deterministic)
+
+
+def batches(examples, dataset, *, training, batch_size, seed=0, normalized=True,
+            normalize_on=HOST, deterministic=None):
+    """The one pipeline, from a reader's examples to batches (the module docstring's steps).
+
+    `load` runs it on a split of a dataset; `tools/benchmark_input.py` on synthetic examples.
+
+    Args:
+        examples: `tf.data.Dataset` of `(image, label)` as a reader yields them: image uint8
+            `(H, W, 3)` at the dataset's stored size, or for ImageNet's training split the
+            JPEG string; label int32. Its cardinality must be known.
+        dataset: str, one of `DATASETS`, whose record says how to cache, augment, resize and
+            normalize.
+        training: bool, the "train" pipeline (cached unless streamed, shuffled, augmented,
+            full batches only) or the evaluation one ("validation", "test").
+        batch_size: int >= 1, the global batch size.
+        seed: int >= 0, as in `load`. Defaults to 0.
+        normalized: bool, as in `load`. Defaults to True.
+        normalize_on: one of `NORMALIZE_ON`, as in `load`. Defaults to "host".
+        deterministic: bool or None, as in `load`. Defaults to None.
+
+    Returns:
+        The `tf.data.Dataset` of batches that `load` describes.
+    """
+    _check_normalization(normalized, normalize_on)
+    record = datasets.get(dataset)
     if not record.streamed:
         examples = examples.cache()
     if training:
-        buffer = _STREAM_SHUFFLE_BUFFER if record.streamed else stop - start
+        buffer = _STREAM_SHUFFLE_BUFFER if record.streamed else int(examples.cardinality())
         examples = examples.shuffle(buffer, seed=seed, reshuffle_each_iteration=True)
-        # One stateless seed per image, drawn anew each epoch and reproducible from `seed`.
+        # One stateless seed per image, drawn anew each epoch and reproducible from `seed`;
+        # zipped before the map, so an image's augmentation does not depend on the order.
         seeds = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).batch(2)
         examples = tf.data.Dataset.zip(examples, seeds).map(
             lambda example, image_seed: (
@@ -159,29 +229,65 @@ def load(dataset, split, *, batch_size, data_dir=None, validation_split=0.0,
             lambda image, label: (augment.eval_resize(image, dataset), label),
             num_parallel_calls=tf.data.AUTOTUNE,
         )
-    batches = examples.batch(
+    batched = examples.batch(
         batch_size, drop_remainder=training, num_parallel_calls=tf.data.AUTOTUNE
     )
-    scale = augment.normalize if normalized else lambda images, _: tf.cast(images, tf.float32)
-    batches = batches.map(
-        lambda images, labels: (scale(images, dataset), labels),
-        num_parallel_calls=tf.data.AUTOTUNE,
-    )
-    return batches.prefetch(tf.data.AUTOTUNE)
+    if normalize_on == HOST:
+        scale = augment.normalize if normalized else lambda images, _: tf.cast(images, tf.float32)
+        batched = batched.map(
+            lambda images, labels: (scale(images, dataset), labels),
+            num_parallel_calls=tf.data.AUTOTUNE,
+        )
+    if training:
+        # An option of the whole dataset, which its parallel map and batch follow.
+        options = tf.data.Options()
+        options.deterministic = not record.streamed if deterministic is None else deterministic
+        batched = batched.with_options(options)
+    return batched.prefetch(tf.data.AUTOTUNE)
 
 
+def auto_shard_policy(num_files, num_workers):
+    """How tf.data shares a split among the workers of a multi-worker job.
 
-def experiment_batches(config, *, data_dir=None, steps_per_epoch=None):
+    `AutoShardPolicy.FILE` where the split is read from at least as many files as there are
+    workers: each worker reads and decodes only its own files. Otherwise `DATA`: every worker
+    reads and decodes the whole split and keeps its share of each global batch, which takes
+    `num_workers` times the decoding, but FILE would leave some workers without a file
+    (fewer files than workers) or fail (a split read from arrays or from a list of image
+    paths, whose files tf.data does not see: `num_files` 0). Under DATA the workers must
+    produce the same batches in the same order, so `experiment_batches` then reads in order.
+
+    Args:
+        num_files: int >= 0, the files the split is read from, as tf.data can shard them.
+        num_workers: int >= 1, the workers (input pipelines) of the job.
+
+    Returns:
+        `tf.data.experimental.AutoShardPolicy.FILE` or `.DATA`.
+    """
+    policy = tf.data.experimental.AutoShardPolicy
+    return policy.FILE if num_files >= num_workers else policy.DATA
+
+
+def experiment_batches(config, *, data_dir=None, steps_per_epoch=None, normalize_on=HOST,
+                       num_workers=1):
     """The training and validation batches of one experiment, as every trainer reads them.
 
     Validation is the held-out `validation_split` of the training data, or the test split when
     it is 0 (the paper's runs). Training reads the config's `train_examples` (all, by default).
+
+    With more than one worker, each dataset carries the `auto_shard_policy` of its split for
+    `tf.distribute` to apply. Under FILE the workers' shares may differ by a batch at the end
+    of an epoch; `MultiWorkerMirroredStrategy` then hands the workers that ran out empty
+    batches until all have, so every worker takes the same number of steps.
 
     Args:
         config: the `ssc_tf.config.ExperimentConfig` (its dataset, batch size, validation
             split, training examples and seed).
         data_dir: where the dataset lives (see `load`).
         steps_per_epoch: int or None, cap on training batches per epoch.
+        normalize_on: one of `NORMALIZE_ON` (see `load`). Defaults to "host".
+        num_workers: int >= 1, the workers of a multi-worker job that share the batches
+            (`auto_shard_policy`); 1 (the default) on one machine.
 
     Returns:
         `(train_data, eval_data)`, one epoch each.
@@ -189,10 +295,23 @@ def experiment_batches(config, *, data_dir=None, steps_per_epoch=None):
     Raises:
         ValueError: the training split holds less than one batch, or the data is missing.
     """
-    train_data = load(
-        config.dataset, "train", batch_size=config.batch_size, data_dir=data_dir,
-        validation_split=config.validation_split, train_examples=config.train_examples,
-        seed=config.seed)
+    eval_split = "validation" if config.validation_split else "test"
+    common = dict(batch_size=config.batch_size, data_dir=data_dir,
+                  validation_split=config.validation_split, seed=config.seed,
+                  normalize_on=normalize_on)
+    policies = {}
+    if num_workers > 1:
+        policies = {
+            split: auto_shard_policy(
+                _num_files(config.dataset, split, data_dir, config.validation_split,
+                           config.train_examples),
+                num_workers)
+            for split in ("train", eval_split)
+        }
+    # Workers that share the data by DATA must all make the same batches.
+    in_order = policies.get("train") == tf.data.experimental.AutoShardPolicy.DATA
+    train_data = load(config.dataset, "train", train_examples=config.train_examples,
+                      deterministic=True if in_order else None, **common)
     if steps_per_epoch is not None:
         train_data = train_data.take(steps_per_epoch)
     if int(train_data.cardinality()) < 1:
@@ -200,11 +319,38 @@ def experiment_batches(config, *, data_dir=None, steps_per_epoch=None):
             f"The training split of {config.dataset!r} holds fewer than --batch_size="
             f"{config.batch_size} examples, so an epoch has no step; lower --batch_size."
         )
-    eval_split = "validation" if config.validation_split else "test"
-    eval_data = load(
-        config.dataset, eval_split, batch_size=config.batch_size, data_dir=data_dir,
-        validation_split=config.validation_split, seed=config.seed)
+    eval_data = load(config.dataset, eval_split, **common)
+    if policies:
+        train_data = train_data.with_options(_shard_options(policies["train"]))
+        eval_data = eval_data.with_options(_shard_options(policies[eval_split]))
     return train_data, eval_data
+
+
+def _shard_options(policy):
+    options = tf.data.Options()
+    options.experimental_distribute.auto_shard_policy = policy
+    return options
+
+
+def _num_files(dataset, split, data_dir, validation_split, train_examples):
+    """The files a split is read from, as tf.data can shard them: the TFDS record shards of
+    its slice; 0 for a reader of arrays or of a list of image paths (one without
+    `num_files`)."""
+    record = _check_arguments(dataset, split, data_dir, validation_split, train_examples)
+    reader = _reader(record)
+    if not hasattr(reader, "num_files"):
+        return 0
+    part, start, stop = _slice(record, split, data_dir, validation_split, train_examples)
+    return reader.num_files(record, part, start, stop, data_dir)
+
+
+def _check_normalization(normalized, normalize_on):
+    arguments.check_choice("normalize_on", normalize_on, NORMALIZE_ON)
+    if normalize_on == DEVICE and not normalized:
+        raise arguments.invalid(
+            "normalize_on",
+            f"{HOST!r} with `normalized=False`, whose images are normalized nowhere",
+            repr(normalize_on))
 
 
 def _reader(record):

@@ -45,6 +45,24 @@ def size(dataset, part, data_dir):
     return builder.info.splits[dataset.source_splits[part]].num_examples
 
 
+def num_files(dataset, part, start, stop, data_dir):
+    """The record files (TFDS' shards) that the examples `[start, stop)` of a part are read
+    from: what tf.data can share among the workers of a multi-worker job by file.
+
+    Args:
+        dataset: the record, as in `size`.
+        part: `"train"` or `"test"`, as in `size`.
+        start: int, the first example.
+        stop: int, one past the last example.
+        data_dir: str or None, the TFDS data directory.
+
+    Returns:
+        An int >= 1.
+    """
+    builder = _prepared_builder(dataset, data_dir)
+    return builder.info.splits[f"{dataset.source_splits[part]}[{start}:{stop}]"].num_shards
+
+
 def read(dataset, part, start, stop, *, data_dir, training, seed):
     """The examples `[start, stop)` of a part, in TFDS' stored order.
 

@@ -11,6 +11,7 @@ that tfmot prunes (`ssc_tf.pruning.magnitude`), which also passes its own Keras 
 """
 
 import keras
+import tensorflow as tf
 
 from ssc_tf import architectures
 from ssc_tf import pattern as pattern_lib
@@ -67,9 +68,17 @@ class Builder:
         """Batch norm over the global batch: under a multi-replica `tf.distribute` strategy the
         replicas all-reduce their statistics, so every replica keeps the same moving averages
         (with local statistics they drift apart) and training sees the paper's single-device
-        batch."""
+        batch.
+
+        Synchronized only when the strategy in scope at build time (`train` builds under its
+        strategy) has more than one replica: with one, Keras would still all-reduce a sum, a
+        squared sum and a count per layer and take the variance as E[x^2] - E[x]^2, which cancels
+        in float32, where the local path (`tf.nn.moments`) subtracts the mean first. The
+        variables are the same either way, so a checkpoint restores across the two.
+        """
         return self.keras.layers.BatchNormalization(
-            momentum=BN_MOMENTUM, epsilon=BN_EPSILON, synchronized=True, name=name
+            momentum=BN_MOMENTUM, epsilon=BN_EPSILON, name=name,
+            synchronized=tf.distribute.get_strategy().num_replicas_in_sync > 1,
         )
 
     def conv_bn(self, x, node, settings):

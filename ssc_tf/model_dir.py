@@ -32,6 +32,7 @@ from absl import logging
 import tensorflow as tf
 
 from ssc_tf import pattern
+from ssc_tf import pruning
 from ssc_tf.config import ExperimentConfig
 
 RUN_FILE = "run.json"
@@ -49,6 +50,9 @@ _MODEL_FIELDS = (
     "dataset", "model", "sparsity", "g", "p", "p_1x1", "pointwise_layout", "kept_fraction",
     "random_per_layer",
 )
+# The dense twin's: it ignores the pattern flags (`ExperimentConfig.model_kwargs`), so a dense
+# run resumes under any of them (`compare --train_flags=--pointwise_layout=aligned`).
+_DENSE_MODEL_FIELDS = ("dataset", "model", "sparsity")
 _CHECKPOINTS_KEPT = 2
 _CHECKPOINT_NAME = "epoch"
 # The files of checkpoint `epoch-<n>`; not the `<prefix>_temp` folder of a save that did not
@@ -155,7 +159,8 @@ def model_differences(saved, config):
     Returns:
         A list of "--flag: saved X, requested Y" strings, empty for the same network.
     """
-    return _differences(saved, config, _MODEL_FIELDS)
+    dense = saved.sparsity == config.sparsity == pruning.DENSE
+    return _differences(saved, config, _DENSE_MODEL_FIELDS if dense else _MODEL_FIELDS)
 
 
 def schedule_differences(saved, config):

@@ -234,6 +234,15 @@ def test_resume_refuses_another_network_and_warns_of_a_changed_schedule(tmp_path
         f"{saved.learning_rate!r}, requested 0.02): the epochs still to run use the new values.")
     with pytest.raises(ValueError, match=r"holds a different model.*\(--g: saved"):
         model_dir_lib.check_resume(str(tmp_path), saved, dataclasses.replace(saved, g=(1, 2, 4)))
+    # The dense twin ignores the pattern flags: a comparison's --train_flags may change them.
+    dense = dataclasses.replace(saved, sparsity="dense")
+    caplog.clear()
+    with caplog.at_level(logging.WARNING):
+        model_dir_lib.check_resume(str(tmp_path), dense, dataclasses.replace(
+            dense, g=(1, 2, 4), pointwise_layout="aligned"))
+    assert not caplog.records
+    with pytest.raises(ValueError, match=r"holds a different model.*\(--sparsity: saved"):
+        model_dir_lib.check_resume(str(tmp_path), dense, saved)
 
 
 @pytest.mark.parametrize("sparsity,layout", [("ssc", "aligned"), ("random", "aligned"),

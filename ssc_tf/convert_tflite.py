@@ -26,13 +26,16 @@ interpreter without extra op libraries.
 
 Each SSC layer runs the form the execution plan measured fastest in LiteRT for the model as a
 whole, within the storage budget `--max_stored`, on the CPU `--litert_cpu` names
-(docs/execution_plan.md).
+(docs/execution_plan.md): by default this machine (`host`). A file planned for this machine is
+then timed against its dense twin here, and SSC layers move to the dense form until it is not
+slower (`--guard`, `plan_and_convert`).
 
 The file is written next to `--output` first and renamed into place, so a failed conversion
 leaves no file and never a partial one; an existing `--output` is replaced only with
 `--overwrite`.
 """
 
+import dataclasses
 import logging as std_logging
 import os
 import sys
@@ -65,6 +68,14 @@ PLANNED_RUNTIME = {
     "dynamic": execution_plan.TFLITE_DYNAMIC,
     "int8": execution_plan.TFLITE_INT8,
 }
+# `litert_cpu`'s value for the machine that converts: planned with its kind's times and guarded.
+HOST = "host"
+# What `litert_cpu` takes: `HOST`, a LiteRT CPU of the cost table, or an earlier name of one.
+LITERT_CPU_CHOICES = ((HOST,) + execution_plan.LITERT_CPUS
+                      + tuple(execution_plan.LITERT_CPU_ALIASES))
+# Timed invokes of each file the guard measures (the median counts): at ResNet-32's 1-7 ms a
+# file, a second or two per measurement.
+GUARD_REPEATS = 50
 SUFFIX = ".tflite"
 # How `op_names` spells a custom op: the prefix, then its custom code (Flex ops: "Flex...").
 CUSTOM_PREFIX = "CUSTOM:"
@@ -78,8 +89,7 @@ _BUILTIN_NAMES = {
 
 def convert(model_dir, output, *, quantization="none", integer_io=False,
             num_calibration_images=200, data_dir=None, overwrite=False,
-            max_stored=execution_plan.MAX_STORED_AUTO,
-            litert_cpu=execution_plan.DEFAULT_LITERT_CPU):
+            max_stored=execution_plan.MAX_STORED_AUTO, litert_cpu=HOST, guard=True):
     """Converts the newest checkpoint of `model_dir` to a TFLite file at `output`.
 
     Every argument is checked, and for int8 the calibration images are read, before the
@@ -103,16 +113,24 @@ def convert(model_dir, output, *, quantization="none", integer_io=False,
             A larger one trades size for speed, and `float("inf")` runs each SSC layer in its
             fastest measured form. "auto" stores 1.25x, or more where the plan's measurements
             say that a file so small would run slower than the dense twin's.
-        litert_cpu: one of `execution_plan.LITERT_CPUS`, the CPU whose measured LiteRT
-            times plan the SSC layers' forms: the CPU that will run the file. Defaults to
-            `execution_plan.DEFAULT_LITERT_CPU`.
+        litert_cpu: the CPU that will run the file, whose measured LiteRT times plan the SSC
+            layers' forms: `HOST` (the default), this machine; or one of
+            `execution_plan.LITERT_CPUS` (or an alias, `execution_plan.LITERT_CPU_ALIASES`)
+            (see `plan_and_convert`).
+        guard: bool, for a file planned for this machine, time it against its dense twin
+            and move SSC layers to the dense form until it is not slower (see
+            `plan_and_convert`). Defaults to True.
 
     Returns:
         A dict of facts about the written file: `path`, `bytes`, `quantization`,
-        `integer_io`, `calibration_images` (int8; else 0), `max_stored`, `litert_cpu`,
-        `epoch` (epochs the weights were trained), `input_dtype`, `input_shape` (None for
-        the batch), `input_quantization` (`(scale, zero_point)` of an integer input, else
-        None), and the same three for the output, and `ops` (`op_names` of the file).
+        `integer_io`, `calibration_images` (int8; else 0), `max_stored`, `litert_cpu` (the
+        `execution_plan.LITERT_CPUS` entry whose times planned it), `host_cpu` (this
+        machine's kind, `execution_plan.cpu_kind`, where the file was planned for it, else
+        None), `guard` (what the guard measured and moved, `Conversion.guard`; None where it
+        did not run), `epoch` (epochs the weights were trained), `input_dtype`,
+        `input_shape` (None for the batch), `input_quantization` (`(scale, zero_point)` of an
+        integer input, else None), and the same three for the output, and `ops`
+        (`op_names` of the file).
 
     Raises:
         ValueError: an argument is not allowed, `output` is a directory, lies under a
@@ -126,17 +144,17 @@ def convert(model_dir, output, *, quantization="none", integer_io=False,
     an op that TFLite's builtins lack; none of ssc_tf's models does.
     """
     _check_arguments(output, quantization, integer_io, num_calibration_images, overwrite,
-                     max_stored, litert_cpu)
+                     max_stored, litert_cpu, guard)
     model, config, saved_data_dir, epoch = model_dir_lib.load_model(model_dir)
     calibration = []
     if quantization == "int8":
         calibration = _calibration_images(
             config, data_dir or saved_data_dir, num_calibration_images)
     # A pruned run's mask is baked into plain kernels: the file holds no mask.
-    flatbuffer = to_tflite(masked.bake(model), config.dataset, quantization, integer_io,
-                           calibration, max_stored, litert_cpu)
-    ops = op_names(flatbuffer)
-    custom = [name for name in ops if name.startswith(CUSTOM_PREFIX)]
+    conversion = plan_and_convert(masked.bake(model), config.dataset, quantization, integer_io,
+                                  calibration, max_stored, litert_cpu, guard)
+    flatbuffer = conversion.flatbuffer
+    custom = _custom_ops(flatbuffer)
     if custom:
         raise ValueError(
             f"The converted model (--quantization={quantization}) holds ops outside TFLite's "
@@ -154,10 +172,12 @@ def convert(model_dir, output, *, quantization="none", integer_io=False,
         "integer_io": integer_io,
         "calibration_images": len(calibration),
         "max_stored": max_stored,
-        "litert_cpu": litert_cpu,
+        "litert_cpu": conversion.litert_cpu,
+        "host_cpu": conversion.host_cpu,
+        "guard": conversion.guard,
         "epoch": epoch,
         **facts,
-        "ops": ops,
+        "ops": op_names(flatbuffer),
     }
 
 
@@ -198,12 +218,19 @@ def op_names(tflite_bytes):
     return sorted(names)
 
 
+def _custom_ops(tflite_bytes):
+    """The `op_names` of a TFLite flatbuffer that are not builtin: custom and Flex ops."""
+    return [name for name in op_names(tflite_bytes) if name.startswith(CUSTOM_PREFIX)]
+
+
 def _check_arguments(output, quantization, integer_io, num_calibration_images, overwrite,
-                     max_stored, litert_cpu):
+                     max_stored, litert_cpu, guard):
     spelled = arguments.spelled
     arguments.check_choice("quantization", quantization, QUANTIZATIONS)
     execution_plan.check_max_stored(max_stored)
-    arguments.check_choice("litert_cpu", litert_cpu, execution_plan.LITERT_CPUS)
+    _check_litert_cpu(litert_cpu)
+    if not isinstance(guard, bool):
+        raise arguments.invalid("guard", "True or False", repr(guard))
     if integer_io and quantization != "int8":
         raise ValueError(
             f"{arguments.kind().capitalize()} {spelled('integer_io')} needs "
@@ -264,14 +291,60 @@ def _calibration_images(config, data_dir, count):
 
 
 def to_tflite(model, dataset, quantization, integer_io=False, calibration=(),
-              max_stored=execution_plan.MAX_STORED_AUTO,
-              litert_cpu=execution_plan.DEFAULT_LITERT_CPU):
-    """The TFLite flatbuffer of `model`'s `ServingModel.save_for_tflite` graph.
+              max_stored=execution_plan.MAX_STORED_AUTO, litert_cpu=HOST, guard=True):
+    """The TFLite flatbuffer of `model`'s `ServingModel.save_for_tflite` graph: the file of
+    `plan_and_convert`, whose arguments these are."""
+    return plan_and_convert(model, dataset, quantization, integer_io, calibration, max_stored,
+                            litert_cpu, guard).flatbuffer
+
+
+@dataclasses.dataclass(frozen=True)
+class Conversion:
+    """A TFLite file and how its SSC layers' forms were chosen (`plan_and_convert`).
+
+    Attributes:
+        flatbuffer: bytes, the file.
+        litert_cpu: the `execution_plan.LITERT_CPUS` entry whose times planned the forms.
+        host_cpu: this machine's kind (`execution_plan.cpu_kind`) where the file was planned
+            for it (`litert_cpu=HOST`, or the `LITERT_CPUS` entry of this machine's kind),
+            else None.
+        forms: {layer name: `execution_plan.Form`} of the SSC layers the file runs as
+            planned (and, where the guard moved them, in the dense form).
+        guard: None where the guard did not run; else what it measured, with LiteRT on one
+            thread at batch 1 on this machine: `ms` and `dense_ms` (the file's and its dense
+            twin's median milliseconds; both the twin's where every layer was moved),
+            `speedup` (dense_ms / ms), `planned_ms` and `planned_dense_ms` (the planned
+            file's, before any move), `moved` (names of the layers moved to the dense form,
+            in the order moved), `movable` (how many layers it could move: those not planned
+            dense) and `files_measured`.
+    """
+
+    flatbuffer: bytes
+    litert_cpu: str
+    host_cpu: str | None
+    forms: dict
+    guard: dict | None
+
+
+def plan_and_convert(model, dataset, quantization, integer_io=False, calibration=(),
+                     max_stored=execution_plan.MAX_STORED_AUTO, litert_cpu=HOST, guard=True,
+                     timer=None):
+    """Plans `model`'s SSC layers for LiteRT, converts it, and for this machine guards the file
+    against its dense twin.
 
     The SSC layers are traced for LiteRT (`execution_plan.target_runtime`) in the forms the
     execution plan measured fastest there for the model as a whole (`planned_forms`), in the
     table of the quantization's kernels (`PLANNED_RUNTIME`). `ServingModel` folds the batch
     norm after each SSC layer into it, which the converter does by itself only for a Conv2D.
+
+    The guard: the table's times are a prediction from another machine, and two CPUs with
+    the same vector extensions run XNNPACK's int8 kernels very differently. So a file planned
+    for this machine is timed against its dense twin (the same model, weights, quantization
+    and calibration with every planned SSC layer in the `execution_plan.DENSE` form, which
+    computes the same function), and where it is slower, layers move to the dense form, those
+    the table predicts cost the most over dense first (`execution_plan.guard_order`), until
+    it is not (`execution_plan.guard`): a binary search over how many to move, about log2 of
+    the layers' count conversions more. The dense twin is the floor.
 
     Args:
         model: a Keras model of `dataset`'s inputs.
@@ -281,14 +354,68 @@ def to_tflite(model, dataset, quantization, integer_io=False, calibration=(),
         calibration: float32 pixel batches that calibrate int8's activation ranges.
         max_stored: the file's storage budget: a multiple of the live weights, or
             `execution_plan.MAX_STORED_AUTO` (the default; `planned_forms`).
-        litert_cpu: the `execution_plan.LITERT_CPUS` entry whose times plan the forms.
+        litert_cpu: the CPU that will run the file. `HOST` (the default): this machine,
+            planned with its kind's times (`host_litert_cpu`), or where the table has none
+            with `execution_plan.DEFAULT_LITERT_CPU`'s, and guarded. Or an
+            `execution_plan.LITERT_CPUS` entry (or alias): planned with its times, and
+            guarded only if it is this machine's kind (a file for another CPU cannot be
+            timed here).
+        guard: bool, run the guard where the file is planned for this machine. Defaults to
+            True.
+        timer: what the guard times files with: a callable that takes {name: flatbuffer} and
+            returns {name: milliseconds}; default `litert_ms`.
+
+    Returns:
+        A `Conversion`.
     """
+    _check_litert_cpu(litert_cpu)
     runtime = PLANNED_RUNTIME[quantization]
-    with tempfile.TemporaryDirectory() as saved_model_dir:
-        forms = planned_forms(model, runtime, max_stored, litert_cpu)
-        with execution_plan.target_runtime(runtime, forms, litert_cpu):
-            serving.ServingModel(model, dataset).save_for_tflite(saved_model_dir)
-        return converter(saved_model_dir, quantization, integer_io, calibration).convert()
+    host_cpu = host_litert_cpu()
+    if litert_cpu == HOST:
+        litert_cpu = host_cpu or execution_plan.DEFAULT_LITERT_CPU
+        for_host = True
+    else:
+        litert_cpu = execution_plan.check_litert_cpu(litert_cpu)
+        for_host = litert_cpu == host_cpu
+    names, shapes = _planned_layers(model)
+    planned = execution_plan.plan_model(shapes, runtime, max_stored=max_stored,
+                                        litert_cpu=litert_cpu)
+    files = {}
+
+    def file(forms):
+        """The flatbuffer of the model with its planned layers in `forms`, converted once."""
+        key = tuple(form.name for form in forms)
+        if key not in files:
+            with tempfile.TemporaryDirectory() as saved_model_dir:
+                with execution_plan.target_runtime(runtime, dict(zip(names, forms)),
+                                                   litert_cpu):
+                    serving.ServingModel(model, dataset).save_for_tflite(saved_model_dir)
+                files[key] = converter(
+                    saved_model_dir, quantization, integer_io, calibration).convert()
+        return files[key]
+
+    order = execution_plan.guard_order(shapes, planned, runtime, litert_cpu=litert_cpu)
+    # A file of ops outside the builtins does not run in a plain interpreter (`convert`
+    # refuses it).
+    if not (guard and for_host and order) or _custom_ops(file(planned)):
+        return Conversion(file(planned), litert_cpu, _host_cpu_kind() if for_host else None,
+                          dict(zip(names, planned)), None)
+    dense_twin = file([execution_plan.parse(execution_plan.DENSE)] * len(names))
+    time_files = timer or litert_ms
+
+    def measure(forms):
+        ms = time_files({"ssc": file(forms), "dense": dense_twin})
+        return ms["ssc"], ms["dense"]
+
+    result = execution_plan.guard(planned, order, measure)
+    (_, planned_ms, planned_dense_ms) = result.measurements[0]
+    return Conversion(file(result.forms), litert_cpu, _host_cpu_kind(),
+                      dict(zip(names, result.forms)), {
+                          "ms": result.ms, "dense_ms": result.dense_ms,
+                          "speedup": result.speedup, "planned_ms": planned_ms,
+                          "planned_dense_ms": planned_dense_ms,
+                          "moved": [names[i] for i in result.moved], "movable": len(order),
+                          "files_measured": len(result.measurements)})
 
 
 def planned_forms(model, runtime, max_stored=execution_plan.MAX_STORED_AUTO,
@@ -297,17 +424,47 @@ def planned_forms(model, runtime, max_stored=execution_plan.MAX_STORED_AUTO,
     (`implementation="auto"`, a square window and stride, a known input size), planned for a
     TFLite file of `runtime` on `litert_cpu` as one model within the storage budget
     `max_stored` (`execution_plan.plan_model`)."""
-    layers, shapes = [], []
+    names, shapes = _planned_layers(model)
+    forms = execution_plan.plan_model(shapes, runtime, max_stored=max_stored,
+                                      litert_cpu=litert_cpu)
+    return dict(zip(names, forms))
+
+
+def _planned_layers(model):
+    """(names, `execution_plan.LayerShape`s) of the SSC layers of `model` the plan decides."""
+    names, shapes = [], []
     for layer in model.layers:
         if not isinstance(layer, SSCConv2D) or layer.implementation != execution_plan.AUTO:
             continue
         shape = layer.plan_shape(layer.input.shape)
         if shape is not None:
-            layers.append(layer.name)
+            names.append(layer.name)
             shapes.append(shape)
-    forms = execution_plan.plan_model(shapes, runtime, max_stored=max_stored,
-                                      litert_cpu=litert_cpu)
-    return dict(zip(layers, forms))
+    return names, shapes
+
+
+def interpreter(flatbuffer, pixels):
+    """A one-thread LiteRT interpreter of `flatbuffer`, its one input resized to and set to
+    `pixels` (a numpy array of the input's dtype): ready to `invoke`."""
+    runner = litert_interpreter.Interpreter(model_content=flatbuffer, num_threads=1)
+    (inputs,) = runner.get_input_details()
+    runner.resize_tensor_input(inputs["index"], pixels.shape)
+    runner.allocate_tensors()
+    runner.set_tensor(inputs["index"], pixels)
+    return runner
+
+
+def litert_ms(flatbuffers, repeats=GUARD_REPEATS):
+    """Median milliseconds per invoke of each file of {name: flatbuffer}, in LiteRT on one
+    thread at batch 1, the files invoked in turns (`timing.interleaved_ms`) on the same
+    random pixels: the guard's timer."""
+    first = litert_interpreter.Interpreter(model_content=next(iter(flatbuffers.values())))
+    (inputs,) = first.get_input_details()
+    pixels = np.random.default_rng(0).uniform(0, 255, [1, *inputs["shape"][1:]]).astype(
+        inputs["dtype"])
+    invokes = {name: interpreter(flatbuffer, pixels).invoke
+               for name, flatbuffer in flatbuffers.items()}
+    return timing.interleaved_ms(invokes, repeats)
 
 
 def converter(saved_model_dir, quantization, integer_io=False, calibration=()):
@@ -371,7 +528,7 @@ def main(argv):
                 integer_io=FLAGS.integer_io,
                 num_calibration_images=FLAGS.num_calibration_images, data_dir=FLAGS.data_dir,
                 overwrite=FLAGS.overwrite, max_stored=FLAGS.max_stored,
-                litert_cpu=FLAGS.litert_cpu)
+                litert_cpu=FLAGS.litert_cpu, guard=FLAGS.guard)
     except (ValueError, FileNotFoundError) as e:
         sys.exit(f"Error: {e}")
     io = "uint8 in and out" if result["integer_io"] else "float32 in and out"
@@ -382,6 +539,15 @@ def main(argv):
     print(f"  output {result['output_dtype']} {result['output_shape']}"
           f"{_format_quantization(result['output_quantization'])}")
     print(f"  ops: {', '.join(result['ops'])}")
+    if result["host_cpu"] is None:
+        print(f"  planned for another CPU than this one, with the {result['litert_cpu']} "
+              "LiteRT times")
+    else:
+        table = ("" if host_litert_cpu() else
+                 ": the package has no LiteRT times of this CPU's kind")
+        print(f"  planned for this CPU, {result['host_cpu']}, with the "
+              f"{result['litert_cpu']} LiteRT times{table}")
+    print(_format_guard(result, FLAGS.guard))
 
 
 def _format_quantization(quantization):
@@ -414,7 +580,8 @@ def _define_flags():
         "trained with.")
     flags.DEFINE_bool("overwrite", False, "Replace --output if it exists.")
     define_max_stored_flag("The most weights the file may store")
-    define_litert_cpu_flag(execution_plan.DEFAULT_LITERT_CPU)
+    define_litert_cpu_flag()
+    define_guard_flag()
 
 
 class _MaxStoredParser(flags.ArgumentParser):
@@ -448,23 +615,72 @@ def define_max_stored_flag(what, flag_values=flags.FLAGS):
 
 
 def host_litert_cpu():
-    """This machine's `execution_plan.LITERT_CPUS` entry (the default one for a CPU of no
-    measured kind): what the benchmarks, which run their files where they convert them, plan
-    for."""
-    return (execution_plan.litert_cpu(timing.cpu_features() or ())
-            or execution_plan.DEFAULT_LITERT_CPU)
+    """This machine's `execution_plan.LITERT_CPUS` entry: the section measured on a CPU of its
+    vendor and int8 instruction set (`execution_plan.litert_cpu`); None where the table has
+    none (an Intel or ARM CPU, another OS): what `HOST` plans with."""
+    cpu = timing.cpu()
+    return None if cpu is None else execution_plan.litert_cpu(cpu.vendor, cpu.features)
 
 
-def define_litert_cpu_flag(default, flag_values=flags.FLAGS):
-    """Defines --litert_cpu (this CLI's, and the benchmarks', whose default is
-    `host_litert_cpu`), the CPU whose measured LiteRT times plan the SSC layers' forms."""
+def _host_cpu_kind():
+    """This machine's kind in full (`execution_plan.cpu_kind`), or "unknown" off Linux."""
+    cpu = timing.cpu()
+    return "unknown" if cpu is None else execution_plan.cpu_kind(
+        cpu.vendor, cpu.family, cpu.features)
+
+
+def _check_litert_cpu(litert_cpu):
+    """Raises the one-line `ValueError` of a `litert_cpu` outside `LITERT_CPU_CHOICES`."""
+    if litert_cpu not in LITERT_CPU_CHOICES:
+        raise arguments.invalid("litert_cpu", f"one of {LITERT_CPU_CHOICES}", repr(litert_cpu))
+
+
+def define_litert_cpu_flag(default=HOST, flag_values=flags.FLAGS):
+    """Defines --litert_cpu (this CLI's, and the benchmarks'), the CPU whose measured LiteRT
+    times plan the SSC layers' forms; `default` None (what `host_litert_cpu` returns for a CPU
+    the table has no times of) means `HOST`."""
     flags.DEFINE_enum(
-        "litert_cpu", default, list(execution_plan.LITERT_CPUS),
-        "The CPU that will run the file, whose measured LiteRT times choose each SSC layer's "
-        "form: x86_avx512_vnni (AVX-512 with VNNI, where dense int8 convolutions are fast) or "
-        "x86_avx2 (AVX2 without VNNI). ARM phones have not been measured; their int8 "
-        "dot-product instructions make dense int8 fast, as on x86_avx512_vnni.",
+        "litert_cpu", default or HOST, list(LITERT_CPU_CHOICES),
+        f"The CPU that will run the file, whose measured LiteRT times choose each SSC layer's "
+        f"form: {HOST} (this machine: its kind's times, or where the package has none "
+        f"{execution_plan.DEFAULT_LITERT_CPU}'s, and the file is timed against its dense twin "
+        "here, see --guard), amd_avx512_vnni (an AMD CPU with AVX-512 VNNI, where dense int8 "
+        "convolutions are fast) or amd_avx2 (an AMD CPU with AVX2 and no AVX-512); "
+        f"{' and '.join(execution_plan.LITERT_CPU_ALIASES)} are their earlier names. ARM "
+        "phones have not been measured; their int8 dot-product instructions make dense int8 "
+        "fast, as on amd_avx512_vnni.",
         flag_values=flag_values)
+
+
+def define_guard_flag(flag_values=flags.FLAGS):
+    """Defines --guard (this CLI's, and tools/benchmark_models.py's), `plan_and_convert`'s
+    `guard`."""
+    flags.DEFINE_bool(
+        "guard", True,
+        "For a file planned for this machine (--litert_cpu=host, or this CPU's kind): time "
+        "it against its dense twin (every SSC layer dense, same weights and quantization) in "
+        "LiteRT on one thread and, where it is slower, move SSC layers to the dense form until "
+        "it is not. --noguard ships the plan as it is.",
+        flag_values=flag_values)
+
+
+def _format_guard(result, guard_flag):
+    """What the guard did, in one line, for the CLI's summary of `convert`'s `result` with
+    --guard=`guard_flag`."""
+    guard = result["guard"]
+    if guard is None:
+        why = ("off (--noguard)" if not guard_flag and result["host_cpu"] else
+               "not run: planned for another CPU than this one (--litert_cpu)"
+               if result["host_cpu"] is None else "not run: every SSC layer is planned dense")
+        return f"  guard: {why}"
+    line = (f"  guard: planned file {guard['planned_ms']:.3f} ms, dense twin "
+            f"{guard['planned_dense_ms']:.3f} ms on this CPU "
+            f"({guard['planned_dense_ms'] / guard['planned_ms']:.2f}x)")
+    if not guard["moved"]:
+        return line + "; shipped as planned"
+    return (line + f"; moved {len(guard['moved'])} of {guard['movable']} SSC layers to dense "
+            f"({', '.join(guard['moved'])}): {guard['ms']:.3f} against {guard['dense_ms']:.3f} "
+            f"ms ({guard['speedup']:.2f}x)")
 
 
 def run():

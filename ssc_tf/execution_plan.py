@@ -36,7 +36,9 @@ and batch regime, the measured form that was fastest for this layer shape, or, f
 table lacks, for the nearest measured shape; on a GPU, whose times the table lacks until
 `tools/gpu_check.sh` measures them, `UNMEASURED_FORM`. It is deterministic and never times
 anything.
-For a TFLite file, `plan_model` plans all of a model's layers within one storage budget.
+For a TFLite file, `plan_model` plans all of a model's layers within one storage budget, and
+`guard` moves layers to `"dense"` where the file, timed on the machine that will run it, is
+slower than its dense twin.
 
 No TensorFlow here: the layer asks the plan with plain numbers, and the tools and tests read
 the same table.
@@ -78,16 +80,25 @@ TFLITE_RUNTIMES = (TFLITE, TFLITE_DYNAMIC, TFLITE_INT8)
 # TensorFlow's: what a SavedModel can be planned for (`ssc_tf.export --runtime`).
 TF_RUNTIMES = (CPU_ONEDNN, CPU_EIGEN, GPU)
 
-# The CPUs whose LiteRT kernels the table measures, each TFLite runtime once per CPU. XNNPACK
-# picks its x86 kernels by vector extension when a file runs, and with AVX-512 VNNI dense int8
-# convolutions run several times faster than float, with AVX2 alone hardly faster
-# (docs/execution_plan.md), so the fastest form of a layer differs between them.
+# The CPUs whose LiteRT kernels the table measures, each TFLite runtime once per CPU kind: a
+# vendor and the instruction set of its int8 kernels (`litert_cpu`). XNNPACK picks its x86
+# kernels by vector extension when a file runs: with AVX-512 VNNI dense int8 convolutions run
+# several times faster than float, with AVX2 alone hardly faster. And one vendor's cores run
+# the same kernels at another speed than another's: ResNet-32 10 %'s int8 file, planned with
+# the AMD EPYC AVX-512 VNNI times, ran 1.28x its dense twin there and 0.37x on an Intel Xeon
+# with AVX-512 VNNI and AMX (docs/execution_plan.md). So the fastest form of a layer differs
+# between them. The packaged sections were measured on two AMD EPYC VMs, whose CPU family was
+# not recorded: they stand for any AMD CPU with those extensions, and for no other vendor's.
 # TensorFlow's runtimes are told apart by name (`ssc_tf.export --runtime` plans a SavedModel
 # for one).
-LITERT_CPUS = ("x86_avx512_vnni", "x86_avx2")
-# The CPU a TFLite file is planned for unless told otherwise (`convert_tflite --litert_cpu`).
-# Phones, where the files go, have not been measured; their int8 dot-product instructions
-# make dense int8 fast, as VNNI does.
+LITERT_CPUS = ("amd_avx512_vnni", "amd_avx2")
+# The names the same sections had while kinds were keyed by extensions alone. They stay
+# accepted, as aliases: a user who named one asked for exactly those measured times, and gets
+# the same file as before; refusing them would break scripts for no change in what they plan.
+LITERT_CPU_ALIASES = {"x86_avx512_vnni": "amd_avx512_vnni", "x86_avx2": "amd_avx2"}
+# The CPU a TFLite file is planned for where neither the caller nor the host names one with a
+# table (`convert_tflite --litert_cpu`). Phones, where the files go, have not been measured;
+# their int8 dot-product instructions make dense int8 fast, as VNNI does.
 DEFAULT_LITERT_CPU = LITERT_CPUS[0]
 
 # Batch regimes: inference at a small batch (measured at 1), at a large batch (measured at
@@ -296,22 +307,54 @@ def stored_weights(shape, name):
     return stored
 
 
-def litert_cpu(features):
-    """The `LITERT_CPUS` entry of a CPU with vector extensions `features` (as
-    `ssc_tf.timing.cpu_features` lists them), or None for a CPU of no measured kind."""
-    if "avx512_vnni" in features:
-        return "x86_avx512_vnni"
-    return "x86_avx2" if "avx2" in features else None
+def int8_isa(features):
+    """The instruction set that decides how a CPU with vector extensions `features` (as
+    `ssc_tf.timing.cpu_features` lists them) runs int8 convolutions, most capable first:
+    "avx512_vnni_amx", "avx512_vnni", "avx512", "avx_vnni", "avx2", "i8mm" (ARM), "dotprod"
+    (ARM) or "baseline"."""
+    for isa, feature in (("avx512_vnni_amx", "amx_tile"), ("avx512_vnni", "avx512_vnni"),
+                         ("avx512", "avx512f"), ("avx_vnni", "avx_vnni"), ("avx2", "avx2"),
+                         ("i8mm", "i8mm"), ("dotprod", "asimddp")):
+        if feature in features:
+            return isa
+    return "baseline"
+
+
+def cpu_kind(vendor, family, features):
+    """A CPU's kind in full, as a LiteRT cost table could be keyed by it: vendor, family and
+    int8 instruction set (`ssc_tf.timing.Cpu`'s fields), e.g. "intel_family6_avx512_vnni_amx".
+    """
+    return f"{vendor}_family{family}_{int8_isa(features)}"
+
+
+def litert_cpu(vendor, features):
+    """The `LITERT_CPUS` entry measured on a CPU of `vendor` with vector extensions `features`
+    (`ssc_tf.timing.Cpu`'s fields): the section of the same vendor and int8 instruction set,
+    "amd_avx2" for an AMD CPU with AVX2 and no AVX-512; or None where the table has no such
+    section (an Intel or ARM CPU), rather than another vendor's times."""
+    kind = f"{vendor}_{int8_isa(features)}"
+    return kind if kind in LITERT_CPUS else None
+
+
+def check_litert_cpu(name):
+    """The `LITERT_CPUS` entry `name` names: itself, or the one it is an alias of
+    (`LITERT_CPU_ALIASES`); raises a `ValueError` naming the argument and the values otherwise.
+    """
+    name = LITERT_CPU_ALIASES.get(name, name) if isinstance(name, str) else name
+    if name not in LITERT_CPUS:
+        raise arguments.invalid(
+            "litert_cpu", f"one of {LITERT_CPUS} (or the earlier names "
+            f"{tuple(LITERT_CPU_ALIASES)})", repr(name))
+    return name
 
 
 def section(runtime, litert_cpu=DEFAULT_LITERT_CPU):
     """The cost table's section of `runtime`: its name for TensorFlow's runtimes; for a TFLite
-    runtime, its name and the LiteRT CPU (`"tflite_int8@x86_avx2"`)."""
+    runtime, its name and the LiteRT CPU (`"tflite_int8@amd_avx2"`; an alias in
+    `LITERT_CPU_ALIASES` names its section)."""
     if runtime not in TFLITE_RUNTIMES:
         return runtime
-    if litert_cpu not in LITERT_CPUS:
-        raise arguments.invalid("litert_cpu", f"one of {LITERT_CPUS}", repr(litert_cpu))
-    return f"{runtime}@{litert_cpu}"
+    return f"{runtime}@{check_litert_cpu(litert_cpu)}"
 
 
 # Every section a cost table may hold.
@@ -503,6 +546,126 @@ def _slower_than_dense_twin(forms, options, dense_twin_ms):
     return sum(ms for ms, _ in pairs) > sum(dense for _, dense in pairs)
 
 
+# The guard (`guard`) counts a file as no slower than its dense twin when it runs within this
+# fraction of the twin's measured time: two runs of one file on a busy 2-core machine differ
+# by about as much, and a tighter bound would move layers to chase the noise.
+GUARD_TOLERANCE = 0.02
+
+
+def guard_order(shapes, forms, runtime, path=COSTS_FILE, litert_cpu=DEFAULT_LITERT_CPU):
+    """The layers that `guard` may move to `DENSE`, in the order it moves them.
+
+    The layers whose planned form the table predicts costs the most milliseconds over the same
+    layer in `DENSE` come first: moving them recovers the most time per layer moved, so the
+    guard reaches its dense twin's speed with the most layers left structured (and their
+    file small). Layers without both times (a fallback form) come after them, in model
+    order; layers already `DENSE` are left out.
+
+    Args:
+        shapes: the `LayerShape` of each layer.
+        forms: the `Form` (or form name) each runs, as planned (`plan_model`, or any other
+            source of forms).
+        runtime: one of `TFLITE_RUNTIMES`.
+        path: the cost table (the package's by default).
+        litert_cpu: the `LITERT_CPUS` entry whose times predict.
+
+    Returns:
+        A list of indices into `shapes`.
+    """
+    table = measured(runtime, SMALL_BATCH, path, litert_cpu)
+    excess = {}
+    for i, (shape, form) in enumerate(zip(shapes, forms)):
+        name = getattr(form, "name", form)
+        if name == DENSE:
+            continue
+        times = _times(shape, table, path) if table else {}
+        excess[i] = (times[name] - times[DENSE] if name in times and DENSE in times
+                     else -math.inf)
+    return sorted(excess, key=lambda i: -excess[i])
+
+
+@dataclasses.dataclass(frozen=True)
+class GuardResult:
+    """What `guard` chose and measured.
+
+    Attributes:
+        forms: the `Form` of each layer in the file to ship.
+        moved: the indices of the layers moved to `DENSE`, in the order moved.
+        ms, dense_ms: the shipped file's measured milliseconds and its dense twin's. Where
+            every movable layer was moved, the file is the dense twin: both are the twin's
+            last measurement.
+        measurements: (layers moved, ms, dense ms) of every file measured, in order; the
+            first is the planned file's.
+    """
+
+    forms: list
+    moved: list
+    ms: float
+    dense_ms: float
+    measurements: list
+
+    @property
+    def speedup(self):
+        """The shipped file's speed over its dense twin's: dense ms / ms."""
+        return self.dense_ms / self.ms
+
+
+def guard(forms, order, measure, tolerance=GUARD_TOLERANCE):
+    """Moves layers to `DENSE`, first to last of `order`, until the file is not slower than its
+    dense twin when measured: the dense twin (every layer `DENSE`) is the floor.
+
+    The planned file is measured first; if it is slower, a binary search over how many of
+    `order`'s layers to move finds the fewest whose file is measured not slower, on the
+    assumption that moving more layers does not make a file slower. It measures about
+    log2(len(order)) + 1 files; the file it returns is one it measured not slower, or the
+    dense twin, whatever the noise did.
+
+    Args:
+        forms: the planned `Form` (or form name) of each layer: `plan_model`'s, or any other
+            source of forms, such as times tuned on the host.
+        order: indices of the layers to move, first to last (`guard_order`).
+        measure: a callable that takes one `Form` per layer and returns (milliseconds of that
+            file, milliseconds of its dense twin), timed alike (in turns, on the machine
+            that will run them).
+        tolerance: a file within `1 + tolerance` times its dense twin's time counts as not
+            slower (`GUARD_TOLERANCE`).
+
+    Returns:
+        A `GuardResult`.
+    """
+    planned = [parse(getattr(form, "name", form)) for form in forms]
+
+    def moved(count):
+        chosen = list(planned)
+        for i in order[:count]:
+            chosen[i] = parse(DENSE)
+        return chosen
+
+    measurements = []
+
+    def slower(count):
+        ms, dense_ms = measure(moved(count))
+        measurements.append((count, ms, dense_ms))
+        return ms > (1 + tolerance) * dense_ms
+
+    # Invariant: the file with `slow` layers moved was measured slower; with `fast` it was
+    # measured not slower, or it is the dense twin.
+    slow, fast = 0, len(order)
+    if not slower(0):
+        fast = 0
+    while fast - slow > 1:
+        middle = (slow + fast) // 2
+        if slower(middle):
+            slow = middle
+        else:
+            fast = middle
+    last = next((m for m in reversed(measurements) if m[0] == fast), None)
+    if last is None:  # The dense twin itself: no slower by construction.
+        dense_ms = measurements[-1][2]
+        last = (fast, dense_ms, dense_ms)
+    return GuardResult(moved(fast), list(order[:fast]), last[1], last[2], measurements)
+
+
 @contextlib.contextmanager
 def target_runtime(runtime, forms=None, litert_cpu=DEFAULT_LITERT_CPU):
     """Plans the layers traced inside the block for `runtime` (one of `RUNTIMES`) instead of the
@@ -510,14 +673,15 @@ def target_runtime(runtime, forms=None, litert_cpu=DEFAULT_LITERT_CPU):
 
     `forms`, optional, is {layer name: `Form`}: those layers (with `implementation="auto"`)
     run these forms instead of their own `choose` (`plan_model`'s forms for a whole model).
-    Every other layer chooses with the times of `litert_cpu` (one of `LITERT_CPUS`) where
+    Every other layer chooses with the times of `litert_cpu` (one of `LITERT_CPUS`, or an
+    alias) where
     `runtime` is a TFLite one."""
     if runtime not in RUNTIMES:
         raise ValueError(
             f"Invalid value for argument `runtime`: expected one of {RUNTIMES}. "
             f"Received: runtime={runtime!r}"
         )
-    section(runtime, litert_cpu)  # checks litert_cpu
+    litert_cpu = check_litert_cpu(litert_cpu)
     runtime_token = _runtime_override.set(runtime)
     forms_token = _forms_override.set(dict(forms) if forms else None)
     cpu_token = _litert_cpu_override.set(litert_cpu)

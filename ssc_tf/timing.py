@@ -4,6 +4,7 @@ TensorFlow is imported only by `environment()`: `ssc_tf.compare` imports this mo
 dry run too, which starts no TensorFlow.
 """
 
+import dataclasses
 import datetime
 import os
 import platform
@@ -50,20 +51,63 @@ def interleaved_ms(fns, repeats, *args, warmup=3, statistic=statistics.median, s
 
 
 # The CPU's vector extensions that select TensorFlow's and XNNPACK's kernels (and whether TF
-# turns oneDNN on by default): times measured with and without them are not comparable.
-CPU_FEATURES = ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "avx_vnni", "amx_tile")
+# turns oneDNN on by default): times measured with and without them are not comparable. ARM's
+# int8 dot products (`asimddp`) and matrix products (`i8mm`) play VNNI's and AMX's part there.
+CPU_FEATURES = ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "avx_vnni", "amx_tile",
+                "asimddp", "i8mm")
+# Short names of the x86 vendors in `cpuinfo`'s `vendor_id`: one extension runs at another
+# speed on each vendor's cores (the same int8 file ran 1.28x its dense twin on an AMD EPYC
+# with AVX-512 VNNI and 0.37x on an Intel Xeon with it, docs/execution_plan.md).
+CPU_VENDORS = {"GenuineIntel": "intel", "AuthenticAMD": "amd"}
+
+
+@dataclasses.dataclass(frozen=True)
+class Cpu:
+    """What decides how fast a CPU runs a kernel, as Linux's `cpuinfo` names it.
+
+    Attributes:
+        vendor: "intel" or "amd" (`CPU_VENDORS`), another x86 `vendor_id` in lower case, or
+            for ARM "arm_" and the `CPU implementer` code ("arm_0x41": Arm's own cores).
+        family: the x86 `cpu family` ("25": AMD's Zen 3 and 4) or the ARM `CPU part`
+            ("0xd0c": Neoverse N1); "" where `cpuinfo` gives none.
+        model_name: the x86 `model name` ("Intel(R) Xeon(R) Processor"), else "".
+        features: the `CPU_FEATURES` it has, in that order.
+    """
+
+    vendor: str
+    family: str
+    model_name: str
+    features: tuple
+
+
+def cpu(cpuinfo="/proc/cpuinfo"):
+    """This CPU as a `Cpu`, from Linux's `cpuinfo` (its first processor); None where that
+    file cannot be read (another OS)."""
+    try:
+        with open(cpuinfo, encoding="utf-8") as f:
+            fields = {}
+            for line in f:
+                name, _, value = line.partition(":")
+                fields.setdefault(name.strip(), value.strip())
+    except OSError:
+        return None
+    if "vendor_id" in fields:
+        vendor = CPU_VENDORS.get(fields["vendor_id"], fields["vendor_id"].lower())
+        family = fields.get("cpu family", "")
+    elif "CPU implementer" in fields:
+        vendor, family = f"arm_{fields['CPU implementer']}", fields.get("CPU part", "")
+    else:
+        vendor, family = "", ""
+    flags = (fields.get("flags") or fields.get("Features") or "").split()
+    return Cpu(vendor, family, fields.get("model name", ""),
+               tuple(feature for feature in CPU_FEATURES if feature in flags))
 
 
 def cpu_features(cpuinfo="/proc/cpuinfo"):
     """The `CPU_FEATURES` this CPU has, in that order, from Linux's `cpuinfo` flags; None
     where that file cannot be read (another OS)."""
-    try:
-        with open(cpuinfo, encoding="utf-8") as f:
-            flags = next((line.split(":", 1)[1].split() for line in f
-                          if line.startswith(("flags", "Features"))), [])
-    except OSError:
-        return None
-    return [feature for feature in CPU_FEATURES if feature in flags]
+    info = cpu(cpuinfo)
+    return None if info is None else list(info.features)
 
 
 def machine(env):
@@ -81,6 +125,7 @@ def environment():
     import keras
     import tensorflow as tf
 
+    info = cpu()
     return {
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "tensorflow": tf.__version__,
@@ -88,7 +133,11 @@ def environment():
         "python": sys.version.split()[0],
         "machine": platform.machine(),
         "cpu_count": os.cpu_count(),
-        "cpu_features": cpu_features(),
+        "cpu_features": None if info is None else list(info.features),
+        # Who made the CPU and which family it is: with its features, the CPU's kind
+        # (`ssc_tf.execution_plan.cpu_kind`), of which a LiteRT cost table holds times.
+        **{f"cpu_{name}": None if info is None else getattr(info, name)
+           for name in ("vendor", "family", "model_name")},
         # None: TensorFlow's default for the CPU (oneDNN only where it has AVX-512 VNNI or AMX).
         "tf_enable_onednn_opts": os.environ.get("TF_ENABLE_ONEDNN_OPTS"),
         # The GPUs TensorFlow sees, by model, and whether their float32 products and

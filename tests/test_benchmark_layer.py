@@ -23,7 +23,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 _TOOL_ENV = {**os.environ, "PYTHONPATH": ROOT, "CUDA_VISIBLE_DEVICES": ""}
 TOOL = os.path.join(ROOT, "tools", "benchmark_layer.py")
 # The float TFLite section of the default LiteRT CPU.
-VNNI_FLOAT = execution_plan.section(execution_plan.TFLITE, "x86_avx512_vnni")
+VNNI_FLOAT = execution_plan.section(execution_plan.TFLITE, "amd_avx512_vnni")
 # Large enough kernels (at least 1024 weights each) for dynamic-range quantization to store
 # them in int8: the converter leaves smaller ones float.
 SHAPE = execution_plan.LayerShape(in_channels=32, filters=32, kernel_size=3, strides=1,
@@ -147,7 +147,7 @@ def test_litert_times_go_to_the_section_of_the_cpu_that_measured_them(tool):
     new, new_record = _record(32, 3.0)
     table = {"shapes": {kept: kept_record["shape"]},
              VNNI_FLOAT: {execution_plan.SMALL_BATCH: {kept: {"dense": 2.0}}}}
-    avx2_float = execution_plan.section(execution_plan.TFLITE, "x86_avx2")
+    avx2_float = execution_plan.section(execution_plan.TFLITE, "amd_avx2")
     result = {"runtime": execution_plan.TFLITE, "section": avx2_float, "configs": ["b"],
               "records": [new_record], "summary": {}}
     updated = tool.updated_costs(table, result, partial=False)
@@ -168,9 +168,11 @@ def test_shapes_flag_names_a_key_no_config_has_in_one_line():
 
 @pytest.mark.parametrize("flag", ["--write_costs", "--only_missing"])
 def test_litert_run_on_a_cpu_of_no_measured_kind_refuses_to_touch_the_table_in_one_line(flag):
-    # An ARM host, say: timing reports CPU flags that map to no LiteRT CPU of the table.
+    # An Intel host with AVX-512 VNNI, whose kind the table has no times of (its sections
+    # were measured on AMD CPUs).
     script = ("import runpy, sys; from ssc_tf import timing; "
-              "timing.cpu_features = lambda cpuinfo=None: ('neon', 'asimddp'); "
+              "timing.cpu = lambda cpuinfo='': timing.Cpu('intel', '6', 'Xeon', "
+              "('avx2', 'avx512f', 'avx512_vnni')); "
               f"sys.argv = [{TOOL!r}, '--runtime=tflite_int8', '--configs=quickstart', "
               f"{flag!r}]; runpy.run_path({TOOL!r}, run_name='__main__')")
     with open(execution_plan.COSTS_FILE, "rb") as f:

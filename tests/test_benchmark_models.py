@@ -11,6 +11,7 @@ import sys
 import pytest
 
 from ssc_tf import convert_tflite
+from ssc_tf import execution_plan
 from ssc_tf import flagfile
 from ssc_tf import models
 from ssc_tf.models.report import model_stats
@@ -31,8 +32,9 @@ def _run(*args):
 def outputs(tmp_path_factory):
     directory = tmp_path_factory.mktemp("benchmark_models")
     paths = {name: str(directory / f"result.{name}") for name in ("json", "md", "png")}
+    # --noguard: the guard's timing would make the files vary from run to run.
     result = _run("--configs=quickstart", "--batch_size=2", "--repeats=1", "--tflite=none",
-                  f"--output={paths['json']}", f"--markdown={paths['md']}",
+                  "--noguard", f"--output={paths['json']}", f"--markdown={paths['md']}",
                   f"--plot={paths['png']}")
     assert result.returncode == 0, result.stderr[-3000:]
     with open(paths["json"]) as f:
@@ -57,9 +59,12 @@ def test_json_holds_one_record_with_every_measurement(outputs):
     assert report["batch_size"] == 2 and report["repeats"] == 1
     assert report["tflite"] == ["none"] and report["max_stored"] == "auto"
     assert report["tf_enable_onednn_opts"] == os.environ.get("TF_ENABLE_ONEDNN_OPTS")
-    # The files run on this CPU, so they are planned with its LiteRT times by default.
-    assert report["litert_cpu"] == convert_tflite.host_litert_cpu()
+    # The files run on this CPU, so they are planned for it by default.
+    assert report["litert_cpu"] == convert_tflite.HOST and report["guard"] is False
     (record,) = report["records"]
+    assert record["tflite_planned_with"] == {
+        "none": convert_tflite.host_litert_cpu() or execution_plan.DEFAULT_LITERT_CPU}
+    assert record["tflite_guard"] == {"none": None}
     assert (record["config"], record["model"], record["dataset"], record["ticket"]) == (
         "quickstart", "resnet32", "digits", 10)
     assert set(record["timings"]) == {"tf_b1", "tf_b2", "train_b2", "tflite_none_b1"}
@@ -101,8 +106,8 @@ def test_markdown_has_one_row_per_config_and_is_printed(outputs):
     assert len(body[0].split(" | ")) == len(header.split(" | "))
     assert markdown in stdout
     assert ("(storing 1.25x the live weights, or more where the plan's layer times say that "
-            "would be slower than dense: --max_stored=auto), planned with the "
-            f"{outputs[0]['litert_cpu']} LiteRT times (--litert_cpu).") in markdown
+            "would be slower than dense: --max_stored=auto), planned for --litert_cpu=host.\n"
+            ) in markdown
 
 
 @pytest.mark.slow
@@ -116,6 +121,8 @@ def test_markdown_names_the_files_storage_budget(outputs):
         {**report, "max_stored": None})
     assert "(storing at most 4x the live weights: --max_stored=4)" in tool.format_markdown(
         {**report, "max_stored": 4.0})
+    assert ("planned for --litert_cpu=host, timed against the dense twin's file and moved to "
+            "dense where slower (--guard).\n") in tool.format_markdown({**report, "guard": True})
 
 
 @pytest.mark.slow
@@ -129,7 +136,7 @@ def test_plot_is_a_png_file(outputs):
     ("--max_stored=1", "flag --max_stored=1: Invalid value for flag --max_stored: expected "
                        "'auto' or a number >= 1.25. Received: max_stored=1.0"),
     ("--litert_cpu=arm", "flag --litert_cpu=arm: value should be one of "
-                         "<x86_avx512_vnni|x86_avx2>"),
+                         "<host|amd_avx512_vnni|amd_avx2|x86_avx512_vnni|x86_avx2>"),
 ])
 def test_a_bad_flag_fails_with_one_line_naming_it(flag, message):
     result = _run(flag)

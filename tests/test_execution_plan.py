@@ -147,16 +147,52 @@ def test_tflite_plans_only_forms_that_keep_the_file_small(tmp_path):
 
 def test_each_litert_cpu_has_its_own_tflite_sections():
     assert execution_plan.section(
-        execution_plan.TFLITE_INT8, "x86_avx2") == "tflite_int8@x86_avx2"
-    assert execution_plan.section(execution_plan.TFLITE) == "tflite@x86_avx512_vnni"
+        execution_plan.TFLITE_INT8, "amd_avx2") == "tflite_int8@amd_avx2"
+    assert execution_plan.section(execution_plan.TFLITE) == "tflite@amd_avx512_vnni"
+    # The names of before the vendor was part of the kind name the same sections.
+    assert execution_plan.section(
+        execution_plan.TFLITE_INT8, "x86_avx2") == "tflite_int8@amd_avx2"
+    assert execution_plan.check_litert_cpu("x86_avx512_vnni") == "amd_avx512_vnni"
     # TensorFlow's runtimes have one section each, whatever the CPU.
-    assert execution_plan.section(execution_plan.CPU_EIGEN, "x86_avx2") == "cpu_eigen"
+    assert execution_plan.section(execution_plan.CPU_EIGEN, "amd_avx2") == "cpu_eigen"
     assert len(execution_plan.SECTIONS) == 3 + 3 * len(execution_plan.LITERT_CPUS)
-    with pytest.raises(ValueError, match="`litert_cpu`: expected one of .*litert_cpu='arm'"):
+    with pytest.raises(ValueError, match=(
+            r"^Invalid value for argument `litert_cpu`: expected one of \('amd_avx512_vnni', "
+            r"'amd_avx2'\) \(or the earlier names \('x86_avx512_vnni', 'x86_avx2'\)\). "
+            r"Received: litert_cpu='arm'$")):
         execution_plan.section(execution_plan.TFLITE, "arm")
-    assert execution_plan.litert_cpu(["avx2", "avx512f", "avx512_vnni"]) == "x86_avx512_vnni"
-    assert execution_plan.litert_cpu(["avx2", "avx512f"]) == "x86_avx2"
-    assert execution_plan.litert_cpu([]) is None
+
+
+# /proc/cpuinfo's features (`timing.CPU_FEATURES`) of the machines the kinds are told apart by.
+AMD_ZEN4 = ("amd", "25", ("avx2", "avx512f", "avx512_vnni", "avx512_bf16"))
+AMD_ZEN3 = ("amd", "25", ("avx2",))
+INTEL_SAPPHIRE_RAPIDS = ("intel", "6", ("avx2", "avx512f", "avx512_vnni", "avx512_bf16",
+                                        "avx_vnni", "amx_tile"))
+INTEL_CASCADE_LAKE = ("intel", "6", ("avx2", "avx512f", "avx512_vnni"))
+INTEL_ALDER_LAKE = ("intel", "6", ("avx2", "avx_vnni"))
+NEOVERSE_N1 = ("arm_0x41", "0xd0c", ("asimddp",))
+
+
+def test_cpu_kind_names_the_vendor_family_and_int8_instruction_set():
+    kinds = [execution_plan.cpu_kind(*cpu) for cpu in (
+        AMD_ZEN4, AMD_ZEN3, INTEL_SAPPHIRE_RAPIDS, INTEL_CASCADE_LAKE, INTEL_ALDER_LAKE,
+        NEOVERSE_N1)]
+    assert kinds == [
+        "amd_family25_avx512_vnni", "amd_family25_avx2", "intel_family6_avx512_vnni_amx",
+        "intel_family6_avx512_vnni", "intel_family6_avx_vnni", "arm_0x41_family0xd0c_dotprod"]
+    assert execution_plan.int8_isa(("asimddp", "i8mm")) == "i8mm"
+    assert execution_plan.int8_isa(()) == "baseline"
+
+
+def test_only_a_cpu_of_the_vendor_that_measured_a_section_gets_its_times():
+    litert_cpu = {name: execution_plan.litert_cpu(vendor, features)
+                  for name, (vendor, _, features) in {
+                      "zen4": AMD_ZEN4, "zen3": AMD_ZEN3, "sapphire": INTEL_SAPPHIRE_RAPIDS,
+                      "cascade": INTEL_CASCADE_LAKE, "alder": INTEL_ALDER_LAKE,
+                      "n1": NEOVERSE_N1}.items()}
+    # The same AVX-512 VNNI on an Intel CPU runs XNNPACK's int8 kernels at another speed.
+    assert litert_cpu == {"zen4": "amd_avx512_vnni", "zen3": "amd_avx2", "sapphire": None,
+                          "cascade": None, "alder": None, "n1": None}
 
 
 def test_plan_for_a_litert_cpu_reads_its_times(tmp_path):
@@ -164,7 +200,7 @@ def test_plan_for_a_litert_cpu_reads_its_times(tmp_path):
     vnni = {"conv2d": 0.2, "dense": 0.2, "grouped+bmm": 0.5, "grouped+conv": 0.45}
     avx2 = {"conv2d": 2.0, "dense": 2.0, "grouped+bmm": 0.5, "grouped+conv": 0.45}
     costs = {"shapes": {SHAPE.key: SHAPE.as_dict()}}
-    for cpu, times in (("x86_avx512_vnni", vnni), ("x86_avx2", avx2)):
+    for cpu, times in (("amd_avx512_vnni", vnni), ("amd_avx2", avx2)):
         costs[execution_plan.section(execution_plan.TFLITE_INT8, cpu)] = {
             execution_plan.SMALL_BATCH: {SHAPE.key: times}}
     path = tmp_path / "cpus.json"
@@ -172,7 +208,7 @@ def test_plan_for_a_litert_cpu_reads_its_times(tmp_path):
     planned = {cpu: execution_plan.plan_model([SHAPE], execution_plan.TFLITE_INT8, str(path),
                                               litert_cpu=cpu)[0].name
                for cpu in execution_plan.LITERT_CPUS}
-    assert planned == {"x86_avx512_vnni": "dense", "x86_avx2": "grouped+bmm"}
+    assert planned == {"amd_avx512_vnni": "dense", "amd_avx2": "grouped+bmm"}
     assert execution_plan.choose(SHAPE, execution_plan.TFLITE_INT8, execution_plan.SMALL_BATCH,
                                  str(path), "x86_avx2").name == "grouped+bmm"
 
@@ -447,3 +483,77 @@ def test_target_runtime_forms_override_the_named_layers_plan():
     assert {"DepthwiseConv2dNative", "BatchMatMulV2"} <= set(ops["forced"])
     assert ops["other"] == ops["planned"] != ops["forced"]
     assert execution_plan.form_override(layer.name) is None
+
+
+def _guard_table(tmp_path):
+    """A synthetic int8 table of three layer shapes on the default CPU: (path, shapes, forms)
+    where the planned forms are predicted 0.5, 0.1 and 0.3 ms slower than dense."""
+    shapes = [dataclasses.replace(SHAPE, filters=filters) for filters in (64, 32, 16)]
+    times = {}
+    for shape, excess in zip(shapes, (0.5, 0.1, 0.3)):
+        times[shape.key] = {"conv2d": 1.0, "dense": 1.0, "grouped+bmm": 1.0 + excess}
+    costs = {"shapes": {shape.key: shape.as_dict() for shape in shapes},
+             execution_plan.section(execution_plan.TFLITE_INT8): {
+                 execution_plan.SMALL_BATCH: times}}
+    path = tmp_path / "guard.json"
+    path.write_text(json.dumps(costs))
+    return str(path), shapes, ["grouped+bmm"] * 3
+
+
+def test_guard_order_moves_the_layers_predicted_to_cost_most_over_dense_first(tmp_path):
+    path, shapes, forms = _guard_table(tmp_path)
+    order = execution_plan.guard_order(shapes, forms, execution_plan.TFLITE_INT8, path)
+    assert order == [0, 2, 1]
+    # A layer already dense has nothing to move; one whose form has no time comes last.
+    forms = ["dense", "grouped+conv", "grouped+bmm"]
+    assert execution_plan.guard_order(shapes, forms, execution_plan.TFLITE_INT8, path) == [2, 1]
+
+
+def _fake_timer(layer_ms, dense_layer_ms, rest_ms=1.0):
+    """A `measure` whose file takes `rest_ms` plus each layer's ms in its form (dense:
+    `dense_layer_ms`), and its dense twin `rest_ms` plus the dense ones; records each call."""
+    calls = []
+
+    def measure(forms):
+        calls.append([form.name for form in forms])
+        ms = rest_ms + sum(dense_layer_ms if form.dense else own
+                           for form, own in zip(forms, layer_ms))
+        return ms, rest_ms + dense_layer_ms * len(forms)
+
+    return measure, calls
+
+
+def test_guard_moves_the_fewest_layers_that_make_the_file_not_slower(tmp_path):
+    path, shapes, forms = _guard_table(tmp_path)
+    order = execution_plan.guard_order(shapes, forms, execution_plan.TFLITE_INT8, path)
+    # On this machine layer 0 runs 0.9 ms over dense, layer 2 0.02 ms, layer 1 0.01 ms under
+    # it: moving layer 0 alone brings the file within the tolerance of its dense twin.
+    measure, calls = _fake_timer([1.9, 0.99, 1.02], 1.0)
+    result = execution_plan.guard(forms, order, measure)
+    assert [f.name for f in result.forms] == ["dense", "grouped+bmm", "grouped+bmm"]
+    assert result.moved == [0]
+    assert (result.ms, result.dense_ms) == pytest.approx((4.01, 4.0))
+    assert result.speedup == pytest.approx(4.0 / 4.01)
+    # The planned file, then the binary search over 1..3 moved layers: 1 (not slower) and done
+    # once 0 (slower) and 1 bracket it.
+    assert [m[0] for m in result.measurements] == [0, 1]
+    assert result.measurements[0] == pytest.approx((0, 4.91, 4.0))
+    assert calls[0] == forms
+
+
+def test_guard_keeps_a_file_that_is_not_slower_and_falls_back_to_the_dense_twin(tmp_path):
+    path, shapes, forms = _guard_table(tmp_path)
+    order = execution_plan.guard_order(shapes, forms, execution_plan.TFLITE_INT8, path)
+    measure, calls = _fake_timer([0.5, 0.5, 0.5], 1.0)
+    kept = execution_plan.guard(forms, order, measure)
+    assert ([f.name for f in kept.forms], kept.moved, len(calls)) == (forms, [], 1)
+    assert kept.speedup == pytest.approx(4.0 / 2.5)
+    # Every layer slower, so every file short of all-dense is: the dense twin, unmeasured
+    # (measuring it again would only measure the noise), reported at the twin's last time.
+    measure, calls = _fake_timer([3.0, 3.0, 3.0], 1.0)
+    floor = execution_plan.guard(forms, order, measure)
+    assert [f.name for f in floor.forms] == ["dense"] * 3
+    assert floor.moved == [0, 2, 1]
+    assert [m[0] for m in floor.measurements] == [0, 1, 2]
+    assert floor.ms == floor.dense_ms == 4.0 and floor.speedup == 1.0
+    assert ["dense"] * 3 not in calls

@@ -58,7 +58,10 @@ def test_sync_runs_after_every_call_and_its_wait_is_timed(monkeypatch):
 def test_environment_names_the_software_and_machine():
     env = timing.environment()
     assert set(env) == {"date", "tensorflow", "keras", "python", "machine", "cpu_count",
-                        "cpu_features", "tf_enable_onednn_opts", "gpus", "tensor_float_32"}
+                        "cpu_features", "cpu_vendor", "cpu_family", "cpu_model_name",
+                        "tf_enable_onednn_opts", "gpus", "tensor_float_32"}
+    cpu = timing.cpu()
+    assert (env["cpu_vendor"], env["cpu_family"]) == (cpu.vendor, cpu.family)
     assert env["tensorflow"].count(".") >= 2 and env["cpu_count"] >= 1
     # tests/conftest.py turns TensorFloat-32 off. One name per GPU, none on a CPU machine.
     assert env["tensor_float_32"] is False
@@ -85,3 +88,52 @@ def test_cpu_features_reads_the_flags_line(tmp_path):
     cpuinfo.write_text("processor\t: 0\n")
     assert timing.cpu_features(str(cpuinfo)) == []
     assert timing.cpu_features(str(tmp_path / "missing")) is None
+
+
+# The first processor's lines of /proc/cpuinfo on three machines (flags shortened).
+INTEL_CPUINFO = """processor\t: 0
+vendor_id\t: GenuineIntel
+cpu family\t: 6
+model\t\t: 207
+model name\t: Intel(R) Xeon(R) Processor
+flags\t\t: fpu sse2 avx2 avx512f avx512_vnni avx512_bf16 avx_vnni amx_bf16 amx_tile amx_int8
+
+processor\t: 1
+vendor_id\t: GenuineIntel
+cpu family\t: 7
+"""
+AMD_CPUINFO = """processor\t: 0
+vendor_id\t: AuthenticAMD
+cpu family\t: 25
+model\t\t: 17
+model name\t: AMD EPYC 9R14 96-Core Processor
+flags\t\t: fpu sse2 avx2 fma avx512f avx512_vnni avx512_bf16
+"""
+ARM_CPUINFO = """processor\t: 0
+BogoMIPS\t: 50.00
+Features\t: fp asimd evtstrm aes pmull sha1 sha2 crc32 atomics fphp asimdhp asimddp
+CPU implementer\t: 0x41
+CPU architecture: 8
+CPU part\t: 0xd0c
+"""
+
+
+@pytest.mark.parametrize("text, expected", [
+    (INTEL_CPUINFO, timing.Cpu("intel", "6", "Intel(R) Xeon(R) Processor",
+                               ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "avx_vnni",
+                                "amx_tile"))),
+    (AMD_CPUINFO, timing.Cpu("amd", "25", "AMD EPYC 9R14 96-Core Processor",
+                             ("avx2", "avx512f", "avx512_vnni", "avx512_bf16"))),
+    (ARM_CPUINFO, timing.Cpu("arm_0x41", "0xd0c", "", ("asimddp",))),
+    ("vendor_id\t: HygonGenuine\ncpu family\t: 24\n", timing.Cpu("hygongenuine", "24", "", ())),
+    ("processor\t: 0\n", timing.Cpu("", "", "", ())),
+], ids=["intel", "amd", "arm", "other_x86", "empty"])
+def test_cpu_reads_vendor_family_and_features_of_the_first_processor(tmp_path, text, expected):
+    cpuinfo = tmp_path / "cpuinfo"
+    cpuinfo.write_text(text)
+    assert timing.cpu(str(cpuinfo)) == expected
+    assert timing.cpu_features(str(cpuinfo)) == list(expected.features)
+
+
+def test_cpu_of_a_machine_without_cpuinfo_is_none(tmp_path):
+    assert timing.cpu(str(tmp_path / "missing")) is None

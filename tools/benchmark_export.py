@@ -150,7 +150,7 @@ def _define_flags():
                          lower_bound=_WARMUP + 1)
     flags.DEFINE_string("output", "results/benchmark_export.json", "JSON results file.")
     # The files run here: planned, unless told otherwise, with this CPU's LiteRT times.
-    convert_tflite.define_litert_cpu_flag(convert_tflite.host_litert_cpu())
+    convert_tflite.define_litert_cpu_flag()
 
 
 if __name__ == "__main__":

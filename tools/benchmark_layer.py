@@ -20,8 +20,8 @@ It prints, per shape and regime, the dense time, the form the plan picks from th
 the speed-up, then how many shapes stay below 0.95x, and writes every time as JSON.
 `--write_costs` also writes them into the package's cost table, which the plan reads (or into
 `--costs_file`): they replace the runtime's section (for TFLite, the section of this CPU's kind
-among `execution_plan.LITERT_CPUS`, as XNNPACK's kernels differ with AVX-512 VNNI and without
-it; shapes no config has any more leave it) and keep the other sections. `--only_missing`
+among `execution_plan.LITERT_CPUS`, of its vendor and int8 instruction set, as XNNPACK's
+kernels differ with AVX-512 VNNI and without it and run at another speed on each vendor's; shapes no config has any more leave it) and keep the other sections. `--only_missing`
 measures just the shapes that section lacks (after a config or an architecture rule changed)
 and adds them, keeping what it holds; `--shapes` measures the named shapes again (a time a
 noisy run got wrong) and replaces just theirs. `--merge_costs` measures nothing: it writes the
@@ -323,7 +323,8 @@ def main(argv):
                      f"(a key as this tool prints it, such as {shapes[0].key!r})")
         shapes = [shape for shape in shapes if shape.key in FLAGS.shapes]
     environment = timing.environment()
-    litert_cpu = execution_plan.litert_cpu(environment["cpu_features"] or ())
+    litert_cpu = execution_plan.litert_cpu(environment["cpu_vendor"],
+                                           environment["cpu_features"] or ())
     tflite = runtime in execution_plan.TFLITE_RUNTIMES
     if tflite and litert_cpu is None and (FLAGS.write_costs or FLAGS.only_missing):
         sys.exit(f"--runtime={runtime}: the cost table has LiteRT times only of the CPUs "

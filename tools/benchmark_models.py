@@ -15,7 +15,9 @@ that drift hits both alike:
 - TFLite at batch 1 on one thread in the LiteRT interpreter, for each `--tflite` variant of
   `ssc_tf.convert_tflite` (float32, float16, dynamic range, int8; builtin ops only) on the
   graph it converts (raw pixels in, probabilities out). int8 calibrates on random pixels:
-  the point is speed, not accuracy.
+  the point is speed, not accuracy. The files are planned for this CPU and guarded against
+  the dense twin's as `ssc_tf.convert_tflite` does by default (`--litert_cpu`, `--guard`);
+  the JSON records what the guard measured and moved.
 
 Each measurement is the median of `--repeats` timed calls. Next to every time it reports the
 speed-up over the dense twin and the fraction of the ideal one that it reaches (speed-up /
@@ -42,7 +44,6 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 from absl import app  # noqa: E402
 from absl import flags  # noqa: E402
 from absl import logging  # noqa: E402
-from ai_edge_litert.interpreter import Interpreter  # noqa: E402
 import keras  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 import numpy as np  # noqa: E402
@@ -73,7 +74,7 @@ _CALIBRATION_IMAGES = 8
 @dataclasses.dataclass(frozen=True)
 class _Subject:
     """One model under test, compiled for training, with its TFLite files (quantization ->
-    flatbuffer bytes)."""
+    `convert_tflite.Conversion`)."""
 
     model: keras.Model
     stats: report.ModelStats
@@ -95,7 +96,7 @@ def _is_config(name):
         return False
 
 
-def _prepare(config, quantizations, max_stored, litert_cpu):
+def _prepare(config, quantizations, max_stored, litert_cpu, guard):
     """Builds and compiles `config`'s model as `ssc_tf.train` does, and converts it to TFLite."""
     keras.utils.set_random_seed(config.seed)
     model = models.build(config.model, **config.model_kwargs())
@@ -115,21 +116,12 @@ def _prepare(config, quantizations, max_stored, litert_cpu):
         for _ in range(_CALIBRATION_IMAGES)
     ]
     tflite = {
-        q: convert_tflite.to_tflite(model, config.dataset, q, calibration=calibration,
-                                    max_stored=max_stored, litert_cpu=litert_cpu)
+        q: convert_tflite.plan_and_convert(model, config.dataset, q, calibration=calibration,
+                                           max_stored=max_stored, litert_cpu=litert_cpu,
+                                           guard=guard)
         for q in quantizations
     }
     return _Subject(model, report.model_stats(model), tflite)
-
-
-def _interpreter(flatbuffer, pixels):
-    """A one-thread LiteRT interpreter of `flatbuffer`, its input set to `pixels`."""
-    interpreter = Interpreter(model_content=flatbuffer, num_threads=1)
-    (inputs,) = interpreter.get_input_details()
-    interpreter.resize_tensor_input(inputs["index"], pixels.shape)
-    interpreter.allocate_tensors()
-    interpreter.set_tensor(inputs["index"], pixels)
-    return interpreter
 
 
 def _counts(stats):
@@ -176,7 +168,7 @@ def benchmark(name, config, subjects, batch_size, repeats, quantizations):
     }
     for q in quantizations:
         invokes = {
-            twin: _interpreter(subject.tflite[q], pixels).invoke
+            twin: convert_tflite.interpreter(subject.tflite[q].flatbuffer, pixels).invoke
             for twin, subject in subjects.items()
         }
         runs[f"tflite_{q}_b1"] = (invokes, ())
@@ -199,9 +191,13 @@ def benchmark(name, config, subjects, batch_size, repeats, quantizations):
         "counts": {twin: _counts(subject.stats) for twin, subject in subjects.items()},
         "timings": timings,
         "tflite_bytes": {
-            q: {twin: len(subject.tflite[q]) for twin, subject in subjects.items()}
+            q: {twin: len(subject.tflite[q].flatbuffer) for twin, subject in subjects.items()}
             for q in quantizations
         },
+        # What the guard measured and moved in the SSC files (`Conversion.guard`; None where
+        # it did not run), and the LiteRT times that planned them.
+        "tflite_guard": {q: subjects["ssc"].tflite[q].guard for q in quantizations},
+        "tflite_planned_with": {q: subjects["ssc"].tflite[q].litert_cpu for q in quantizations},
     }
 
 
@@ -215,8 +211,8 @@ def format_markdown(result):
         f"Dense twin -> SSC, median ms of {result['repeats']} calls measured in turns in one "
         f"run ({result['cpu_count']} CPUs, {timing.machine(result)}, TF {result['tensorflow']}, "
         f"{result['date'][:10]}): (**speed-up**, fraction of the MAC ideal). LiteRT: 1 thread; "
-        f"MB: the TFLite file, dense -> SSC ({_budget(result['max_stored'])}), planned with "
-        f"the {result['litert_cpu']} LiteRT times (--litert_cpu).",
+        f"MB: the TFLite file, dense -> SSC ({_budget(result['max_stored'])}), planned for "
+        f"--litert_cpu={result['litert_cpu']}{_guarded(result)}.",
         "",
         "| " + " | ".join(header) + " |",
         "|" + "---|" * len(header),
@@ -233,6 +229,13 @@ def format_markdown(result):
             cells.append(f"{size['dense'] / 1e6:.2f} -> {size['ssc'] / 1e6:.2f}")
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
+
+
+def _guarded(result):
+    """Whether the SSC files were guarded against their dense twins (`--guard`), in words."""
+    if not result.get("guard"):
+        return ""
+    return ", timed against the dense twin's file and moved to dense where slower (--guard)"
 
 
 def _budget(max_stored):
@@ -300,9 +303,10 @@ def main(argv):
         key = (dense.model, tuple(dense.model_kwargs().items()))
         if key not in dense_twins:
             dense_twins[key] = _prepare(dense, quantizations, FLAGS.max_stored,
-                                        FLAGS.litert_cpu)
+                                        FLAGS.litert_cpu, FLAGS.guard)
         subjects = {"dense": dense_twins[key],
-                    "ssc": _prepare(config, quantizations, FLAGS.max_stored, FLAGS.litert_cpu)}
+                    "ssc": _prepare(config, quantizations, FLAGS.max_stored, FLAGS.litert_cpu,
+                                    FLAGS.guard)}
         print(f"[{i + 1}/{len(configs)}] {name}: timing...", flush=True)
         records.append(benchmark(name, config, subjects, batch_size, repeats, quantizations))
     result = {
@@ -313,6 +317,7 @@ def main(argv):
         # None for inf, which strict JSON cannot spell.
         "max_stored": None if FLAGS.max_stored == math.inf else FLAGS.max_stored,
         "litert_cpu": FLAGS.litert_cpu,
+        "guard": FLAGS.guard,
         "records": records,
     }
     markdown = format_markdown(result)
@@ -353,8 +358,9 @@ def _define_flags():
         message=f"expected a comma-separated list of {', '.join(convert_tflite.QUANTIZATIONS)}")
     convert_tflite.define_max_stored_flag(
         "As convert_tflite's --max_stored: the most weights the SSC files may store")
-    # The files run here: planned, unless told otherwise, with this CPU's LiteRT times.
-    convert_tflite.define_litert_cpu_flag(convert_tflite.host_litert_cpu())
+    # The files run here: planned, unless told otherwise, for this CPU, and guarded.
+    convert_tflite.define_litert_cpu_flag()
+    convert_tflite.define_guard_flag()
     flags.DEFINE_bool(
         "quick", False,
         f"A smoke run: {QUICK_REPEATS} repeats and batch size {QUICK_BATCH_SIZE}, where "

@@ -26,9 +26,11 @@ interpreter without extra op libraries.
 
 Each SSC layer runs the form the execution plan measured fastest in LiteRT for the model as a
 whole, within the storage budget `--max_stored`, on the CPU `--litert_cpu` names
-(docs/execution_plan.md): by default this machine (`host`). A file planned for this machine is
-then timed against its dense twin here, and SSC layers move to the dense form until it is not
-slower (`--guard`, `plan_and_convert`).
+(docs/execution_plan.md): by default this machine (`host`), with the package's times of its
+kind of CPU, or where the package has none, with times of the model's own layer shapes measured
+here first (`--tune`, `ssc_tf.tuning`). A file planned for this machine is then timed against
+its dense twin here, and SSC layers move to the dense form until it is not slower (`--guard`,
+`plan_and_convert`).
 
 The file is written next to `--output` first and renamed into place, so a failed conversion
 leaves no file and never a partial one; an existing `--output` is replaced only with
@@ -54,20 +56,13 @@ from ssc_tf import data
 from ssc_tf import execution_plan
 from ssc_tf import flagfile
 from ssc_tf import model_dir as model_dir_lib
+from ssc_tf import quantization as quantization_lib
 from ssc_tf import serving
 from ssc_tf import timing
+from ssc_tf import tuning
 from ssc_tf.layers import SSCConv2D
 from ssc_tf.models import masked
 
-QUANTIZATIONS = ("none", "float16", "dynamic", "int8")
-# The execution plan's table each quantization's file is planned with: LiteRT runs float16
-# weights in float32, and dynamic-range and int8 files in kernels of their own.
-PLANNED_RUNTIME = {
-    "none": execution_plan.TFLITE,
-    "float16": execution_plan.TFLITE,
-    "dynamic": execution_plan.TFLITE_DYNAMIC,
-    "int8": execution_plan.TFLITE_INT8,
-}
 # `litert_cpu`'s value for the machine that converts: planned with its kind's times and guarded.
 HOST = "host"
 # What `litert_cpu` takes: `HOST`, a LiteRT CPU of the cost table, or an earlier name of one.
@@ -89,7 +84,8 @@ _BUILTIN_NAMES = {
 
 def convert(model_dir, output, *, quantization="none", integer_io=False,
             num_calibration_images=200, data_dir=None, overwrite=False,
-            max_stored=execution_plan.MAX_STORED_AUTO, litert_cpu=HOST, guard=True):
+            max_stored=execution_plan.MAX_STORED_AUTO, litert_cpu=HOST, guard=True,
+            tune=True):
     """Converts the newest checkpoint of `model_dir` to a TFLite file at `output`.
 
     Every argument is checked, and for int8 the calibration images are read, before the
@@ -98,7 +94,7 @@ def convert(model_dir, output, *, quantization="none", integer_io=False,
     Args:
         model_dir: str, a directory written by `ssc_tf.train`.
         output: str, the file to write; must end in ".tflite". Its directory is created.
-        quantization: str, one of `QUANTIZATIONS` (see the module docstring). Defaults to
+        quantization: str, one of `quantization.QUANTIZATIONS` (see the module docstring). Defaults to
             "none".
         integer_io: bool, uint8 inputs and outputs instead of float32; int8 only. Defaults to
             False.
@@ -120,11 +116,15 @@ def convert(model_dir, output, *, quantization="none", integer_io=False,
         guard: bool, for a file planned for this machine, time it against its dense twin
             and move SSC layers to the dense form until it is not slower (see
             `plan_and_convert`). Defaults to True.
+        tune: bool, where `litert_cpu` is `HOST` and the package has no LiteRT times of this
+            machine's kind of CPU, measure the model's layer shapes here before planning
+            (`plan_and_convert`; cached per CPU and library versions). Defaults to True.
 
     Returns:
         A dict of facts about the written file: `path`, `bytes`, `quantization`,
         `integer_io`, `calibration_images` (int8; else 0), `max_stored`, `litert_cpu` (the
-        `execution_plan.LITERT_CPUS` entry whose times planned it), `host_cpu` (this
+        `execution_plan.LITERT_CPUS` entry whose times planned it, or `execution_plan.TUNED`),
+        `tuning` (how this machine's times were measured, `Conversion.tuning`), `host_cpu` (this
         machine's kind, `execution_plan.cpu_kind`, where the file was planned for it, else
         None), `guard` (what the guard measured and moved, `Conversion.guard`; None where it
         did not run), `epoch` (epochs the weights were trained), `input_dtype`,
@@ -144,7 +144,7 @@ def convert(model_dir, output, *, quantization="none", integer_io=False,
     an op that TFLite's builtins lack; none of ssc_tf's models does.
     """
     _check_arguments(output, quantization, integer_io, num_calibration_images, overwrite,
-                     max_stored, litert_cpu, guard)
+                     max_stored, litert_cpu, guard, tune)
     model, config, saved_data_dir, epoch = model_dir_lib.load_model(model_dir)
     calibration = []
     if quantization == "int8":
@@ -152,7 +152,7 @@ def convert(model_dir, output, *, quantization="none", integer_io=False,
             config, data_dir or saved_data_dir, num_calibration_images)
     # A pruned run's mask is baked into plain kernels: the file holds no mask.
     conversion = plan_and_convert(masked.bake(model), config.dataset, quantization, integer_io,
-                                  calibration, max_stored, litert_cpu, guard)
+                                  calibration, max_stored, litert_cpu, guard, tune)
     flatbuffer = conversion.flatbuffer
     custom = _custom_ops(flatbuffer)
     if custom:
@@ -174,6 +174,7 @@ def convert(model_dir, output, *, quantization="none", integer_io=False,
         "max_stored": max_stored,
         "litert_cpu": conversion.litert_cpu,
         "host_cpu": conversion.host_cpu,
+        "tuning": conversion.tuning,
         "guard": conversion.guard,
         "epoch": epoch,
         **facts,
@@ -224,13 +225,14 @@ def _custom_ops(tflite_bytes):
 
 
 def _check_arguments(output, quantization, integer_io, num_calibration_images, overwrite,
-                     max_stored, litert_cpu, guard):
+                     max_stored, litert_cpu, guard, tune):
     spelled = arguments.spelled
-    arguments.check_choice("quantization", quantization, QUANTIZATIONS)
+    arguments.check_choice("quantization", quantization, quantization_lib.QUANTIZATIONS)
     execution_plan.check_max_stored(max_stored)
     _check_litert_cpu(litert_cpu)
-    if not isinstance(guard, bool):
-        raise arguments.invalid("guard", "True or False", repr(guard))
+    for name, value in (("guard", guard), ("tune", tune)):
+        if not isinstance(value, bool):
+            raise arguments.invalid(name, "True or False", repr(value))
     if integer_io and quantization != "int8":
         raise ValueError(
             f"{arguments.kind().capitalize()} {spelled('integer_io')} needs "
@@ -291,11 +293,12 @@ def _calibration_images(config, data_dir, count):
 
 
 def to_tflite(model, dataset, quantization, integer_io=False, calibration=(),
-              max_stored=execution_plan.MAX_STORED_AUTO, litert_cpu=HOST, guard=True):
+              max_stored=execution_plan.MAX_STORED_AUTO, litert_cpu=HOST, guard=True,
+              tune=True):
     """The TFLite flatbuffer of `model`'s `ServingModel.save_for_tflite` graph: the file of
     `plan_and_convert`, whose arguments these are."""
     return plan_and_convert(model, dataset, quantization, integer_io, calibration, max_stored,
-                            litert_cpu, guard).flatbuffer
+                            litert_cpu, guard, tune).flatbuffer
 
 
 @dataclasses.dataclass(frozen=True)
@@ -304,7 +307,8 @@ class Conversion:
 
     Attributes:
         flatbuffer: bytes, the file.
-        litert_cpu: the `execution_plan.LITERT_CPUS` entry whose times planned the forms.
+        litert_cpu: the `execution_plan.LITERT_CPUS` entry whose times planned the forms, or
+            `execution_plan.TUNED` where they were measured here (`tuning`).
         host_cpu: this machine's kind (`execution_plan.cpu_kind`) where the file was planned
             for it (`litert_cpu=HOST`, or the `LITERT_CPUS` entry of this machine's kind),
             else None.
@@ -317,6 +321,9 @@ class Conversion:
             file's, before any move), `moved` (names of the layers moved to the dense form,
             in the order moved), `movable` (how many layers it could move: those not planned
             dense) and `files_measured`.
+        tuning: None where the plan read the package's times; else how this machine's were
+            measured (`ssc_tf.tuning.Tuning` as a dict: `path`, `measured`, `cached`, `left`,
+            `seconds`...).
     """
 
     flatbuffer: bytes
@@ -324,17 +331,18 @@ class Conversion:
     host_cpu: str | None
     forms: dict
     guard: dict | None
+    tuning: dict | None = None
 
 
 def plan_and_convert(model, dataset, quantization, integer_io=False, calibration=(),
                      max_stored=execution_plan.MAX_STORED_AUTO, litert_cpu=HOST, guard=True,
-                     timer=None):
+                     tune=True, timer=None):
     """Plans `model`'s SSC layers for LiteRT, converts it, and for this machine guards the file
     against its dense twin.
 
     The SSC layers are traced for LiteRT (`execution_plan.target_runtime`) in the forms the
     execution plan measured fastest there for the model as a whole (`planned_forms`), in the
-    table of the quantization's kernels (`PLANNED_RUNTIME`). `ServingModel` folds the batch
+    table of the quantization's kernels (`quantization.PLANNED_RUNTIME`). `ServingModel` folds the batch
     norm after each SSC layer into it, which the converter does by itself only for a Conv2D.
 
     The guard: the table's times are a prediction from another machine, and two CPUs with
@@ -349,19 +357,25 @@ def plan_and_convert(model, dataset, quantization, integer_io=False, calibration
     Args:
         model: a Keras model of `dataset`'s inputs.
         dataset: str, one of `ssc_tf.config.DATASETS`.
-        quantization: str, one of `QUANTIZATIONS`.
+        quantization: str, one of `quantization.QUANTIZATIONS`.
         integer_io: bool, uint8 inputs and outputs (int8 only).
         calibration: float32 pixel batches that calibrate int8's activation ranges.
         max_stored: the file's storage budget: a multiple of the live weights, or
             `execution_plan.MAX_STORED_AUTO` (the default; `planned_forms`).
         litert_cpu: the CPU that will run the file. `HOST` (the default): this machine,
-            planned with its kind's times (`host_litert_cpu`), or where the table has none
-            with `execution_plan.DEFAULT_LITERT_CPU`'s, and guarded. Or an
+            planned with its kind's times (`tuning.host_litert_cpu`), or where the package
+            has none with times of the model's layer shapes measured here (`tune`), and
+            guarded. Or an
             `execution_plan.LITERT_CPUS` entry (or alias): planned with its times, and
             guarded only if it is this machine's kind (a file for another CPU cannot be
             timed here).
         guard: bool, run the guard where the file is planned for this machine. Defaults to
             True.
+        tune: bool, for `HOST` on a CPU the package has no LiteRT times of: measure the
+            model's layer shapes here first (`tuning.tune`: cached in the user's cache
+            directory, so a second conversion of the same shapes measures nothing). False
+            plans with `execution_plan.DEFAULT_LITERT_CPU`'s times, which the guard then
+            checks. Defaults to True.
         timer: what the guard times files with: a callable that takes {name: flatbuffer} and
             returns {name: milliseconds}; default `litert_ms`.
 
@@ -369,17 +383,22 @@ def plan_and_convert(model, dataset, quantization, integer_io=False, calibration
         A `Conversion`.
     """
     _check_litert_cpu(litert_cpu)
-    runtime = PLANNED_RUNTIME[quantization]
-    host_cpu = host_litert_cpu()
+    runtime = quantization_lib.PLANNED_RUNTIME[quantization]
+    host_cpu = tuning.host_litert_cpu()
+    names, shapes = _planned_layers(model)
+    costs, tuned = execution_plan.COSTS_FILE, None
     if litert_cpu == HOST:
         litert_cpu = host_cpu or execution_plan.DEFAULT_LITERT_CPU
         for_host = True
+        if host_cpu is None and tune and shapes:
+            tuned = tuning.tune(shapes, runtime)
+            costs = tuned.path
     else:
         litert_cpu = execution_plan.check_litert_cpu(litert_cpu)
         for_host = litert_cpu == host_cpu
-    names, shapes = _planned_layers(model)
-    planned = execution_plan.plan_model(shapes, runtime, max_stored=max_stored,
-                                        litert_cpu=litert_cpu)
+    # The times the plan reads: the package's of `litert_cpu`, or this machine's.
+    plan_cpu = execution_plan.TUNED if tuned else litert_cpu
+    planned = execution_plan.plan_model(shapes, runtime, costs, max_stored, plan_cpu)
     files = {}
 
     def file(forms):
@@ -390,16 +409,20 @@ def plan_and_convert(model, dataset, quantization, integer_io=False, calibration
                 with execution_plan.target_runtime(runtime, dict(zip(names, forms)),
                                                    litert_cpu):
                     serving.ServingModel(model, dataset).save_for_tflite(saved_model_dir)
-                files[key] = converter(
+                files[key] = quantization_lib.converter(
                     saved_model_dir, quantization, integer_io, calibration).convert()
         return files[key]
 
-    order = execution_plan.guard_order(shapes, planned, runtime, litert_cpu=litert_cpu)
+    def conversion(forms, guarded=None):
+        return Conversion(file(forms), plan_cpu, tuning.host_kind() if for_host else None,
+                          dict(zip(names, forms)), guarded,
+                          dataclasses.asdict(tuned) if tuned else None)
+
+    order = execution_plan.guard_order(shapes, planned, runtime, costs, plan_cpu)
     # A file of ops outside the builtins does not run in a plain interpreter (`convert`
     # refuses it).
     if not (guard and for_host and order) or _custom_ops(file(planned)):
-        return Conversion(file(planned), litert_cpu, _host_cpu_kind() if for_host else None,
-                          dict(zip(names, planned)), None)
+        return conversion(planned)
     dense_twin = file([execution_plan.parse(execution_plan.DENSE)] * len(names))
     time_files = timer or litert_ms
 
@@ -409,13 +432,11 @@ def plan_and_convert(model, dataset, quantization, integer_io=False, calibration
 
     result = execution_plan.guard(planned, order, measure)
     (_, planned_ms, planned_dense_ms) = result.measurements[0]
-    return Conversion(file(result.forms), litert_cpu, _host_cpu_kind(),
-                      dict(zip(names, result.forms)), {
-                          "ms": result.ms, "dense_ms": result.dense_ms,
-                          "speedup": result.speedup, "planned_ms": planned_ms,
-                          "planned_dense_ms": planned_dense_ms,
-                          "moved": [names[i] for i in result.moved], "movable": len(order),
-                          "files_measured": len(result.measurements)})
+    return conversion(result.forms, {
+        "ms": result.ms, "dense_ms": result.dense_ms, "speedup": result.speedup,
+        "planned_ms": planned_ms, "planned_dense_ms": planned_dense_ms,
+        "moved": [names[i] for i in result.moved], "movable": len(order),
+        "files_measured": len(result.measurements)})
 
 
 def planned_forms(model, runtime, max_stored=execution_plan.MAX_STORED_AUTO,
@@ -467,32 +488,6 @@ def litert_ms(flatbuffers, repeats=GUARD_REPEATS):
     return timing.interleaved_ms(invokes, repeats)
 
 
-def converter(saved_model_dir, quantization, integer_io=False, calibration=()):
-    """The TFLite converter of a SavedModel in one of `QUANTIZATIONS`, restricted to builtin
-    ops: what `to_tflite` and `tools/benchmark_layer.py` convert with.
-
-    Args:
-        saved_model_dir: str, the SavedModel to convert.
-        quantization: str, one of `QUANTIZATIONS`.
-        integer_io: bool, uint8 inputs and outputs (int8 only).
-        calibration: float32 input batches that calibrate int8's activation ranges.
-    """
-    tflite_converter = tf.lite.TFLiteConverter.from_saved_model(saved_model_dir)
-    tflite_converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
-    if quantization == "none":
-        return tflite_converter
-    tflite_converter.optimizations = [tf.lite.Optimize.DEFAULT]
-    if quantization == "float16":
-        tflite_converter.target_spec.supported_types = [tf.float16]
-    elif quantization == "int8":
-        tflite_converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
-        tflite_converter.representative_dataset = lambda: ([pixels] for pixels in calibration)
-        if integer_io:
-            tflite_converter.inference_input_type = tf.uint8
-            tflite_converter.inference_output_type = tf.uint8
-    return tflite_converter
-
-
 def _io_facts(flatbuffer):
     """Dtype, shape and quantization of the model's one input and one output."""
     interpreter = litert_interpreter.Interpreter(model_content=flatbuffer)
@@ -528,7 +523,7 @@ def main(argv):
                 integer_io=FLAGS.integer_io,
                 num_calibration_images=FLAGS.num_calibration_images, data_dir=FLAGS.data_dir,
                 overwrite=FLAGS.overwrite, max_stored=FLAGS.max_stored,
-                litert_cpu=FLAGS.litert_cpu, guard=FLAGS.guard)
+                litert_cpu=FLAGS.litert_cpu, guard=FLAGS.guard, tune=FLAGS.tune)
     except (ValueError, FileNotFoundError) as e:
         sys.exit(f"Error: {e}")
     io = "uint8 in and out" if result["integer_io"] else "float32 in and out"
@@ -539,14 +534,7 @@ def main(argv):
     print(f"  output {result['output_dtype']} {result['output_shape']}"
           f"{_format_quantization(result['output_quantization'])}")
     print(f"  ops: {', '.join(result['ops'])}")
-    if result["host_cpu"] is None:
-        print(f"  planned for another CPU than this one, with the {result['litert_cpu']} "
-              "LiteRT times")
-    else:
-        table = ("" if host_litert_cpu() else
-                 ": the package has no LiteRT times of this CPU's kind")
-        print(f"  planned for this CPU, {result['host_cpu']}, with the "
-              f"{result['litert_cpu']} LiteRT times{table}")
+    print(_format_plan(result))
     print(_format_guard(result, FLAGS.guard))
 
 
@@ -563,7 +551,7 @@ def _define_flags():
         "model_dir", None, "Directory of a training run (ssc_tf.train --model_dir).")
     flags.DEFINE_string("output", None, f"The TFLite file to write; must end in {SUFFIX}.")
     flags.DEFINE_enum(
-        "quantization", "none", list(QUANTIZATIONS),
+        "quantization", "none", list(quantization_lib.QUANTIZATIONS),
         "none (float32), float16 (float16 weights), dynamic (int8 weights, float compute) or "
         "int8 (int8 weights and activations, calibrated on training images).")
     flags.DEFINE_bool(
@@ -582,6 +570,7 @@ def _define_flags():
     define_max_stored_flag("The most weights the file may store")
     define_litert_cpu_flag()
     define_guard_flag()
+    define_tune_flag()
 
 
 class _MaxStoredParser(flags.ArgumentParser):
@@ -614,21 +603,6 @@ def define_max_stored_flag(what, flag_values=flags.FLAGS):
         flag_values=flag_values)
 
 
-def host_litert_cpu():
-    """This machine's `execution_plan.LITERT_CPUS` entry: the section measured on a CPU of its
-    vendor and int8 instruction set (`execution_plan.litert_cpu`); None where the table has
-    none (an Intel or ARM CPU, another OS): what `HOST` plans with."""
-    cpu = timing.cpu()
-    return None if cpu is None else execution_plan.litert_cpu(cpu.vendor, cpu.features)
-
-
-def _host_cpu_kind():
-    """This machine's kind in full (`execution_plan.cpu_kind`), or "unknown" off Linux."""
-    cpu = timing.cpu()
-    return "unknown" if cpu is None else execution_plan.cpu_kind(
-        cpu.vendor, cpu.family, cpu.features)
-
-
 def _check_litert_cpu(litert_cpu):
     """Raises the one-line `ValueError` of a `litert_cpu` outside `LITERT_CPU_CHOICES`."""
     if litert_cpu not in LITERT_CPU_CHOICES:
@@ -637,14 +611,14 @@ def _check_litert_cpu(litert_cpu):
 
 def define_litert_cpu_flag(default=HOST, flag_values=flags.FLAGS):
     """Defines --litert_cpu (this CLI's, and the benchmarks'), the CPU whose measured LiteRT
-    times plan the SSC layers' forms; `default` None (what `host_litert_cpu` returns for a CPU
-    the table has no times of) means `HOST`."""
+    times plan the SSC layers' forms; `default` None (what `tuning.host_litert_cpu` returns for
+    a CPU the table has no times of) means `HOST`."""
     flags.DEFINE_enum(
         "litert_cpu", default or HOST, list(LITERT_CPU_CHOICES),
         f"The CPU that will run the file, whose measured LiteRT times choose each SSC layer's "
-        f"form: {HOST} (this machine: its kind's times, or where the package has none "
-        f"{execution_plan.DEFAULT_LITERT_CPU}'s, and the file is timed against its dense twin "
-        "here, see --guard), amd_avx512_vnni (an AMD CPU with AVX-512 VNNI, where dense int8 "
+        f"form: {HOST} (this machine: its kind's times, or where the package has none times "
+        "measured here, see --tune, and the file is timed against its dense twin here, see "
+        "--guard), amd_avx512_vnni (an AMD CPU with AVX-512 VNNI, where dense int8 "
         "convolutions are fast) or amd_avx2 (an AMD CPU with AVX2 and no AVX-512); "
         f"{' and '.join(execution_plan.LITERT_CPU_ALIASES)} are their earlier names. ARM "
         "phones have not been measured; their int8 dot-product instructions make dense int8 "
@@ -662,6 +636,40 @@ def define_guard_flag(flag_values=flags.FLAGS):
         "LiteRT on one thread and, where it is slower, move SSC layers to the dense form until "
         "it is not. --noguard ships the plan as it is.",
         flag_values=flag_values)
+
+
+def define_tune_flag(flag_values=flags.FLAGS):
+    """Defines --tune (this CLI's, and tools/benchmark_models.py's), `plan_and_convert`'s
+    `tune`."""
+    flags.DEFINE_bool(
+        "tune", True,
+        f"With --litert_cpu={HOST} on a CPU the package has no LiteRT times of (Intel, ARM): "
+        "first time the model's own SSC layer shapes in each form here, in LiteRT on one "
+        f"thread (about {tuning.TUNE_BUDGET_SECONDS // 2} s for ResNet-32 on 2 cores, at most "
+        f"{tuning.TUNE_BUDGET_SECONDS} s), cached in ~/.cache/ssc_tf ($XDG_CACHE_HOME) per "
+        "CPU model and TensorFlow and LiteRT versions, and plan with those times. --notune "
+        f"plans with {execution_plan.DEFAULT_LITERT_CPU}'s times.",
+        flag_values=flag_values)
+
+
+def _format_plan(result):
+    """Which CPU's times planned `convert`'s `result`, in one line for the CLI's summary."""
+    if result["host_cpu"] is None:
+        return (f"  planned for another CPU than this one, with the {result['litert_cpu']} "
+                "LiteRT times")
+    tuned = result["tuning"]
+    if tuned:
+        counts = [f"{len(tuned['measured'])} measured now in {tuned['seconds']:.0f} s"
+                  if tuned["measured"] else "",
+                  f"{len(tuned['cached'])} read from the cache" if tuned["cached"] else "",
+                  f"{len(tuned['left'])} left to the nearest measured (the budget was spent)"
+                  if tuned["left"] else ""]
+        return (f"  planned for this CPU, {result['host_cpu']}, with times measured on it "
+                f"({tuned['path']}): layer shapes {', '.join(c for c in counts if c)}")
+    table = ("" if tuning.host_litert_cpu() else
+             ": the package has no LiteRT times of this CPU's kind (--notune)")
+    return (f"  planned for this CPU, {result['host_cpu']}, with the {result['litert_cpu']} "
+            f"LiteRT times{table}")
 
 
 def _format_guard(result, guard_flag):

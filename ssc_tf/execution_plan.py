@@ -96,6 +96,10 @@ LITERT_CPUS = ("amd_avx512_vnni", "amd_avx2")
 # accepted, as aliases: a user who named one asked for exactly those measured times, and gets
 # the same file as before; refusing them would break scripts for no change in what they plan.
 LITERT_CPU_ALIASES = {"x86_avx512_vnni": "amd_avx512_vnni", "x86_avx2": "amd_avx2"}
+# The LiteRT CPU of a cost table that `ssc_tf.tuning.tune` measured on the machine at hand: its
+# sections are "tflite_int8@tuned" and the like, in a table of the user's cache, never the
+# package's.
+TUNED = "tuned"
 # The CPU a TFLite file is planned for where neither the caller nor the host names one with a
 # table (`convert_tflite --litert_cpu`). Phones, where the files go, have not been measured;
 # their int8 dot-product instructions make dense int8 fast, as VNNI does.
@@ -351,10 +355,10 @@ def check_litert_cpu(name):
 def section(runtime, litert_cpu=DEFAULT_LITERT_CPU):
     """The cost table's section of `runtime`: its name for TensorFlow's runtimes; for a TFLite
     runtime, its name and the LiteRT CPU (`"tflite_int8@amd_avx2"`; an alias in
-    `LITERT_CPU_ALIASES` names its section)."""
+    `LITERT_CPU_ALIASES` names its section; `TUNED` the section of a tuned table)."""
     if runtime not in TFLITE_RUNTIMES:
         return runtime
-    return f"{runtime}@{check_litert_cpu(litert_cpu)}"
+    return f"{runtime}@{litert_cpu if litert_cpu == TUNED else check_litert_cpu(litert_cpu)}"
 
 
 # Every section a cost table may hold.
@@ -370,7 +374,15 @@ def load_costs(path=COSTS_FILE):
         return json.load(f)
 
 
-_cached_costs = functools.lru_cache(maxsize=None)(load_costs)
+@functools.lru_cache(maxsize=None)
+def _load_version(path, modified):
+    del modified  # The cache's key: a table rewritten since (a tuned one grows) is read again.
+    return load_costs(path)
+
+
+def _cached_costs(path):
+    status = os.stat(path)
+    return _load_version(path, (status.st_mtime_ns, status.st_size))
 
 
 def measured(runtime, regime, path=COSTS_FILE, litert_cpu=DEFAULT_LITERT_CPU):
@@ -399,7 +411,8 @@ def choose(shape, runtime, regime, path=COSTS_FILE, litert_cpu=DEFAULT_LITERT_CP
         runtime: one of `RUNTIMES`.
         regime: one of `REGIMES`.
         path: the cost table (the package's by default).
-        litert_cpu: for a TFLite runtime, the `LITERT_CPUS` entry whose times to plan with.
+        litert_cpu: for a TFLite runtime, the `LITERT_CPUS` entry whose times to plan with
+            (`TUNED` for a table `ssc_tf.tuning.tune` wrote).
 
     Returns:
         The fastest measured form of `shape`, or of the nearest measured shape when the table
@@ -482,7 +495,7 @@ def plan_model(shapes, runtime, path=COSTS_FILE, max_stored=MAX_STORED_AUTO,
             (`DENSE_TWIN`), the same changes beyond it, until they do not or none saves time.
             So the file is the smallest the plan finds that is no slower than the dense twin.
         litert_cpu: the `LITERT_CPUS` entry whose times to plan with: the CPU that will run
-            the file.
+            the file (`TUNED` for a table `ssc_tf.tuning.tune` wrote).
 
     Returns:
         One `Form` per shape, in order.
@@ -567,7 +580,7 @@ def guard_order(shapes, forms, runtime, path=COSTS_FILE, litert_cpu=DEFAULT_LITE
             source of forms).
         runtime: one of `TFLITE_RUNTIMES`.
         path: the cost table (the package's by default).
-        litert_cpu: the `LITERT_CPUS` entry whose times predict.
+        litert_cpu: the `LITERT_CPUS` entry (or `TUNED`) whose times predict.
 
     Returns:
         A list of indices into `shapes`.

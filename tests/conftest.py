@@ -24,6 +24,19 @@ if os.environ.get("TF_USE_LEGACY_KERAS") != "1":
     collect_ignore = ["tfmot"]
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _tuning_cache(tmp_path_factory):
+    """Times that `ssc_tf.tuning.tune` measures go to a cache of the test session's
+    ($XDG_CACHE_HOME, which the CLIs the tests start inherit), never the user's."""
+    previous = os.environ.get("XDG_CACHE_HOME")
+    os.environ["XDG_CACHE_HOME"] = str(tmp_path_factory.mktemp("cache"))
+    yield
+    if previous is None:
+        del os.environ["XDG_CACHE_HOME"]
+    else:
+        os.environ["XDG_CACHE_HOME"] = previous
+
+
 @pytest.fixture(scope="session")
 def trained_run(tmp_path_factory):
     """The run every test that reads a trained model shares (run_testing.py holds its settings):

@@ -1,7 +1,6 @@
-"""Tests of tools/benchmark_layer.py: which forms each regime times, and on a GPU until the GPU
-has run them; that each TFLite runtime's table times a file converted as
-`ssc_tf.convert_tflite` converts a model for that runtime, computing the layer's function; and
-how a run or a merge changes the cost table. Never how fast anything ran."""
+"""Tests of tools/benchmark_layer.py: how a run or a merge changes the cost table, and its flags'
+refusals (its measurements are `ssc_tf.tuning`'s, tested in test_tuning.py). Never how fast
+anything ran."""
 
 import importlib.util
 import json
@@ -9,13 +8,9 @@ import os
 import subprocess
 import sys
 
-import numpy as np
 import pytest
-import tensorflow as tf
-from ai_edge_litert.interpreter import Interpreter
 
 from cli_testing import own_lines
-from ssc_tf import convert_tflite
 from ssc_tf import execution_plan
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -24,8 +19,7 @@ _TOOL_ENV = {**os.environ, "PYTHONPATH": ROOT, "CUDA_VISIBLE_DEVICES": ""}
 TOOL = os.path.join(ROOT, "tools", "benchmark_layer.py")
 # The float TFLite section of the default LiteRT CPU.
 VNNI_FLOAT = execution_plan.section(execution_plan.TFLITE, "amd_avx512_vnni")
-# Large enough kernels (at least 1024 weights each) for dynamic-range quantization to store
-# them in int8: the converter leaves smaller ones float.
+# The shape the records below vary (by their filters).
 SHAPE = execution_plan.LayerShape(in_channels=32, filters=32, kernel_size=3, strides=1,
                                   input_size=(8, 8), g=2, p=2)
 
@@ -36,62 +30,6 @@ def tool():
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
-
-
-@pytest.fixture(scope="module")
-def layers(tool):
-    return tool._layers(SHAPE)
-
-
-def test_each_tflite_runtime_times_the_quantization_planned_with_its_table(tool):
-    assert tool._QUANTIZATION == {
-        execution_plan.TFLITE: "none",
-        execution_plan.TFLITE_DYNAMIC: "dynamic",
-        execution_plan.TFLITE_INT8: "int8",
-    }
-    for runtime, quantization in tool._QUANTIZATION.items():
-        assert convert_tflite.PLANNED_RUNTIME[quantization] == runtime
-
-
-@pytest.mark.parametrize("runtime, ops, dtypes", [
-    (execution_plan.TFLITE, ["ADD", "CONV_2D"], {"float32"}),
-    # int8 weights, float activations: no QUANTIZE of the input.
-    (execution_plan.TFLITE_DYNAMIC, ["ADD", "CONV_2D"], {"float32", "int8"}),
-    # int8 weights and activations (int32 biases), float input and output.
-    (execution_plan.TFLITE_INT8, ["ADD", "CONV_2D", "DEQUANTIZE", "QUANTIZE"],
-     {"float32", "int32", "int8"}),
-])
-def test_tflite_file_is_quantized_for_its_runtime(tool, layers, runtime, ops, dtypes):
-    flatbuffer = tool._tflite_file(layers["grouped+conv"], SHAPE, runtime)
-    assert convert_tflite.op_names(flatbuffer) == ops
-    interpreter = Interpreter(model_content=flatbuffer)
-    assert {np.dtype(t["dtype"]).name for t in interpreter.get_tensor_details()} == dtypes
-
-
-@pytest.mark.parametrize("form", ["grouped+bmm", "split+gconv", execution_plan.DENSE])
-def test_float_tflite_file_computes_the_layer(tool, layers, form):
-    interpreter = tool._tflite_interpreter(layers[form], SHAPE, execution_plan.TFLITE)
-    interpreter.invoke()
-    outputs = interpreter.get_tensor(interpreter.get_output_details()[0]["index"])
-    # The tool feeds ones. Every form holds the same weights: all equal the Keras layer of
-    # the whole-layer dense form.
-    inputs = np.ones((1, *SHAPE.input_size, SHAPE.in_channels), np.float32)
-    expected = layers[execution_plan.DENSE](inputs).numpy()
-    assert np.abs(expected).max() > 1
-    np.testing.assert_allclose(outputs, expected, rtol=1e-5, atol=1e-4)
-
-
-def test_eigen_train_times_only_forms_with_a_gradient_there(tool):
-    # Without oneDNN, TF's CPU grouped convolution has no gradient: SHAPE's blocks of 16
-    # inputs leave out `grouped` and its p = 2 leaves out `gconv`. The dense twin is timed
-    # in every regime.
-    times = tool.measure_tf(SHAPE, execution_plan.CPU_EIGEN, batch_size=2, repeats=1)
-    every = {tool.BASELINE, *execution_plan.candidates(SHAPE)}
-    assert set(times[execution_plan.SMALL_BATCH]) == every
-    assert set(times[execution_plan.LARGE_BATCH]) == every
-    assert set(times[execution_plan.TRAIN]) == {
-        tool.BASELINE, execution_plan.DENSE, "split+bmm", "split+conv"}
-    assert all(ms > 0 for regime in times.values() for ms in regime.values())
 
 
 def _record(key, ms):
@@ -236,28 +174,3 @@ def test_merge_costs_flag_writes_the_sections_and_names_a_file_without_any(tmp_p
     assert line == (f"--merge_costs: {str(tmp_path / 'missing.json')!r} is no cost table with a "
                     f"section of {execution_plan.SECTIONS} (a file that --write_costs "
                     "--costs_file wrote)")
-
-
-@pytest.mark.parametrize("runtime, synced", [
-    (execution_plan.GPU, True), (execution_plan.CPU_ONEDNN, False)])
-def test_gpu_calls_are_timed_until_the_gpu_has_run_them(tool, monkeypatch, runtime, synced):
-    # Faked on this CPU: the device sync, and the timing, which records the sync it was given.
-    syncs, timed_with = [], []
-    monkeypatch.setattr(tf.test.experimental, "sync_devices", lambda: syncs.append(1))
-
-    def interleaved_ms(fns, repeats, *args, sync=None, **kwargs):
-        timed_with.append(sync)
-        return {name: 1.0 for name in fns}
-
-    monkeypatch.setattr(tool.timing, "interleaved_ms", interleaved_ms)
-    # No K x K part, p = 1: every form has a gradient on every CPU.
-    shape = execution_plan.LayerShape(in_channels=8, filters=8, kernel_size=1, strides=1,
-                                      input_size=(4, 4), g=None, p=1)
-    times = tool.measure_tf(shape, runtime, batch_size=2, repeats=1)
-    assert set(times) == set(execution_plan.REGIMES)
-    expected = tf.test.experimental.sync_devices if synced else None
-    assert timed_with == [expected] * len(execution_plan.REGIMES)
-    # And once after each regime's untimed first calls of each form, whose failure a GPU
-    # reports only then.
-    forms = len(execution_plan.candidates(shape)) + 1
-    assert len(syncs) == (len(execution_plan.REGIMES) * forms if synced else 0)

@@ -14,6 +14,7 @@ from ssc_tf import convert_tflite
 from ssc_tf import execution_plan
 from ssc_tf import flagfile
 from ssc_tf import models
+from ssc_tf import tuning
 from ssc_tf.models.report import model_stats
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -32,10 +33,11 @@ def _run(*args):
 def outputs(tmp_path_factory):
     directory = tmp_path_factory.mktemp("benchmark_models")
     paths = {name: str(directory / f"result.{name}") for name in ("json", "md", "png")}
-    # --noguard: the guard's timing would make the files vary from run to run.
+    # --noguard --notune: the guard's timing and the tuning's would make the files vary
+    # from run to run.
     result = _run("--configs=quickstart", "--batch_size=2", "--repeats=1", "--tflite=none",
-                  "--noguard", f"--output={paths['json']}", f"--markdown={paths['md']}",
-                  f"--plot={paths['png']}")
+                  "--noguard", "--notune", f"--output={paths['json']}",
+                  f"--markdown={paths['md']}", f"--plot={paths['png']}")
     assert result.returncode == 0, result.stderr[-3000:]
     with open(paths["json"]) as f:
         report = json.load(f)
@@ -61,10 +63,11 @@ def test_json_holds_one_record_with_every_measurement(outputs):
     assert report["tf_enable_onednn_opts"] == os.environ.get("TF_ENABLE_ONEDNN_OPTS")
     # The files run on this CPU, so they are planned for it by default.
     assert report["litert_cpu"] == convert_tflite.HOST and report["guard"] is False
+    assert report["tune"] is False
     (record,) = report["records"]
     assert record["tflite_planned_with"] == {
-        "none": convert_tflite.host_litert_cpu() or execution_plan.DEFAULT_LITERT_CPU}
-    assert record["tflite_guard"] == {"none": None}
+        "none": tuning.host_litert_cpu() or execution_plan.DEFAULT_LITERT_CPU}
+    assert record["tflite_guard"] == {"none": None} and record["tflite_tuning"] == {"none": None}
     assert (record["config"], record["model"], record["dataset"], record["ticket"]) == (
         "quickstart", "resnet32", "digits", 10)
     assert set(record["timings"]) == {"tf_b1", "tf_b2", "train_b2", "tflite_none_b1"}

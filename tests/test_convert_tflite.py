@@ -23,7 +23,9 @@ from ssc_tf import data
 from ssc_tf import execution_plan
 from ssc_tf import model_dir as model_dir_lib
 from ssc_tf import models
+from ssc_tf import quantization as quantization_lib
 from ssc_tf import timing
+from ssc_tf import tuning
 from ssc_tf.data import datasets
 from ssc_tf.layers import SSCConv2D
 
@@ -64,14 +66,15 @@ def test_images(trained_run):
 @pytest.fixture(scope="module")
 def converted(trained_run, tmp_path_factory):
     """{variant: convert()'s result}, each written under a directory convert() creates; planned
-    for this machine, without the guard, whose timing would make the forms vary from run to
-    run (test_guarded_file_is_no_slower_than_its_dense_twin tests it)."""
+    for this machine, without the guard and the tuning, whose timing would make the forms vary
+    from run to run (test_guarded_file_is_no_slower_than_its_dense_twin and test_tuning test
+    them)."""
     out = tmp_path_factory.mktemp("tflite")
     return {
         variant: convert_tflite.convert(
             trained_run.model_dir, str(out / "new" / f"{variant}.tflite"),
             quantization=quantization, integer_io=integer_io,
-            num_calibration_images=NUM_CALIBRATION_IMAGES, guard=False)
+            num_calibration_images=NUM_CALIBRATION_IMAGES, guard=False, tune=False)
         for variant, (quantization, integer_io) in VARIANTS.items()
     }
 
@@ -118,9 +121,10 @@ def test_every_variant_runs_builtin_ops_only(trained_run, converted, variant):
         NUM_CALIBRATION_IMAGES if variant.startswith("int8") else 0)
     assert result["epoch"] == trained_run.config.epochs
     assert result["max_stored"] == execution_plan.MAX_STORED_AUTO
-    assert result["litert_cpu"] == (convert_tflite.host_litert_cpu()
+    assert result["litert_cpu"] == (tuning.host_litert_cpu()
                                     or execution_plan.DEFAULT_LITERT_CPU)
     assert result["host_cpu"].startswith(timing.cpu().vendor) and result["guard"] is None
+    assert result["tuning"] is None
     # The float-in int8 file quantizes its input and dequantizes its output itself.
     if variant == "int8":
         assert {"QUANTIZE", "DEQUANTIZE"} <= set(ops)
@@ -252,15 +256,20 @@ def _one_ssc_layer_model():
     return keras.Model(inputs, keras.layers.Dense(10)(keras.layers.GlobalAveragePooling2D()(x)))
 
 
-def _recorded_plans(monkeypatch, form=None):
-    """Records (runtime, max_stored, litert_cpu) of each `plan_model` call; with `form`, every
-    layer is planned in it (a plan the table would not make)."""
+def _recorded_plans(monkeypatch, form=None, paths=None):
+    """Records (runtime, max_stored, litert_cpu) of each `plan_model` call, and its cost table
+    in `paths` (a list) if given; with `form`, every layer is planned in it (a plan the table
+    would not make)."""
     plans = []
     plan = execution_plan.plan_model
 
-    def recorded(shapes, runtime, max_stored, litert_cpu):
+    def recorded(shapes, runtime, path=execution_plan.COSTS_FILE,
+                 max_stored=execution_plan.MAX_STORED_AUTO,
+                 litert_cpu=execution_plan.DEFAULT_LITERT_CPU):
         plans.append((runtime, max_stored, litert_cpu))
-        planned = plan(shapes, runtime, max_stored=max_stored, litert_cpu=litert_cpu)
+        if paths is not None:
+            paths.append(path)
+        planned = plan(shapes, runtime, path, max_stored, litert_cpu)
         return planned if form is None else [execution_plan.parse(form)] * len(shapes)
 
     monkeypatch.setattr(execution_plan, "plan_model", recorded)
@@ -272,10 +281,10 @@ def test_to_tflite_plans_the_file_within_max_stored(monkeypatch, quantization):
     plans = _recorded_plans(monkeypatch)
     model = _one_ssc_layer_model()
     assert convert_tflite.to_tflite(model, "digits", quantization, max_stored=3.0,
-                                    guard=False)
+                                    guard=False, tune=False)
     assert convert_tflite.to_tflite(model, "digits", quantization, litert_cpu="x86_avx2")
     runtime = {"none": execution_plan.TFLITE, "dynamic": execution_plan.TFLITE_DYNAMIC}
-    host = convert_tflite.host_litert_cpu() or execution_plan.DEFAULT_LITERT_CPU
+    host = tuning.host_litert_cpu() or execution_plan.DEFAULT_LITERT_CPU
     # The earlier name of a section plans with that section's times.
     assert plans == [(runtime[quantization], 3.0, host),
                      (runtime[quantization], execution_plan.MAX_STORED_AUTO, "amd_avx2")]
@@ -293,7 +302,7 @@ INTEL_SAPPHIRE_RAPIDS = timing.Cpu("intel", "6", "Intel(R) Xeon(R)",
     (AMD_ZEN4, "x86_avx512_vnni", True, "amd_avx512_vnni", True),  # this CPU's kind, named
     (AMD_ZEN4, "amd_avx2", True, "amd_avx2", False),  # another CPU: not timed here
     (AMD_ZEN4, "host", False, "amd_avx512_vnni", False),
-    # No table of this kind: planned with the default one's times, and guarded.
+    # No table of this kind, not tuned: planned with the default one's times, and guarded.
     (INTEL_SAPPHIRE_RAPIDS, "host", True, execution_plan.DEFAULT_LITERT_CPU, True),
     (INTEL_SAPPHIRE_RAPIDS, "amd_avx512_vnni", True, "amd_avx512_vnni", False),
 ], ids=["amd_host", "amd_named", "amd_for_avx2", "amd_noguard", "intel_host", "intel_for_amd"])
@@ -309,12 +318,12 @@ def test_guard_runs_only_for_a_file_planned_for_this_machine(monkeypatch, cpu, l
 
     conversion = convert_tflite.plan_and_convert(
         _one_ssc_layer_model(), "digits", "none", litert_cpu=litert_cpu, guard=guard,
-        timer=timer)
+        tune=False, timer=timer)
     assert [cpu for _, _, cpu in plans] == [planned_with]
     assert conversion.litert_cpu == planned_with
     kind = execution_plan.cpu_kind(cpu.vendor, cpu.family, cpu.features)
     assert conversion.host_cpu == (kind if litert_cpu == "host" or planned_with ==
-                                   convert_tflite.host_litert_cpu() else None)
+                                   tuning.host_litert_cpu() else None)
     assert [f.name for f in conversion.forms.values()] == ["grouped+bmm"]
     # Guarded: the planned file timed once against its dense twin, not slower, kept.
     assert timed == ([["dense", "ssc"]] if guarded else [])
@@ -322,6 +331,49 @@ def test_guard_runs_only_for_a_file_planned_for_this_machine(monkeypatch, cpu, l
         {"ms": 1.0, "dense_ms": 1.0, "speedup": 1.0, "planned_ms": 1.0,
          "planned_dense_ms": 1.0, "moved": [], "movable": 1, "files_measured": 1}
         if guarded else None)
+
+
+@pytest.mark.parametrize("cpu, litert_cpu, tune, tuned", [
+    (INTEL_SAPPHIRE_RAPIDS, "host", True, True),
+    (INTEL_SAPPHIRE_RAPIDS, "host", False, False),
+    (INTEL_SAPPHIRE_RAPIDS, "amd_avx512_vnni", True, False),  # for another CPU: its times
+    (AMD_ZEN4, "host", True, False),  # the package has times of this kind
+], ids=["intel_host", "intel_notune", "intel_for_amd", "amd_host"])
+def test_a_host_without_packaged_times_is_tuned_and_planned_with_them(
+        monkeypatch, tmp_path, cpu, litert_cpu, tune, tuned):
+    monkeypatch.setattr(timing, "cpu", lambda cpuinfo=None: cpu)
+    model = _one_ssc_layer_model()
+    (shape,) = [layer.plan_shape(layer.input.shape) for layer in model.layers
+                if isinstance(layer, SSCConv2D)]
+    # This machine's times, as `tuning.tune` would have measured them: split+conv fastest,
+    # which no packaged section would plan for this shape.
+    section = execution_plan.section(execution_plan.TFLITE, execution_plan.TUNED)
+    times = {"conv2d": 1.0, "dense": 1.0, "grouped+bmm": 3.0, "split+conv": 0.5}
+    table_path = str(tmp_path / "tuned.json")
+    model_dir_lib.write_json(table_path, {
+        "shapes": {shape.key: shape.as_dict()},
+        section: {execution_plan.SMALL_BATCH: {shape.key: times}}})
+    calls = []
+
+    def fake_tune(shapes, runtime):
+        calls.append(([s.key for s in shapes], runtime))
+        return tuning.Tuning(table_path, section, [shape.key], [], [], 1.5)
+
+    monkeypatch.setattr(tuning, "tune", fake_tune)
+    paths = []
+    plans = _recorded_plans(monkeypatch, paths=paths)
+    conversion = convert_tflite.plan_and_convert(model, "digits", "none", litert_cpu=litert_cpu,
+                                                 guard=False, tune=tune)
+    assert calls == ([([shape.key], execution_plan.TFLITE)] if tuned else [])
+    assert paths == [table_path if tuned else execution_plan.COSTS_FILE]
+    if tuned:
+        assert plans[0][2] == conversion.litert_cpu == execution_plan.TUNED
+        assert [form.name for form in conversion.forms.values()] == ["split+conv"]
+        assert conversion.tuning == {"path": table_path, "section": section,
+                                     "measured": [shape.key], "cached": [], "left": [],
+                                     "seconds": 1.5}
+    else:
+        assert conversion.litert_cpu != execution_plan.TUNED and conversion.tuning is None
 
 
 def _converter_with_other_ops(kind):
@@ -352,9 +404,9 @@ def test_op_names_spells_flex_and_custom_ops():
 def test_file_with_a_flex_op_is_refused_and_not_written(trained_run, tmp_path, monkeypatch):
     model_dir = trained_run.model_dir
     monkeypatch.setattr(
-        convert_tflite, "converter", lambda *args: _converter_with_other_ops("flex"))
+        quantization_lib, "converter", lambda *args: _converter_with_other_ops("flex"))
     with pytest.raises(ValueError, match=r"outside TFLite's builtins: \['CUSTOM:FlexMatrixInv"):
-        convert_tflite.convert(model_dir, str(tmp_path / "model.tflite"))
+        convert_tflite.convert(model_dir, str(tmp_path / "model.tflite"), tune=False)
     assert sorted(os.listdir(tmp_path)) == []
 
 
@@ -466,7 +518,7 @@ def test_int8_without_loadable_data_fails_before_converting(trained_run, tmp_pat
     def no_conversion(*args, **kwargs):
         raise AssertionError("converted although the calibration data is missing")
 
-    monkeypatch.setattr(convert_tflite, "converter", no_conversion)
+    monkeypatch.setattr(quantization_lib, "converter", no_conversion)
     monkeypatch.setattr(data, "load", unreadable)
     with pytest.raises(ValueError, match=r"int8 .* calibrates .* could not be read.*--data_dir"):
         convert_tflite.convert(model_dir, str(output), quantization="int8")
@@ -492,6 +544,10 @@ def test_cli_writes_the_file_and_prints_a_summary(trained_run, tmp_path):
     assert "quantization dynamic (float32 in and out)" in result.stdout
     assert f"ops: {', '.join(ops)}" in result.stdout
     assert "  planned for this CPU, " in result.stdout
+    # Tuned where the package has no LiteRT times of this kind of CPU (the session's cache).
+    tuned = tuning.host_litert_cpu() is None
+    assert ("with times measured on it (" + os.environ["XDG_CACHE_HOME"] in result.stdout) is (
+        tuned)
     # What the guard measured on this busy machine varies; that it reports does not.
     assert "\n  guard: " in result.stdout
 
@@ -582,8 +638,9 @@ def test_guarded_file_is_no_slower_than_its_dense_twin(trained_run, tmp_path, mo
         return timed[-1]
 
     monkeypatch.setattr(convert_tflite, "litert_ms", fake_litert_ms)
+    # Planned with the package's times, which `guard_order` below reads.
     result = convert_tflite.convert(trained_run.model_dir, str(tmp_path / "m.tflite"),
-                                    quantization="dynamic")
+                                    quantization="dynamic", tune=False)
     guard = result["guard"]
     with open(result["path"], "rb") as f:
         shipped = _operator_count(f.read())

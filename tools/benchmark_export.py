@@ -39,9 +39,9 @@ from ssc_tf import convert_tflite  # noqa: E402
 from ssc_tf import data  # noqa: E402
 from ssc_tf import export  # noqa: E402
 from ssc_tf import model_dir as model_dir_lib  # noqa: E402
+from ssc_tf import quantization as quantization_lib  # noqa: E402
 from ssc_tf.models import report  # noqa: E402
 
-QUANTIZATIONS = ("none", "float16", "dynamic", "int8")
 # Latency: invocations of one image that are not timed first.
 _WARMUP = 5
 
@@ -85,7 +85,7 @@ def benchmark(model_dir, work_dir, num_images, litert_cpu):
         model_dir, os.path.join(work_dir, "serving", name), serving_base_path="/models")
     rows = [{**common, "format": "savedmodel", "bytes": saved["bytes"],
              "variables_bytes": saved["variables_bytes"]}]
-    for quantization in QUANTIZATIONS:
+    for quantization in quantization_lib.QUANTIZATIONS:
         path = os.path.join(work_dir, f"{name}_{quantization}.tflite")
         convert_tflite.convert(model_dir, path, quantization=quantization,
                                litert_cpu=litert_cpu)

@@ -3,9 +3,10 @@ r"""Times every execution form of every distinct SSC layer shape of the configs 
 `SSCConv2D(implementation="auto")` runs the form measured fastest for its shape, batch regime
 and runtime (`ssc_tf.execution_plan`); this tool makes those measurements. For each distinct
 SSC layer shape of the given configs (default: every CIFAR and Tiny-ImageNet config) it times,
-in one process and interleaved, the dense `keras.layers.Conv2D` of the same shape and every
-candidate form, in this process's TensorFlow runtime (the GPU where one is visible, each call
-timed until the GPU has finished it; else the CPU's):
+in one process and interleaved (`ssc_tf.tuning.measure_tf`, `measure_tflite`), the dense
+`keras.layers.Conv2D` of the same shape and every candidate form, in this process's TensorFlow
+runtime (the GPU where one is visible, each call timed until the GPU has finished it; else the
+CPU's):
 
 - `small_batch`: forward at batch 1;
 - `large_batch`: forward at batch 128;
@@ -40,16 +41,12 @@ Usage:
 import os
 import statistics
 import sys
-import tempfile
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from absl import app, flags  # noqa: E402
 import keras  # noqa: E402
-import numpy as np  # noqa: E402
-import tensorflow as tf  # noqa: E402
 
-from ssc_tf import convert_tflite  # noqa: E402
 from ssc_tf import execution_plan  # noqa: E402
 from ssc_tf import flagfile  # noqa: E402
 from ssc_tf import layers as layers_lib  # noqa: E402
@@ -57,16 +54,11 @@ from ssc_tf import model_dir as model_dir_lib  # noqa: E402
 from ssc_tf import models  # noqa: E402
 from ssc_tf import pattern as pattern_lib  # noqa: E402
 from ssc_tf import timing  # noqa: E402
+from ssc_tf import tuning  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DEFAULT_CONFIGS = [n for n in flagfile.names() if n.startswith(("cifar", "tinyimagenet"))]
-BASELINE = execution_plan.DENSE_TWIN
-# The quantization each TFLite runtime's table times: the first that `convert_tflite` plans
-# with it (reversed, so the first wins: float16 files are planned with the float32 table,
-# which "none" measures).
-_QUANTIZATION = {runtime: quantization for quantization, runtime
-                 in reversed(convert_tflite.PLANNED_RUNTIME.items())}
-
+BASELINE = tuning.BASELINE
 FLAGS = flags.FLAGS
 
 
@@ -82,122 +74,6 @@ def config_layer_shapes(names):
                 shapes.setdefault(shape.key, shape)
         keras.backend.clear_session()
     return list(shapes.values())
-
-
-def _layers(shape):
-    """The dense baseline and one SSC layer per candidate form, SSC weights shared."""
-    kwargs = dict(strides=shape.strides, padding="same")
-    built = {
-        BASELINE: keras.layers.Conv2D(shape.filters, shape.kernel_size, **kwargs),
-    }
-    for form in execution_plan.candidates(shape):
-        built[form] = layers_lib.SSCConv2D(
-            shape.filters, shape.kernel_size, g=shape.g, p=shape.p, implementation=form,
-            **kwargs,
-        )
-    input_shape = (None,) + tuple(shape.input_size) + (shape.in_channels,)
-    for layer in built.values():
-        layer.build(input_shape)
-    weights = built[execution_plan.DENSE].get_weights()
-    for name, layer in built.items():
-        if name != BASELINE:
-            layer.set_weights(weights)
-    return built
-
-
-def _forward(layer):
-    return tf.function(lambda x: layer(x))
-
-
-def _train_step(layer):
-    @tf.function
-    def step(x):
-        with tf.GradientTape() as tape:
-            tape.watch(x)
-            loss = tf.reduce_sum(tf.square(layer(x, training=True)))
-        return tape.gradient(loss, [x] + layer.trainable_variables)
-
-    return step
-
-
-def _min_ms(fns, x, repeats, sync=None):
-    """Minimum milliseconds per call of each function, timed in turns, each call until `sync`
-    returns (`timing.interleaved_ms`). A function that fails is reported and left out: the
-    plan never picks a form that was not measured."""
-    for name, fn in list(fns.items()):
-        try:
-            fn(x)
-            fn(x)
-            if sync is not None:
-                sync()  # A GPU reports a kernel's failure only when it has run.
-        except tf.errors.OpError as error:
-            print(f"  {name} failed: {str(error).splitlines()[0]}", flush=True)
-            del fns[name]
-    times = timing.interleaved_ms(fns, repeats, x, warmup=0, statistic=min, sync=sync)
-    return {name: round(ms, 4) for name, ms in times.items()}
-
-
-def measure_tf(shape, runtime, batch_size, repeats):
-    """{regime: {form: ms}} of one shape in this process's TF runtime. On a GPU, whose calls
-    return once their kernels are queued, each call is timed until the GPU has run them."""
-    sync = tf.test.experimental.sync_devices if runtime == execution_plan.GPU else None
-    built = _layers(shape)
-    rng = np.random.default_rng(0)
-    size = tuple(shape.input_size) + (shape.in_channels,)
-    inputs = {
-        execution_plan.SMALL_BATCH: tf.constant(rng.standard_normal((1,) + size), tf.float32),
-        execution_plan.LARGE_BATCH: tf.constant(
-            rng.standard_normal((batch_size,) + size), tf.float32
-        ),
-    }
-    inputs[execution_plan.TRAIN] = inputs[execution_plan.LARGE_BATCH]
-    result = {}
-    for regime, x in inputs.items():
-        make = _train_step if regime == execution_plan.TRAIN else _forward
-        fns = {name: make(layer) for name, layer in built.items()
-               if execution_plan.runs_in(shape, name, runtime, regime)}
-        result[regime] = _min_ms(fns, x, repeats, sync)
-    return result
-
-
-def _tflite_file(layer, shape, runtime):
-    """The flatbuffer of `layer` alone at batch 1, traced for `runtime` and converted as
-    `ssc_tf.convert_tflite` converts a model for it (`_QUANTIZATION`), int8 calibrated on
-    random inputs."""
-    size = tuple(shape.input_size) + (shape.in_channels,)
-    inputs = keras.Input(size, batch_size=1)
-    rng = np.random.default_rng(0)
-    calibration = [rng.standard_normal((1,) + size).astype(np.float32) for _ in range(8)]
-    with execution_plan.target_runtime(runtime):
-        model = keras.Model(inputs, layer(inputs))
-        with tempfile.TemporaryDirectory() as saved_model_dir:
-            model.export(saved_model_dir, verbose=False)
-            return convert_tflite.converter(
-                saved_model_dir, _QUANTIZATION[runtime], calibration=calibration).convert()
-
-
-def _tflite_interpreter(layer, shape, runtime):
-    from ai_edge_litert.interpreter import Interpreter
-
-    interpreter = Interpreter(model_content=_tflite_file(layer, shape, runtime), num_threads=1)
-    interpreter.allocate_tensors()
-    detail = interpreter.get_input_details()[0]
-    interpreter.set_tensor(detail["index"], np.ones(detail["shape"], detail["dtype"]))
-    return interpreter
-
-
-def measure_tflite(shape, runtime, repeats):
-    """{small_batch: {form: ms}} of one shape converted to TFLite for `runtime`."""
-    interpreters = {}
-    for name, layer in _layers(shape).items():
-        try:
-            interpreters[name] = _tflite_interpreter(layer, shape, runtime)
-        except RuntimeError as error:
-            # LiteRT refuses some converted graphs (an int8 CONV_2D whose filter the converter
-            # did not fold into a constant gets a nonzero zero point): that form is not run.
-            print(f"  {shape.key} {name}: {str(error).splitlines()[0]}", flush=True)
-    fns = {name: (lambda _, it=it: it.invoke()) for name, it in interpreters.items()}
-    return {execution_plan.SMALL_BATCH: _min_ms(fns, None, repeats * 5)}
 
 
 def _best(shape, runtime, forms):
@@ -345,9 +221,9 @@ def main(argv):
               "pointwise_layout": pattern_lib.JOINED, "records": []}
     for i, shape in enumerate(shapes):
         if runtime in execution_plan.TFLITE_RUNTIMES:
-            times = measure_tflite(shape, runtime, repeats)
+            times = tuning.measure_tflite(shape, runtime, repeats)
         else:
-            times = measure_tf(shape, runtime, batch_size, repeats)
+            times = tuning.measure_tf(shape, runtime, batch_size, repeats)
         result["records"].append({"shape": shape.as_dict(), "times": times})
         result["summary"] = summary(result["records"], runtime)
         # Written after every shape: an interrupted run keeps what it measured.

@@ -16,8 +16,8 @@ that drift hits both alike:
   `ssc_tf.convert_tflite` (float32, float16, dynamic range, int8; builtin ops only) on the
   graph it converts (raw pixels in, probabilities out). int8 calibrates on random pixels:
   the point is speed, not accuracy. The files are planned for this CPU and guarded against
-  the dense twin's as `ssc_tf.convert_tflite` does by default (`--litert_cpu`, `--guard`);
-  the JSON records what the guard measured and moved.
+  the dense twin's as `ssc_tf.convert_tflite` does by default (`--litert_cpu`, `--tune`,
+  `--guard`); the JSON records what the guard measured and moved.
 
 Each measurement is the median of `--repeats` timed calls. Next to every time it reports the
 speed-up over the dense twin and the fraction of the ideal one that it reaches (speed-up /
@@ -55,6 +55,7 @@ from ssc_tf import flagfile  # noqa: E402
 from ssc_tf import model_dir as model_dir_lib  # noqa: E402
 from ssc_tf import models  # noqa: E402
 from ssc_tf import optimization  # noqa: E402
+from ssc_tf import quantization  # noqa: E402
 from ssc_tf import timing  # noqa: E402
 from ssc_tf.models import report  # noqa: E402
 
@@ -96,7 +97,7 @@ def _is_config(name):
         return False
 
 
-def _prepare(config, quantizations, max_stored, litert_cpu, guard):
+def _prepare(config, quantizations, max_stored, litert_cpu, guard, tune):
     """Builds and compiles `config`'s model as `ssc_tf.train` does, and converts it to TFLite."""
     keras.utils.set_random_seed(config.seed)
     model = models.build(config.model, **config.model_kwargs())
@@ -118,7 +119,7 @@ def _prepare(config, quantizations, max_stored, litert_cpu, guard):
     tflite = {
         q: convert_tflite.plan_and_convert(model, config.dataset, q, calibration=calibration,
                                            max_stored=max_stored, litert_cpu=litert_cpu,
-                                           guard=guard)
+                                           guard=guard, tune=tune)
         for q in quantizations
     }
     return _Subject(model, report.model_stats(model), tflite)
@@ -198,6 +199,8 @@ def benchmark(name, config, subjects, batch_size, repeats, quantizations):
         # it did not run), and the LiteRT times that planned them.
         "tflite_guard": {q: subjects["ssc"].tflite[q].guard for q in quantizations},
         "tflite_planned_with": {q: subjects["ssc"].tflite[q].litert_cpu for q in quantizations},
+        # How this machine's times were measured where they planned the files (`tune`).
+        "tflite_tuning": {q: subjects["ssc"].tflite[q].tuning for q in quantizations},
     }
 
 
@@ -303,10 +306,10 @@ def main(argv):
         key = (dense.model, tuple(dense.model_kwargs().items()))
         if key not in dense_twins:
             dense_twins[key] = _prepare(dense, quantizations, FLAGS.max_stored,
-                                        FLAGS.litert_cpu, FLAGS.guard)
+                                        FLAGS.litert_cpu, FLAGS.guard, FLAGS.tune)
         subjects = {"dense": dense_twins[key],
                     "ssc": _prepare(config, quantizations, FLAGS.max_stored, FLAGS.litert_cpu,
-                                    FLAGS.guard)}
+                                    FLAGS.guard, FLAGS.tune)}
         print(f"[{i + 1}/{len(configs)}] {name}: timing...", flush=True)
         records.append(benchmark(name, config, subjects, batch_size, repeats, quantizations))
     result = {
@@ -318,6 +321,7 @@ def main(argv):
         "max_stored": None if FLAGS.max_stored == math.inf else FLAGS.max_stored,
         "litert_cpu": FLAGS.litert_cpu,
         "guard": FLAGS.guard,
+        "tune": FLAGS.tune,
         "records": records,
     }
     markdown = format_markdown(result)
@@ -349,18 +353,19 @@ def _define_flags():
         "batch_size", 128, "The large batch of TF inference and of the training step.",
         lower_bound=1)
     flags.DEFINE_list(
-        "tflite", list(convert_tflite.QUANTIZATIONS),
+        "tflite", list(quantization.QUANTIZATIONS),
         "TFLite variants to convert, size and time, comma-separated, each one of "
-        f"{', '.join(convert_tflite.QUANTIZATIONS)} (as convert_tflite's --quantization; "
+        f"{', '.join(quantization.QUANTIZATIONS)} (as convert_tflite's --quantization; "
         "none is float32); empty for no TFLite.")
     flags.register_validator(
-        "tflite", lambda values: set(values) <= set(convert_tflite.QUANTIZATIONS),
-        message=f"expected a comma-separated list of {', '.join(convert_tflite.QUANTIZATIONS)}")
+        "tflite", lambda values: set(values) <= set(quantization.QUANTIZATIONS),
+        message=f"expected a comma-separated list of {', '.join(quantization.QUANTIZATIONS)}")
     convert_tflite.define_max_stored_flag(
         "As convert_tflite's --max_stored: the most weights the SSC files may store")
     # The files run here: planned, unless told otherwise, for this CPU, and guarded.
     convert_tflite.define_litert_cpu_flag()
     convert_tflite.define_guard_flag()
+    convert_tflite.define_tune_flag()
     flags.DEFINE_bool(
         "quick", False,
         f"A smoke run: {QUICK_REPEATS} repeats and batch size {QUICK_BATCH_SIZE}, where "

@@ -60,7 +60,6 @@ from ssc_tf import quantization as quantization_lib
 from ssc_tf import serving
 from ssc_tf import timing
 from ssc_tf import tuning
-from ssc_tf.layers import SSCConv2D
 from ssc_tf.models import masked
 
 # `litert_cpu`'s value for the machine that converts: planned with its kind's times and guarded.
@@ -385,14 +384,13 @@ def plan_and_convert(model, dataset, quantization, integer_io=False, calibration
     _check_litert_cpu(litert_cpu)
     runtime = quantization_lib.PLANNED_RUNTIME[quantization]
     host_cpu = tuning.host_litert_cpu()
-    names, shapes = _planned_layers(model)
+    names, shapes = tuning.planned_layers(model)
     costs, tuned = execution_plan.COSTS_FILE, None
     if litert_cpu == HOST:
         litert_cpu = host_cpu or execution_plan.DEFAULT_LITERT_CPU
         for_host = True
-        if host_cpu is None and tune and shapes:
-            tuned = tuning.tune(shapes, runtime)
-            costs = tuned.path
+        tuned = tuning.for_host(model, runtime) if tune else None
+        costs = tuned.path if tuned else costs
     else:
         litert_cpu = execution_plan.check_litert_cpu(litert_cpu)
         for_host = litert_cpu == host_cpu
@@ -445,23 +443,10 @@ def planned_forms(model, runtime, max_stored=execution_plan.MAX_STORED_AUTO,
     (`implementation="auto"`, a square window and stride, a known input size), planned for a
     TFLite file of `runtime` on `litert_cpu` as one model within the storage budget
     `max_stored` (`execution_plan.plan_model`)."""
-    names, shapes = _planned_layers(model)
+    names, shapes = tuning.planned_layers(model)
     forms = execution_plan.plan_model(shapes, runtime, max_stored=max_stored,
                                       litert_cpu=litert_cpu)
     return dict(zip(names, forms))
-
-
-def _planned_layers(model):
-    """(names, `execution_plan.LayerShape`s) of the SSC layers of `model` the plan decides."""
-    names, shapes = [], []
-    for layer in model.layers:
-        if not isinstance(layer, SSCConv2D) or layer.implementation != execution_plan.AUTO:
-            continue
-        shape = layer.plan_shape(layer.input.shape)
-        if shape is not None:
-            names.append(layer.name)
-            shapes.append(shape)
-    return names, shapes
 
 
 def interpreter(flatbuffer, pixels):

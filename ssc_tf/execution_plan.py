@@ -143,6 +143,7 @@ UNMEASURED_FORM = "grouped+conv"
 COSTS_FILE = os.path.join(os.path.dirname(__file__), "execution_costs.json")
 
 _runtime_override = contextvars.ContextVar("ssc_tf_runtime", default=None)
+_costs_override = contextvars.ContextVar("ssc_tf_costs", default=None)
 _forms_override = contextvars.ContextVar("ssc_tf_forms", default=None)
 _litert_cpu_override = contextvars.ContextVar("ssc_tf_litert_cpu", default=DEFAULT_LITERT_CPU)
 
@@ -704,6 +705,23 @@ def target_runtime(runtime, forms=None, litert_cpu=DEFAULT_LITERT_CPU):
         _litert_cpu_override.reset(cpu_token)
         _forms_override.reset(forms_token)
         _runtime_override.reset(runtime_token)
+
+
+@contextlib.contextmanager
+def cost_table(path):
+    """Plans the layers traced inside the block with the times of the cost table at `path`
+    (one that `ssc_tf.tuning.tune` wrote on this machine) instead of the package's; None
+    keeps the package's."""
+    token = _costs_override.set(path)
+    try:
+        yield
+    finally:
+        _costs_override.reset(token)
+
+
+def costs_path():
+    """The cost table an enclosing `cost_table` names, else the package's (`COSTS_FILE`)."""
+    return _costs_override.get() or COSTS_FILE
 
 
 def runtime_override():

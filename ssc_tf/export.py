@@ -20,7 +20,9 @@ Also written:
 
 Each SSC layer is traced in the form the execution plan measured fastest on the TensorFlow
 runtime that will serve it (`--runtime`: `cpu_onednn`, `cpu_eigen` or `gpu`; by default this
-machine's), at a large batch (docs/execution_plan.md): the forms are fixed in the graph.
+machine's), at a large batch (docs/execution_plan.md): the forms are fixed in the graph. For
+this machine's runtime on a CPU the package has no times of, the model's layer shapes are
+measured here first (`--tune`, `ssc_tf.tuning`, cached in ~/.cache/ssc_tf).
 
 A version is written under a temporary name and renamed when complete, so a crash never
 leaves a half-written version for the server, and no existing version is ever replaced.
@@ -43,6 +45,7 @@ from ssc_tf import flagfile
 from ssc_tf import layers
 from ssc_tf import model_dir as model_dir_lib
 from ssc_tf import serving
+from ssc_tf import tuning
 from ssc_tf.config import ExperimentConfig
 from ssc_tf.models import masked
 from ssc_tf.models import report
@@ -76,7 +79,7 @@ def read_export_info(version_dir):
 
 
 def export(model_dir, export_dir, *, version=None, top_k=5, serving_base_path="/models",
-           runtime=None):
+           runtime=None, tune=True):
     """Exports the newest checkpoint of `model_dir` as a new version under `export_dir`.
 
     Args:
@@ -92,12 +95,18 @@ def export(model_dir, export_dir, *, version=None, top_k=5, serving_base_path="/
         runtime: one of `execution_plan.TF_RUNTIMES`, the TensorFlow runtime that will serve
             the SavedModel, whose measured times choose each SSC layer's form; None (the
             default) takes this process's (`ssc_tf.layers.current_runtime`).
+        tune: bool, for this process's runtime where the package has no times of it measured
+            on this kind of CPU (`ssc_tf.tuning.fits_host`): time the model's layer shapes
+            here at the large batch first (`ssc_tf.tuning.tune`, cached per CPU model and
+            library versions) and plan with those times. Defaults to True.
 
     Returns:
         A dict: `path` (the version directory), `version`, `name`, `models_config` (its
         path, or None when an existing models.config was not ours and was left alone),
         `bytes` (the whole SavedModel), `variables_bytes` (its variables),
-        `live_params`, `dense_params`, `epoch`, `runtime`.
+        `live_params`, `dense_params`, `epoch`, `runtime`, `tuning` (how this machine's
+        times were measured, `ssc_tf.tuning.Tuning` as a dict, or None where the package's
+        planned).
 
     Raises:
         FileNotFoundError: `model_dir` holds no run or no checkpoint.
@@ -114,6 +123,8 @@ def export(model_dir, export_dir, *, version=None, top_k=5, serving_base_path="/
     if runtime is None:
         runtime = layers.current_runtime()
     arguments.check_choice("runtime", runtime, execution_plan.TF_RUNTIMES)
+    if not isinstance(tune, bool):
+        raise arguments.invalid("tune", "True or False", repr(tune))
     model, config, _, epoch = model_dir_lib.load_model(model_dir)
     existing = versions(export_dir)
     _check_same_model(export_dir, existing, config)
@@ -133,9 +144,13 @@ def export(model_dir, export_dir, *, version=None, top_k=5, serving_base_path="/
         tf.io.gfile.rmtree(tmp)
     stats = report.model_stats(model)  # before baking: a mask's ones are the live weights
     # A pruned run's mask is baked into plain kernels: the SavedModel holds no mask.
+    # Times of another runtime than this process's cannot be taken here.
+    tuned = (tuning.for_host(model, runtime, (execution_plan.LARGE_BATCH,))
+             if tune and runtime == layers.current_runtime() else None)
     try:
         # The SSC layers' forms are fixed while the signatures are traced.
-        with execution_plan.target_runtime(runtime):
+        with execution_plan.cost_table(tuned and tuned.path), \
+                execution_plan.target_runtime(runtime):
             serving.ServingModel(masked.bake(model), config.dataset, top_k=top_k).save(tmp)
         info = {
             "config": dataclasses.asdict(config),
@@ -143,6 +158,7 @@ def export(model_dir, export_dir, *, version=None, top_k=5, serving_base_path="/
             "model_dir": os.path.abspath(model_dir),
             "top_k": top_k,
             "runtime": runtime,
+            "tuned": tuned is not None,
             "signatures": [serving.SERVING_DEFAULT, serving.PREDICT_IMAGE_BYTES],
         }
         tf.io.gfile.makedirs(os.path.dirname(os.path.join(tmp, EXPORT_INFO)))
@@ -164,6 +180,7 @@ def export(model_dir, export_dir, *, version=None, top_k=5, serving_base_path="/
         "dense_params": stats.dense_params,
         "epoch": epoch,
         "runtime": runtime,
+        "tuning": dataclasses.asdict(tuned) if tuned else None,
     }
 
 
@@ -244,7 +261,8 @@ def main(argv):
         with arguments.as_flags():
             result = export(
                 FLAGS.model_dir, FLAGS.export_dir, version=FLAGS.version, top_k=FLAGS.top_k,
-                serving_base_path=FLAGS.serving_base_path, runtime=FLAGS.runtime)
+                serving_base_path=FLAGS.serving_base_path, runtime=FLAGS.runtime,
+                tune=FLAGS.tune)
     except (ValueError, FileNotFoundError) as e:
         sys.exit(f"Error: {e}")
     print(json.dumps(result, indent=2, sort_keys=True))
@@ -280,6 +298,13 @@ def _define_flags():
         "each SSC layer's form: cpu_onednn (TF's CPU kernels with oneDNN, on by default on "
         "CPUs with AVX-512 VNNI, BF16 or AMX), cpu_eigen (without it) or gpu; default: this "
         "machine's.")
+    flags.DEFINE_bool(
+        "tune", True,
+        "For this machine's runtime on a CPU the package has no times of (its TensorFlow "
+        "tables were measured on AMD EPYC CPUs): first time the model's own SSC layer shapes "
+        "in each form here at batch 128, cached in ~/.cache/ssc_tf ($XDG_CACHE_HOME) per CPU "
+        "model and library versions, and plan with those times. --notune plans with the "
+        "package's.")
 
 
 def run():

@@ -401,12 +401,15 @@ class SSCConv2D(keras.layers.Layer):
 
     def planned_form(self, input_shape, regime, runtime=None):
         """The form `implementation="auto"` runs for `input_shape` in `regime` (one of
-        `execution_plan.REGIMES`) on `runtime` (default: the current one), for a TFLite runtime
-        with the times of the LiteRT CPU an enclosing `execution_plan.target_runtime` names."""
+        `execution_plan.REGIMES`) on `runtime` (default: the current one), with the times of the
+        cost table an enclosing `execution_plan.cost_table` names (default: the package's),
+        for a TFLite runtime those of the LiteRT CPU an enclosing
+        `execution_plan.target_runtime` names."""
         shape = self.plan_shape(input_shape)
         if shape is None:
             return execution_plan.parse(execution_plan.DENSE)
         return execution_plan.choose(shape, runtime or current_runtime(), regime,
+                                     path=execution_plan.costs_path(),
                                      litert_cpu=execution_plan.litert_cpu_override())
 
     def _planned(self, inputs, regime):

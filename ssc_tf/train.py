@@ -49,12 +49,15 @@ from ssc_tf import arguments
 from ssc_tf import callbacks as callbacks_lib
 from ssc_tf import data
 from ssc_tf import distribute
+from ssc_tf import execution_plan
 from ssc_tf import experiment_flags
 from ssc_tf import flagfile
+from ssc_tf import layers
 from ssc_tf import model_dir as model_dir_lib
 from ssc_tf import models
 from ssc_tf import optimization
 from ssc_tf import pruning
+from ssc_tf import tuning
 from ssc_tf.data import pipeline
 from ssc_tf.models import masked
 from ssc_tf.pruning import magnitude
@@ -64,7 +67,8 @@ MIXED_PRECISION = {"none": "float32", "float16": "mixed_float16", "bfloat16": "m
 
 
 def train(config, *, model_dir, data_dir=None, strategy="default", mixed_precision="none",
-          jit_compile=False, steps_per_execution=1, steps_per_epoch=None, verbose="auto"):
+          jit_compile=False, steps_per_execution=1, steps_per_epoch=None, verbose="auto",
+          tune=False):
     """Trains `config` into `model_dir`, resuming from its newest checkpoint that restores.
 
     Validation runs after every epoch on the held-out `validation_split` of the training
@@ -83,6 +87,12 @@ def train(config, *, model_dir, data_dir=None, strategy="default", mixed_precisi
             `steps_per_execution`); 1 under "multi_worker" and for `magnitude`.
         steps_per_epoch: int or None, cap on training batches per epoch.
         verbose: Keras' `fit` verbosity ("auto": a progress bar on a terminal).
+        tune: bool, where the package has no times of this process's runtime measured on
+            this kind of CPU (`ssc_tf.tuning.fits_host`), time the model's SSC layer shapes
+            here first, in training steps and at the large batch (`ssc_tf.tuning.tune`,
+            cached per CPU model and library versions), and plan the layers with those times.
+            Off by default: on an Intel Xeon the tuned forms trained ResNet-32 10 % 3 %
+            faster than the package's, within the noise (docs/execution_plan.md).
 
     Mask methods (`config.sparsity` in `pruning.MASK_METHODS`) compute their mask on the
     freshly initialized dense twin before the first epoch (`ssc_tf.pruning.scores`); it is
@@ -109,6 +119,8 @@ def train(config, *, model_dir, data_dir=None, strategy="default", mixed_precisi
         NonFiniteLossError: the loss became NaN or infinite.
     """
     arguments.check_int("steps_per_execution", steps_per_execution, minimum=1)
+    if not isinstance(tune, bool):
+        raise arguments.invalid("tune", "True or False", repr(tune))
     if config.sparsity == pruning.MAGNITUDE:
         # tfmot prunes Keras 2 models only: the run trains in a tf_keras process of its own,
         # whose pruning step (`UpdatePruningStep`) counts the batches its callback sees.
@@ -156,6 +168,12 @@ def train(config, *, model_dir, data_dir=None, strategy="default", mixed_precisi
         logging.warning("--jit_compile is ignored under --strategy=%s with %d replicas.",
                         strategy, tf_strategy.num_replicas_in_sync)
         jit_compile = False
+    if tune and (strategy == "multi_worker" or tf_strategy.num_replicas_in_sync > 1):
+        # The plan reads the tuned table through a context variable, which the threads that
+        # trace each replica's step do not inherit.
+        logging.warning("--tune is ignored under --strategy=%s with %d replicas.",
+                        strategy, tf_strategy.num_replicas_in_sync)
+        tune = False
     # Under multi_worker every worker runs this function; only the chief writes model_dir,
     # so only the chief locks it.
     chief = distribute.is_chief(tf_strategy)
@@ -206,8 +224,13 @@ def train(config, *, model_dir, data_dir=None, strategy="default", mixed_precisi
                 keras.callbacks.TensorBoard(log_dir=log_dir),
                 callbacks_lib.RunSummaries(os.path.join(log_dir, "run"), initial_epoch),
             ]
+        tuned = (tuning.for_host(model, layers.current_runtime(),
+                                 (execution_plan.TRAIN, execution_plan.LARGE_BATCH))
+                 if tune else None)
         try:
-            with _normalizing_steps(model, config.dataset):
+            # The layers plan their forms when the steps are traced, inside `fit`.
+            with _normalizing_steps(model, config.dataset), \
+                    execution_plan.cost_table(tuned and tuned.path):
                 if strategy == "multi_worker":
                     _fit_multi_worker(
                         model, tf_strategy, train_data, eval_data, epochs=config.epochs,
@@ -388,7 +411,7 @@ def main(argv):
             config, model_dir=FLAGS.model_dir, data_dir=FLAGS.data_dir,
             strategy=FLAGS.strategy, mixed_precision=FLAGS.mixed_precision,
             jit_compile=FLAGS.jit_compile, steps_per_execution=FLAGS.steps_per_execution,
-            steps_per_epoch=FLAGS.steps_per_epoch)
+            steps_per_epoch=FLAGS.steps_per_epoch, tune=FLAGS.tune)
     except (ValueError, OSError, callbacks_lib.NonFiniteLossError) as e:
         sys.exit(f"Error: {e}")
 
@@ -431,6 +454,12 @@ def _define_flags():
         "NaN loss stops the run at the end of the N batches it fell in. Steps, epoch logs and "
         "checkpoints are those of 1, so a resumed run may change it. 1 with "
         "--strategy=multi_worker and --sparsity=magnitude.", lower_bound=1)
+    flags.DEFINE_bool(
+        "tune", False,
+        "Where the package has no times of this machine's runtime measured on its kind of "
+        "CPU (its TensorFlow tables come from AMD EPYC CPUs): first time the model's SSC layer "
+        "shapes in each form here, in training steps at batch 128 (about 40 s for ResNet-32 "
+        "on 2 cores), cached in ~/.cache/ssc_tf ($XDG_CACHE_HOME), and plan with those times.")
     flags.DEFINE_integer(
         "steps_per_epoch", None,
         "Train on at most this many batches per epoch (smoke runs); default: the whole "

@@ -221,6 +221,31 @@ def cache_path(cache_dir=None):
     return os.path.join(base, "ssc_tf", name)
 
 
+def planned_layers(model):
+    """(names, `execution_plan.LayerShape`s) of the SSC layers of `model` that the plan decides:
+    `implementation="auto"`, a square window and stride, a known input size."""
+    names, shapes = [], []
+    for layer in model.layers:
+        if (not isinstance(layer, layers_lib.SSCConv2D)
+                or layer.implementation != execution_plan.AUTO):
+            continue
+        shape = layer.plan_shape(layer.input.shape)
+        if shape is not None:
+            names.append(layer.name)
+            shapes.append(shape)
+    return names, shapes
+
+
+def for_host(model, runtime, regimes=None):
+    """Tunes `model`'s layer shapes in `runtime` on this machine (`tune`, into `cache_path()`)
+    where the package has no times of it measured on this kind of CPU (`fits_host`) and the
+    model has layers to plan: the `Tuning`, else None (plan with the package's times)."""
+    _, shapes = planned_layers(model)
+    if not shapes or fits_host(runtime):
+        return None
+    return tune(shapes, runtime, regimes)
+
+
 @dataclasses.dataclass(frozen=True)
 class Tuning:
     """What `tune` did.

@@ -355,7 +355,7 @@ def test_a_host_without_packaged_times_is_tuned_and_planned_with_them(
         section: {execution_plan.SMALL_BATCH: {shape.key: times}}})
     calls = []
 
-    def fake_tune(shapes, runtime):
+    def fake_tune(shapes, runtime, regimes=None):
         calls.append(([s.key for s in shapes], runtime))
         return tuning.Tuning(table_path, section, [shape.key], [], [], 1.5)
 

@@ -378,9 +378,10 @@ def test_auto_layer_runs_the_planned_form_of_its_regime(monkeypatch):
     picked = []
     original = execution_plan.choose
 
-    def choose(shape, runtime, regime, litert_cpu):
+    def choose(shape, runtime, regime, path, litert_cpu):
+        assert path == execution_plan.COSTS_FILE  # no `cost_table` encloses the calls
         picked.append((runtime, regime, litert_cpu))
-        return original(shape, runtime, regime, litert_cpu=litert_cpu)
+        return original(shape, runtime, regime, path, litert_cpu=litert_cpu)
 
     monkeypatch.setattr(execution_plan, "choose", choose)
     layer = SSCConv2D(64, 3, g=4, p=4, padding="same")

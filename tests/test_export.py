@@ -21,6 +21,7 @@ from ssc_tf import model_dir as model_dir_lib
 from ssc_tf import models
 from ssc_tf import serving
 from ssc_tf import serving_client
+from ssc_tf import tuning
 
 import run_testing
 
@@ -280,6 +281,48 @@ def test_runtime_plans_every_ssc_layer_of_the_serving_graph_for_it(
     np.testing.assert_allclose(
         loaded.signatures[serving.SERVING_DEFAULT](images=tf.constant(pixels))["probabilities"],
         _keras_probabilities(model, pixels), atol=1e-5)
+
+
+@pytest.mark.parametrize("fits, tune, runtime", [
+    (False, True, None), (True, True, None), (False, False, None),
+    (False, True, "other")], ids=["no_table", "table_fits", "notune", "other_runtime"])
+def test_a_host_without_packaged_times_is_tuned_at_the_large_batch(
+        trained_run, tmp_path, monkeypatch, fits, tune, runtime):
+    here = layers.current_runtime()
+    runtime = here if runtime is None else next(
+        r for r in execution_plan.TF_RUNTIMES if r != here)
+    model_dir, _, model = trained_run
+    _, shapes = tuning.planned_layers(model)
+    table = str(tmp_path / "tuned.json")
+    # This machine's times, as `tuning.tune` would have measured them: the whole-layer
+    # dense form fastest, which the package's table plans for none of these layers.
+    model_dir_lib.write_json(table, {
+        "shapes": {shape.key: shape.as_dict() for shape in shapes},
+        here: {execution_plan.LARGE_BATCH: {
+            shape.key: {"conv2d": 2.0, execution_plan.DENSE: 1.0} for shape in shapes}}})
+    tuned, paths = [], []
+
+    def fake_tune(shapes, runtime, regimes=None):
+        tuned.append((runtime, regimes))
+        return tuning.Tuning(table, runtime, [s.key for s in shapes], [], [], 2.0)
+
+    choose = execution_plan.choose
+
+    def recorded(shape, runtime, regime, path=execution_plan.COSTS_FILE, **kwargs):
+        paths.append(path)
+        return choose(shape, runtime, regime, path, **kwargs)
+
+    monkeypatch.setattr(tuning, "fits_host", lambda runtime, path=None: fits)
+    monkeypatch.setattr(tuning, "tune", fake_tune)
+    monkeypatch.setattr(execution_plan, "choose", recorded)
+    result = export.export(model_dir, str(tmp_path / "digits_ssc"), runtime=runtime,
+                           tune=tune)
+    expected = not fits and tune and runtime == here
+    assert tuned == ([(here, (execution_plan.LARGE_BATCH,))] if expected else [])
+    assert paths and set(paths) == {table if expected else execution_plan.COSTS_FILE}
+    assert export.read_export_info(result["path"])["tuned"] is expected
+    assert (result["tuning"] is not None) is expected
+    assert execution_plan.costs_path() == execution_plan.COSTS_FILE
 
 
 def test_a_models_config_written_by_hand_is_left_alone(trained_run, tmp_path):

@@ -23,8 +23,11 @@ from ssc_tf import callbacks
 from ssc_tf import config as config_lib
 from ssc_tf import distribute
 from ssc_tf import evaluate
+from ssc_tf import execution_plan
+from ssc_tf import layers
 from ssc_tf import model_dir as model_dir_lib
 from ssc_tf import train
+from ssc_tf import tuning
 from ssc_tf.models import report
 
 import run_testing
@@ -285,6 +288,42 @@ def test_steps_per_execution_trains_every_batch_and_checkpoints_the_epoch(tmp_pa
     assert reader.get_tensor("epoch/.ATTRIBUTES/VARIABLE_VALUE") == 1
 
 
+@pytest.mark.parametrize("tune", [True, False])
+def test_tune_plans_the_training_steps_with_this_machines_times(tmp_path, monkeypatch, tune):
+    config = _config(epochs=1, lr_boundaries=(), train_examples=32)
+    runtime = layers.current_runtime()
+    table = str(tmp_path / "tuned.json")
+    tuned, planned = [], []
+
+    def fake_tune(shapes, runtime, regimes=None):
+        tuned.append((runtime, regimes))
+        # This machine's times: the whole-layer dense form fastest in every regime.
+        model_dir_lib.write_json(table, {
+            "shapes": {shape.key: shape.as_dict() for shape in shapes},
+            runtime: {regime: {shape.key: {"conv2d": 2.0, execution_plan.DENSE: 1.0}
+                               for shape in shapes} for regime in regimes}})
+        return tuning.Tuning(table, runtime, [s.key for s in shapes], [], [], 1.0)
+
+    choose = execution_plan.choose
+
+    def recorded(shape, runtime, regime, path=execution_plan.COSTS_FILE, **kwargs):
+        planned.append((regime, path))
+        return choose(shape, runtime, regime, path, **kwargs)
+
+    monkeypatch.setattr(tuning, "fits_host", lambda runtime, path=None: False)
+    monkeypatch.setattr(tuning, "tune", fake_tune)
+    monkeypatch.setattr(execution_plan, "choose", recorded)
+    model = train.train(config, model_dir=str(tmp_path / "run"), verbose=0, tune=tune)
+    assert int(model.optimizer.iterations.numpy()) == 2
+    assert tuned == ([(runtime, (execution_plan.TRAIN, execution_plan.LARGE_BATCH))]
+                     if tune else [])
+    # The training and validation steps were traced with the tuned table, or the package's.
+    assert {regime for regime, _ in planned} == {execution_plan.TRAIN,
+                                                 execution_plan.LARGE_BATCH}
+    assert {path for _, path in planned} == {table if tune else execution_plan.COSTS_FILE}
+    assert execution_plan.costs_path() == execution_plan.COSTS_FILE
+
+
 @pytest.mark.slow
 def test_nan_loss_stops_with_a_clear_error(tmp_path):
     with pytest.raises(callbacks.NonFiniteLossError, match="loss became"):
@@ -364,8 +403,10 @@ print(f"replicas={replicas} same={same} finite={finite} steps={moved} "
 @pytest.mark.slow
 @pytest.mark.parametrize("settings, optimizer", [
     ({}, "CoupledL2SGD"),
-    # XLA across replicas fails inside TensorFlow (keras-team/keras#19005): ignored, warned.
-    ({"jit_compile": True, "mixed_precision": "float16"}, "ReplicaLossScaleOptimizer"),
+    # XLA across replicas fails inside TensorFlow (keras-team/keras#19005), and the tuned
+    # table does not reach the replicas' threads: both ignored, warned.
+    ({"jit_compile": True, "mixed_precision": "float16", "tune": True},
+     "ReplicaLossScaleOptimizer"),
 ], ids=["float32", "float16_jit"])
 def test_mirrored_on_two_logical_cpus_keeps_replicas_identical(tmp_path, settings, optimizer):
     result = subprocess.run(
@@ -374,7 +415,9 @@ def test_mirrored_on_two_logical_cpus_keeps_replicas_identical(tmp_path, setting
     assert result.returncode == 0, result.stderr[-3000:]
     assert (f"replicas={{2}} same=True finite=True steps=3 optimizer={optimizer}"
             in result.stdout)
-    warned = "--jit_compile is ignored under --strategy=mirrored with 2 replicas." in result.stderr
-    assert warned == bool(settings.get("jit_compile"))
+    for flag in ("jit_compile", "tune"):
+        warned = f"--{flag} is ignored under --strategy=mirrored with 2 replicas." in (
+            result.stderr)
+        assert warned == bool(settings.get(flag))
     run = json.loads((tmp_path / model_dir_lib.RUN_FILE).read_text())
     assert run["mixed_precision"] == settings.get("mixed_precision", "none")

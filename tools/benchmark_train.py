@@ -9,6 +9,9 @@ in float32 or a mixed precision as `ssc_tf.train` trains, then times full traini
 steps so that both see the same machine load. Each step ends when the device has run it, on a
 GPU too: Keras' `train_on_batch` returns the loss as a Python number. Prints a table of median
 step time and images per second, and writes JSON with the machine it ran on.
+
+With `--tune`, a third model, `ssc_tuned`, trains in the forms this machine's own times choose
+(`ssc_tf.train --tune`, `ssc_tf.tuning`), beside the packaged plan's `ssc` and the dense twin.
 """
 
 import dataclasses
@@ -23,9 +26,12 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from ssc_tf import execution_plan  # noqa: E402
 from ssc_tf import flagfile  # noqa: E402
+from ssc_tf import layers  # noqa: E402
 from ssc_tf import timing  # noqa: E402
 from ssc_tf import train  # noqa: E402
+from ssc_tf import tuning  # noqa: E402
 from ssc_tf.models import report  # noqa: E402
 
 flags.DEFINE_string("config", "cifar10_resnet32_10pct",
@@ -37,6 +43,10 @@ flags.DEFINE_integer("warmup", 3, "Untimed steps per model first (tracing).", lo
 flags.DEFINE_enum("mixed_precision", "none", list(train.MIXED_PRECISION),
                   "The precision both models train in, as ssc_tf.train's flag of that name: "
                   "none (float32), float16 or bfloat16 (mixed, float32 variables).")
+flags.DEFINE_bool("tune", False,
+                  "Also time the SSC model planned with this machine's own times (measured "
+                  "first, or read from ~/.cache/ssc_tf, as ssc_tf.train --tune does), even "
+                  "where the package has times of this kind of CPU.")
 flags.DEFINE_string("output", "results/benchmark_train.json", "Where to write the JSON.")
 
 
@@ -52,8 +62,23 @@ def main(argv):
     # The model as ssc_tf.train compiles it: its optimizer, loss scaling, loss and metrics.
     runs = {name: train.compiled_model(config, steps=1)
             for name, config in (("dense", dense), ("ssc", ssc))}
+    tables = {}
+    if FLAGS.tune:
+        runs["ssc_tuned"] = train.compiled_model(ssc, steps=1)
+        _, shapes = tuning.planned_layers(runs["ssc_tuned"])
+        tables["ssc_tuned"] = tuning.tune(
+            shapes, layers.current_runtime(),
+            (execution_plan.TRAIN, execution_plan.LARGE_BATCH)).path
+
+    def step(name, model):
+        """`model.train_on_batch`, traced (at its first call) with `name`'s cost table."""
+        def call(*batch):
+            with execution_plan.cost_table(tables.get(name)):
+                return model.train_on_batch(*batch)
+        return call
+
     step_ms = timing.interleaved_ms(
-        {name: model.train_on_batch for name, model in runs.items()}, FLAGS.steps, images,
+        {name: step(name, model) for name, model in runs.items()}, FLAGS.steps, images,
         labels, warmup=FLAGS.warmup)
     rows = []
     for name, model in runs.items():
@@ -65,11 +90,12 @@ def main(argv):
     print(f"{ssc.model} on {ssc.dataset} shapes, batch {FLAGS.batch_size}, "
           f"{train.MIXED_PRECISION[FLAGS.mixed_precision]}, median of {FLAGS.steps} steps "
           f"({FLAGS.config})")
-    print(f"{'model':6} {'live params':>12} {'MACs/image':>14} {'step ms':>9} {'images/s':>9}")
+    print(f"{'model':9} {'live params':>12} {'MACs/image':>14} {'step ms':>9} {'images/s':>9} "
+          f"{'speed-up':>8}")
     for r in rows:
-        print(f"{r['model']:6} {r['live_params']:>12,} {r['macs']:>14,} "
-              f"{r['step_ms']:>9.1f} {r['images_per_s']:>9.1f}")
-    print(f"speed-up: {rows[0]['step_ms'] / rows[1]['step_ms']:.2f}x")
+        print(f"{r['model']:9} {r['live_params']:>12,} {r['macs']:>14,} "
+              f"{r['step_ms']:>9.1f} {r['images_per_s']:>9.1f} "
+              f"{rows[0]['step_ms'] / r['step_ms']:>7.2f}x")
     os.makedirs(os.path.dirname(FLAGS.output) or ".", exist_ok=True)
     with open(FLAGS.output, "w") as f:
         json.dump({**timing.environment(), "config": FLAGS.config, "batch_size": FLAGS.batch_size,

@@ -84,7 +84,7 @@ _BUILTIN_NAMES = {
 def convert(model_dir, output, *, quantization="none", integer_io=False,
             num_calibration_images=200, data_dir=None, overwrite=False,
             max_stored=execution_plan.MAX_STORED_AUTO, litert_cpu=HOST, guard=True,
-            tune=True):
+            tune=True, costs=None):
     """Converts the newest checkpoint of `model_dir` to a TFLite file at `output`.
 
     Every argument is checked, and for int8 the calibration images are read, before the
@@ -118,12 +118,15 @@ def convert(model_dir, output, *, quantization="none", integer_io=False,
         tune: bool, where `litert_cpu` is `HOST` and the package has no LiteRT times of this
             machine's kind of CPU, measure the model's layer shapes here before planning
             (`plan_and_convert`; cached per CPU and library versions). Defaults to True.
+        costs: None, or a cost table measured on the CPU that will run the file (see
+            `plan_and_convert`): planned with its times, neither tuned nor guarded here.
 
     Returns:
         A dict of facts about the written file: `path`, `bytes`, `quantization`,
         `integer_io`, `calibration_images` (int8; else 0), `max_stored`, `litert_cpu` (the
         `execution_plan.LITERT_CPUS` entry whose times planned it, or `execution_plan.TUNED`),
-        `tuning` (how this machine's times were measured, `Conversion.tuning`), `host_cpu` (this
+        `tuning` (how this machine's times were measured, `Conversion.tuning`), `costs`,
+        `host_cpu` (this
         machine's kind, `execution_plan.cpu_kind`, where the file was planned for it, else
         None), `guard` (what the guard measured and moved, `Conversion.guard`; None where it
         did not run), `epoch` (epochs the weights were trained), `input_dtype`,
@@ -143,7 +146,7 @@ def convert(model_dir, output, *, quantization="none", integer_io=False,
     an op that TFLite's builtins lack; none of ssc_tf's models does.
     """
     _check_arguments(output, quantization, integer_io, num_calibration_images, overwrite,
-                     max_stored, litert_cpu, guard, tune)
+                     max_stored, litert_cpu, guard, tune, costs)
     model, config, saved_data_dir, epoch = model_dir_lib.load_model(model_dir)
     calibration = []
     if quantization == "int8":
@@ -151,7 +154,7 @@ def convert(model_dir, output, *, quantization="none", integer_io=False,
             config, data_dir or saved_data_dir, num_calibration_images)
     # A pruned run's mask is baked into plain kernels: the file holds no mask.
     conversion = plan_and_convert(masked.bake(model), config.dataset, quantization, integer_io,
-                                  calibration, max_stored, litert_cpu, guard, tune)
+                                  calibration, max_stored, litert_cpu, guard, tune, costs)
     flatbuffer = conversion.flatbuffer
     custom = _custom_ops(flatbuffer)
     if custom:
@@ -174,6 +177,7 @@ def convert(model_dir, output, *, quantization="none", integer_io=False,
         "litert_cpu": conversion.litert_cpu,
         "host_cpu": conversion.host_cpu,
         "tuning": conversion.tuning,
+        "costs": costs,
         "guard": conversion.guard,
         "epoch": epoch,
         **facts,
@@ -224,11 +228,12 @@ def _custom_ops(tflite_bytes):
 
 
 def _check_arguments(output, quantization, integer_io, num_calibration_images, overwrite,
-                     max_stored, litert_cpu, guard, tune):
+                     max_stored, litert_cpu, guard, tune, costs):
     spelled = arguments.spelled
     arguments.check_choice("quantization", quantization, quantization_lib.QUANTIZATIONS)
     execution_plan.check_max_stored(max_stored)
     _check_litert_cpu(litert_cpu)
+    _check_costs(costs, quantization_lib.PLANNED_RUNTIME[quantization], litert_cpu)
     for name, value in (("guard", guard), ("tune", tune)):
         if not isinstance(value, bool):
             raise arguments.invalid(name, "True or False", repr(value))
@@ -335,7 +340,7 @@ class Conversion:
 
 def plan_and_convert(model, dataset, quantization, integer_io=False, calibration=(),
                      max_stored=execution_plan.MAX_STORED_AUTO, litert_cpu=HOST, guard=True,
-                     tune=True, timer=None):
+                     tune=True, costs=None, timer=None):
     """Plans `model`'s SSC layers for LiteRT, converts it, and for this machine guards the file
     against its dense twin.
 
@@ -375,6 +380,12 @@ def plan_and_convert(model, dataset, quantization, integer_io=False, calibration
             directory, so a second conversion of the same shapes measures nothing). False
             plans with `execution_plan.DEFAULT_LITERT_CPU`'s times, which the guard then
             checks. Defaults to True.
+        costs: None (the default), or the path of a cost table measured on the CPU that will
+            run the file, with a section of the quantization's runtime on
+            `execution_plan.TUNED` (`"tflite_int8@tuned"`): a phone's
+            (`ssc_tf.device_bundle`), or the tuning cache of another machine
+            (`tuning.cache_path` there). The file is planned with its times and neither
+            tuned nor guarded here, where it will not run; `litert_cpu` must stay `HOST`.
         timer: what the guard times files with: a callable that takes {name: flatbuffer} and
             returns {name: milliseconds}; default `litert_ms`.
 
@@ -383,20 +394,24 @@ def plan_and_convert(model, dataset, quantization, integer_io=False, calibration
     """
     _check_litert_cpu(litert_cpu)
     runtime = quantization_lib.PLANNED_RUNTIME[quantization]
+    _check_costs(costs, runtime, litert_cpu)
     host_cpu = tuning.host_litert_cpu()
     names, shapes = tuning.planned_layers(model)
-    costs, tuned = execution_plan.COSTS_FILE, None
-    if litert_cpu == HOST:
+    table, tuned = costs or execution_plan.COSTS_FILE, None
+    if costs:
+        litert_cpu, for_host = execution_plan.DEFAULT_LITERT_CPU, False
+    elif litert_cpu == HOST:
         litert_cpu = host_cpu or execution_plan.DEFAULT_LITERT_CPU
         for_host = True
         tuned = tuning.for_host(model, runtime) if tune else None
-        costs = tuned.path if tuned else costs
+        table = tuned.path if tuned else table
     else:
         litert_cpu = execution_plan.check_litert_cpu(litert_cpu)
         for_host = litert_cpu == host_cpu
-    # The times the plan reads: the package's of `litert_cpu`, or this machine's.
-    plan_cpu = execution_plan.TUNED if tuned else litert_cpu
-    planned = execution_plan.plan_model(shapes, runtime, costs, max_stored, plan_cpu)
+    # The times the plan reads: the package's of `litert_cpu`, or this machine's or the
+    # target's measured ones.
+    plan_cpu = execution_plan.TUNED if tuned or costs else litert_cpu
+    planned = execution_plan.plan_model(shapes, runtime, table, max_stored, plan_cpu)
     files = {}
 
     def file(forms):
@@ -416,7 +431,7 @@ def plan_and_convert(model, dataset, quantization, integer_io=False, calibration
                           dict(zip(names, forms)), guarded,
                           dataclasses.asdict(tuned) if tuned else None)
 
-    order = execution_plan.guard_order(shapes, planned, runtime, costs, plan_cpu)
+    order = execution_plan.guard_order(shapes, planned, runtime, table, plan_cpu)
     # A file of ops outside the builtins does not run in a plain interpreter (`convert`
     # refuses it).
     if not (guard and for_host and order) or _custom_ops(file(planned)):
@@ -508,7 +523,8 @@ def main(argv):
                 integer_io=FLAGS.integer_io,
                 num_calibration_images=FLAGS.num_calibration_images, data_dir=FLAGS.data_dir,
                 overwrite=FLAGS.overwrite, max_stored=FLAGS.max_stored,
-                litert_cpu=FLAGS.litert_cpu, guard=FLAGS.guard, tune=FLAGS.tune)
+                litert_cpu=FLAGS.litert_cpu, guard=FLAGS.guard, tune=FLAGS.tune,
+                costs=FLAGS.costs)
     except (ValueError, FileNotFoundError) as e:
         sys.exit(f"Error: {e}")
     io = "uint8 in and out" if result["integer_io"] else "float32 in and out"
@@ -556,6 +572,12 @@ def _define_flags():
     define_litert_cpu_flag()
     define_guard_flag()
     define_tune_flag()
+    flags.DEFINE_string(
+        "costs", None,
+        "A cost table measured on the CPU that will run the file: a phone's "
+        "(python -m ssc_tf.device_bundle --results=... --costs=FILE), or another machine's "
+        "tuning cache (~/.cache/ssc_tf/*.json there). The file is planned with its times and "
+        "neither tuned nor guarded here.")
 
 
 class _MaxStoredParser(flags.ArgumentParser):
@@ -586,6 +608,27 @@ def define_max_stored_flag(what, flag_values=flags.FLAGS):
         f"default): {execution_plan.TFLITE_MAX_STORED}, or more where the execution plan's "
         "measurements say that a file so small would run slower than the dense twin's.",
         flag_values=flag_values)
+
+
+def _check_costs(costs, runtime, litert_cpu):
+    """Raises a one-line `ValueError` where `costs` is given with another `litert_cpu` than
+    `HOST`, or is no cost table with times of `runtime` on `execution_plan.TUNED`."""
+    if costs is None:
+        return
+    spelled = arguments.spelled
+    if litert_cpu != HOST:
+        raise ValueError(f"Pass one of {spelled('costs')} and {spelled('litert_cpu')}: both "
+                         f"name the CPU whose times plan the file. Received: "
+                         f"costs={costs!r}, litert_cpu={litert_cpu!r}")
+    section = execution_plan.section(runtime, execution_plan.TUNED)
+    try:
+        measured = execution_plan.load_costs(costs).get(section)
+    except (OSError, ValueError) as error:
+        raise arguments.invalid("costs", "a cost table (JSON) that ssc_tf.device_bundle or a "
+                                "tuning wrote", f"{costs!r} ({error})") from error
+    if not measured:
+        raise arguments.invalid("costs", f"a cost table with {section} times, for this "
+                                "quantization", f"{costs!r}, which has none")
 
 
 def _check_litert_cpu(litert_cpu):
@@ -639,6 +682,8 @@ def define_tune_flag(flag_values=flags.FLAGS):
 
 def _format_plan(result):
     """Which CPU's times planned `convert`'s `result`, in one line for the CLI's summary."""
+    if result["costs"]:
+        return f"  planned with the times of {result['costs']}, measured where the file will run"
     if result["host_cpu"] is None:
         return (f"  planned for another CPU than this one, with the {result['litert_cpu']} "
                 "LiteRT times")
@@ -663,7 +708,8 @@ def _format_guard(result, guard_flag):
     guard = result["guard"]
     if guard is None:
         why = ("off (--noguard)" if not guard_flag and result["host_cpu"] else
-               "not run: planned for another CPU than this one (--litert_cpu)"
+               "not run: planned for another CPU than this one "
+               f"({'--costs' if result['costs'] else '--litert_cpu'})"
                if result["host_cpu"] is None else "not run: every SSC layer is planned dense")
         return f"  guard: {why}"
     line = (f"  guard: planned file {guard['planned_ms']:.3f} ms, dense twin "

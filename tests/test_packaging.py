@@ -22,6 +22,7 @@ CONSOLE_SCRIPTS = {
     "ssc-evaluate": "ssc_tf.evaluate:run",
     "ssc-export": "ssc_tf.export:run",
     "ssc-convert-tflite": "ssc_tf.convert_tflite:run",
+    "ssc-device-bundle": "ssc_tf.device_bundle:run",
     "ssc-density": "ssc_tf.density:run",
     "ssc-search-gp": "ssc_tf.search_gp:run",
     "ssc-serving-client": "ssc_tf.serving_client:run",

@@ -93,8 +93,8 @@ def convert(model_dir, output, *, quantization="none", integer_io=False,
     Args:
         model_dir: str, a directory written by `ssc_tf.train`.
         output: str, the file to write; must end in ".tflite". Its directory is created.
-        quantization: str, one of `quantization.QUANTIZATIONS` (see the module docstring). Defaults to
-            "none".
+        quantization: str, one of `quantization.QUANTIZATIONS` (see the module docstring).
+            Defaults to "none".
         integer_io: bool, uint8 inputs and outputs instead of float32; int8 only. Defaults to
             False.
         num_calibration_images: int >= 1, how many training images calibrate the int8
@@ -298,11 +298,11 @@ def _calibration_images(config, data_dir, count):
 
 def to_tflite(model, dataset, quantization, integer_io=False, calibration=(),
               max_stored=execution_plan.MAX_STORED_AUTO, litert_cpu=HOST, guard=True,
-              tune=True):
+              tune=True, costs=None):
     """The TFLite flatbuffer of `model`'s `ServingModel.save_for_tflite` graph: the file of
     `plan_and_convert`, whose arguments these are."""
     return plan_and_convert(model, dataset, quantization, integer_io, calibration, max_stored,
-                            litert_cpu, guard, tune).flatbuffer
+                            litert_cpu, guard, tune, costs).flatbuffer
 
 
 @dataclasses.dataclass(frozen=True)
@@ -346,8 +346,9 @@ def plan_and_convert(model, dataset, quantization, integer_io=False, calibration
 
     The SSC layers are traced for LiteRT (`execution_plan.target_runtime`) in the forms the
     execution plan measured fastest there for the model as a whole (`planned_forms`), in the
-    table of the quantization's kernels (`quantization.PLANNED_RUNTIME`). `ServingModel` folds the batch
-    norm after each SSC layer into it, which the converter does by itself only for a Conv2D.
+    table of the quantization's kernels (`quantization.PLANNED_RUNTIME`). `ServingModel` folds
+    the batch norm after each SSC layer into it, which the converter does by itself only for a
+    Conv2D.
 
     The guard: the table's times are a prediction from another machine, and two CPUs with
     the same vector extensions run XNNPACK's int8 kernels very differently. So a file planned

@@ -421,7 +421,8 @@ def choose(shape, runtime, regime, path=COSTS_FILE, litert_cpu=DEFAULT_LITERT_CP
         live weights; always only forms that `runs_in` the runtime and regime (training on
         `CPU_EIGEN` needs a gradient). For a runtime the table does not cover:
         `UNMEASURED_FORM` in TensorFlow (the GPU, until measured), the form that stores the
-        fewest weights in TFLite.
+        fewest weights in TFLite. A TensorFlow runtime or regime that a table other than the
+        package's lacks (a tuned one) is planned with the package's times.
     """
     if runtime not in RUNTIMES or regime not in REGIMES:
         raise ValueError(
@@ -429,6 +430,10 @@ def choose(shape, runtime, regime, path=COSTS_FILE, litert_cpu=DEFAULT_LITERT_CP
             f"Received: runtime={runtime!r}, regime={regime!r}"
         )
     table = measured(runtime, regime, path, litert_cpu)
+    if not table and path != COSTS_FILE and runtime not in TFLITE_RUNTIMES:
+        # A tuned table that lacks this regime (a SavedModel's is timed at the large batch
+        # only): the package's times.
+        return choose(shape, runtime, regime)
     if not table:
         return fastest(shape, runtime, {}) if runtime in TFLITE_RUNTIMES else parse(
             UNMEASURED_FORM)

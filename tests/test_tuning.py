@@ -272,3 +272,18 @@ def test_a_cache_that_cannot_be_created_is_named_in_one_line(tmp_path):
     assert str(error.value) == (
         f"The tuning cache {str(blocker / 'ssc_tf')!r} cannot be created (Not a directory): "
         "set $XDG_CACHE_HOME to a writable directory, or plan without tuning (`tune`=False).")
+
+
+def test_a_tuned_table_without_a_tensorflow_regime_plans_it_with_the_packages_times(tmp_path):
+    path = str(tmp_path / "costs.json")
+    runtime = layers_lib.current_runtime()
+    tuning.tune([_shape(16)], runtime, (execution_plan.LARGE_BATCH,), path=path,
+                measure=FakeMeasure(), log=lambda line: None)
+    assert execution_plan.choose(_shape(16), runtime, execution_plan.LARGE_BATCH,
+                                 path).name == "grouped+gconv"
+    packaged = {regime: execution_plan.choose(_shape(16), runtime, regime)
+                for regime in (execution_plan.SMALL_BATCH, execution_plan.TRAIN)}
+    # Not what a runtime without any times runs, so the test tells the two apart.
+    assert set(packaged.values()) != {execution_plan.parse(execution_plan.UNMEASURED_FORM)}
+    for regime, form in packaged.items():
+        assert execution_plan.choose(_shape(16), runtime, regime, path) == form

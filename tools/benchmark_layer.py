@@ -22,7 +22,8 @@ the speed-up, then how many shapes stay below 0.95x, and writes every time as JS
 `--write_costs` also writes them into the package's cost table, which the plan reads (or into
 `--costs_file`): they replace the runtime's section (for TFLite, the section of this CPU's kind
 among `execution_plan.LITERT_CPUS`, of its vendor and int8 instruction set, as XNNPACK's
-kernels differ with AVX-512 VNNI and without it and run at another speed on each vendor's; shapes no config has any more leave it) and keep the other sections. `--only_missing`
+kernels differ with AVX-512 VNNI and without it and run at another speed on each vendor's;
+shapes no config has any more leave it) and keep the other sections. `--only_missing`
 measures just the shapes that section lacks (after a config or an architecture rule changed)
 and adds them, keeping what it holds; `--shapes` measures the named shapes again (a time a
 noisy run got wrong) and replaces just theirs. `--merge_costs` measures nothing: it writes the

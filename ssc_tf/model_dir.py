@@ -173,15 +173,27 @@ def schedule_differences(saved, config):
 def check_resume(model_dir, saved, config):
     """Checks that a run of `config` can resume the run `saved` in `model_dir`.
 
-    Raises `ValueError` if `config` builds another network. A changed schedule is allowed
-    (more --epochs to train on), and logged as a warning that names each changed flag: the
-    epochs still to run use the new values, and the run file keeps the new flags.
+    Raises `ValueError` if `config` builds another network, or adds learning-rate boundaries
+    to a run without any or removes all of a run's: the optimizer holds its learning rate in a
+    variable only without boundaries (`optimization.learning_rate_schedule`), so its checkpoint
+    would not restore. Any other changed schedule is allowed (more --epochs to train on, other
+    boundaries), and logged as a warning that names each changed flag: the epochs still to run
+    use the new values, and the run file keeps the new flags.
     """
     differing = model_differences(saved, config)
     if differing:
         raise ValueError(
             f"--model_dir={model_dir!r} holds a different model, so this run cannot resume "
             f"into it ({'; '.join(differing)}). Use a new --model_dir, or the saved flags."
+        )
+    if bool(saved.lr_boundaries) != bool(config.lr_boundaries):
+        raise ValueError(
+            f"--model_dir={model_dir!r} trained with --lr_boundaries="
+            f"{','.join(map(str, saved.lr_boundaries))}, so this run cannot resume it with "
+            f"--lr_boundaries={','.join(map(str, config.lr_boundaries))}: a run without "
+            "boundaries keeps its learning rate in the optimizer's checkpoint, one with them "
+            "does not. Keep some boundaries (any epochs) or none, as the run did, or use a new "
+            "--model_dir."
         )
     changed = schedule_differences(saved, config)
     if changed:

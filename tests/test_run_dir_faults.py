@@ -245,6 +245,31 @@ def test_resume_refuses_another_network_and_warns_of_a_changed_schedule(tmp_path
         model_dir_lib.check_resume(str(tmp_path), dense, saved)
 
 
+def test_resume_refuses_to_add_or_remove_every_learning_rate_boundary(tmp_path):
+    saved = dataclasses.replace(run_testing.config(), epochs=4, lr_boundaries=(2,))
+    # Other boundaries keep the optimizer's checkpoint: allowed.
+    model_dir_lib.check_resume(str(tmp_path), saved, dataclasses.replace(
+        saved, lr_boundaries=(1, 3)))
+    for before, after in (((2,), ()), ((), (2,))):
+        with pytest.raises(ValueError) as error:
+            model_dir_lib.check_resume(str(tmp_path), dataclasses.replace(
+                saved, lr_boundaries=before), dataclasses.replace(saved, lr_boundaries=after))
+        assert str(error.value).startswith(
+            f"--model_dir={str(tmp_path)!r} trained with --lr_boundaries="
+            f"{','.join(map(str, before))}, so this run cannot resume it with "
+            f"--lr_boundaries={','.join(map(str, after))}: ")
+
+
+@pytest.mark.slow
+def test_a_run_resumed_with_other_boundaries_restores_and_trains_on(tmp_path):
+    model_dir = tmp_path / "run"
+    _train(model_dir, epochs=2, lr_boundaries=(1,))
+    model = _train(model_dir, epochs=3, lr_boundaries=(2,))
+    assert int(model.optimizer.iterations.numpy()) == 3  # one step an epoch
+    with pytest.raises(ValueError, match=r"cannot resume it with --lr_boundaries=: "):
+        _train(model_dir, epochs=4, lr_boundaries=())
+
+
 @pytest.mark.parametrize("sparsity,layout", [("ssc", "aligned"), ("random", "aligned"),
                                              ("dense", "joined")])
 def test_a_run_json_from_before_pointwise_layout_reads_as_aligned(tmp_path, sparsity, layout):

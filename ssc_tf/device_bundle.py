@@ -54,6 +54,7 @@ _RUN_SH = f"""#!/bin/sh
 # Then, where ssc_tf runs: python -m ssc_tf.device_bundle --bundle_dir=<this folder's copy> \\
 #     --results=results.txt --costs=costs.json
 BENCHMARK_MODEL="${{1:-./benchmark_model}}"
+case "$BENCHMARK_MODEL" in /*) ;; *) BENCHMARK_MODEL="$PWD/$BENCHMARK_MODEL" ;; esac
 cd "$(dirname "$0")" || exit 1
 for file in *.tflite; do
   echo "{FILE_MARKER}$file"

@@ -23,6 +23,7 @@ import contextlib
 import dataclasses
 import datetime
 import fcntl
+import itertools
 import json
 import os
 import re
@@ -64,15 +65,20 @@ _INDEX_FILE = "checkpoint"
 _OP_DECORATION = re.compile(r"\{\{[^}]*\}\}\s*|\s*\[Op:\w+\]")
 
 
+_TMP_COUNTER = itertools.count()
+
+
 def write_atomically(path, contents, *, overwrite=True):
     """Writes `contents` (str or bytes) to `path` through a temporary file renamed into place,
-    so a crash leaves the old file or the new one, never part of one.
+    so a crash leaves the old file or the new one, never part of one. The temporary file's name
+    is this process's and call's own, so two processes writing one file (two tunings sharing
+    a cache) never remove each other's.
 
     Raises:
         tf.errors.AlreadyExistsError: `path` exists and `overwrite` is False (nothing is
             written, and the temporary file is removed).
     """
-    tmp = f"{path}.tmp"
+    tmp = f"{path}.tmp-{os.getpid()}-{next(_TMP_COUNTER)}"
     try:
         with tf.io.gfile.GFile(tmp, "wb" if isinstance(contents, bytes) else "w") as f:
             f.write(contents)

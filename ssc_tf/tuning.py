@@ -58,8 +58,9 @@ LARGE_BATCH_SIZE = 128
 
 def layers(shape):
     """{name: built layer}: the dense `Conv2D` of `shape` under `BASELINE`, and an `SSCConv2D`
-    of it under each candidate form's name, every SSC layer with the same weights."""
-    kwargs = dict(strides=shape.strides, padding="same")
+    of it under each candidate form's name, every SSC layer with the same weights; float32
+    whatever Keras' dtype policy (the tables hold float32 times, as the plan reads them)."""
+    kwargs = dict(strides=shape.strides, padding="same", dtype="float32")
     built = {BASELINE: keras.layers.Conv2D(shape.filters, shape.kernel_size, **kwargs)}
     for form in execution_plan.candidates(shape):
         built[form] = layers_lib.SSCConv2D(
@@ -237,11 +238,13 @@ def planned_layers(model):
 
 
 def for_host(model, runtime, regimes=None):
-    """Tunes `model`'s layer shapes in `runtime` on this machine (`tune`, into `cache_path()`)
-    where the package has no times of it measured on this kind of CPU (`fits_host`) and the
-    model has layers to plan: the `Tuning`, else None (plan with the package's times)."""
+    """Tunes `model`'s layer shapes in the CPU runtime `runtime` on this machine (`tune`, into
+    `cache_path()`) where the package has no times of it measured on this kind of CPU
+    (`fits_host`) and the model has layers to plan: the `Tuning`, else None (plan with the
+    package's times). A GPU is not tuned here: `tools/gpu_check.sh` measures it, and until
+    then it runs `execution_plan.UNMEASURED_FORM`."""
     _, shapes = planned_layers(model)
-    if not shapes or fits_host(runtime):
+    if not shapes or runtime == execution_plan.GPU or fits_host(runtime):
         return None
     return tune(shapes, runtime, regimes)
 
@@ -255,8 +258,8 @@ class Tuning:
         section: its section of the runtime (`execution_plan.section(runtime, TUNED)`).
         measured: keys of the shapes measured now.
         cached: keys of the shapes whose times the table held already.
-        left: keys of the shapes the budget left unmeasured (planned with the nearest
-            measured shape's times).
+        left: keys of the shapes the budget left unmeasured, or in which no form ran (planned
+            with the nearest measured shape's times).
         seconds: how long the measuring took.
     """
 
@@ -304,14 +307,17 @@ def tune(shapes, runtime, regimes=None, *, path=None, budget_seconds=TUNE_BUDGET
                 return measure_tflite(shape, runtime, repeats, log)
             return measure_tf(shape, runtime, repeats=repeats, regimes=regimes, log=log)
     section = execution_plan.section(runtime, execution_plan.TUNED)
+    directory = os.path.dirname(path) or "."
     try:
-        os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+        os.makedirs(directory, exist_ok=True)
+        if not os.access(directory, os.W_OK):
+            raise PermissionError(13, "Permission denied")
     except OSError as error:
         raise ValueError(
-            f"The tuning cache {os.path.dirname(path)!r} cannot be created ({error.strerror}): "
-            "set $XDG_CACHE_HOME to a writable directory, or plan without tuning "
+            f"The tuning cache {directory!r} cannot be written ({error.strerror}): set "
+            "$XDG_CACHE_HOME to a writable directory, or plan without tuning "
             f"({arguments.spelled('tune')}=False).") from error
-    table = execution_plan.load_costs(path) if os.path.exists(path) else {}
+    table = _read(path)
     unique = list({shape.key: shape for shape in shapes}.values())
 
     def known(shape):
@@ -329,12 +335,21 @@ def tune(shapes, runtime, regimes=None, *, path=None, budget_seconds=TUNE_BUDGET
             break
         log(f"Tuning {section} on this CPU: [{i + 1}/{len(missing)}] {shape.key} "
             f"({elapsed:.0f} s)")
-        times = measure(shape, regimes)
-        table = _with_times(table, section, shape, times, runtime, repeats)
-        model_dir_lib.write_json(path, table)
+        times = {regime: forms for regime, forms in measure(shape, regimes).items() if forms}
+        if set(times) != set(regimes):
+            log(f"  {shape.key}: no form ran in {sorted(set(regimes) - set(times))}; not kept")
+            continue
+        # Read again: another process tuning into the same cache may have added shapes.
+        model_dir_lib.write_json(
+            path, _with_times(_read(path), section, shape, times, runtime, repeats))
         measured.append(shape.key)
     left = [shape.key for shape in missing if shape.key not in measured]
     return Tuning(path, section, measured, cached, left, time.perf_counter() - start)
+
+
+def _read(path):
+    """The cost table at `path`, or an empty one where there is none yet."""
+    return execution_plan.load_costs(path) if os.path.exists(path) else {}
 
 
 def _with_times(table, section, shape, times, runtime, repeats):

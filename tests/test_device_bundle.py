@@ -76,9 +76,11 @@ def test_bundle_holds_every_form_of_each_shape_and_the_dense_conv(bundle):
 
 def test_round_trip_run_sh_results_cost_table_and_the_planned_file(bundle, tmp_path):
     model, directory, manifest = bundle
-    benchmark_model = _fake_benchmark_model(tmp_path / "benchmark_model", "grouped-gconv")
-    ran = subprocess.run(["sh", os.path.join(directory, device_bundle.SCRIPT), benchmark_model],
-                         capture_output=True, text=True, timeout=60)
+    _fake_benchmark_model(tmp_path / "benchmark_model", "grouped-gconv")
+    # As on the phone: run.sh by its path, the tool by a path relative to where it is run.
+    ran = subprocess.run(["sh", os.path.join(directory, device_bundle.SCRIPT),
+                          "./benchmark_model"], cwd=tmp_path, capture_output=True, text=True,
+                         timeout=60)
     assert ran.returncode == 0, ran.stderr
     table = device_bundle.read_results(directory, ran.stdout)
     (shape,) = tuning.planned_layers(model)[1]
@@ -146,9 +148,12 @@ def test_costs_are_checked_in_one_line_before_converting(tmp_path):
     with pytest.raises(ValueError, match=r"^Pass one of `costs` and `litert_cpu`"):
         convert_tflite.plan_and_convert(model, "digits", "int8", costs=table,
                                         litert_cpu="amd_avx2")
-    with pytest.raises(ValueError, match=r"^Invalid value for argument `costs`: expected a "
-                       r"cost table \(JSON\)"):
-        convert_tflite.plan_and_convert(model, "digits", "none", costs=str(tmp_path / "no"))
+    for name, contents in (("no", None), ("list.json", "[1, 2]"), ("bare.json", "{}")):
+        if contents is not None:
+            (tmp_path / name).write_text(contents)
+        with pytest.raises(ValueError, match=r"^Invalid value for argument `costs`: expected "
+                           r"a cost table \(JSON\)"):
+            convert_tflite.plan_and_convert(model, "digits", "none", costs=str(tmp_path / name))
 
 
 def test_cli_reads_results_back_and_names_a_missing_flag(bundle, tmp_path):

@@ -6,6 +6,7 @@ names this machine's times, which the plan then reads. Never how fast anything r
 import json
 import os
 
+import keras
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -223,6 +224,57 @@ def test_tensorflow_times_are_taken_only_in_this_process_runtime(tmp_path):
     assert measure.measured == [(_shape(16).key, execution_plan.REGIMES)]
 
 
+def test_a_shape_in_which_no_form_ran_is_not_kept(tmp_path):
+    path = str(tmp_path / "costs.json")
+
+    def measure(shape, regimes):
+        return {regime: {} if shape.key == _shape(32).key else {"dense": 1.0}
+                for regime in regimes}
+
+    lines = []
+    result = tuning.tune([_shape(16), _shape(32)], execution_plan.TFLITE, path=path,
+                         measure=measure, log=lines.append)
+    assert (result.measured, result.left) == ([_shape(16).key], [_shape(32).key])
+    assert f"  {_shape(32).key}: no form ran in ['small_batch']; not kept" in lines
+    assert list(execution_plan.load_costs(path)[TUNED_FLOAT][execution_plan.SMALL_BATCH]) == [
+        _shape(16).key]
+
+
+def test_two_tunings_into_one_cache_keep_both_their_shapes(tmp_path):
+    path = str(tmp_path / "costs.json")
+    measure = FakeMeasure()
+
+    def measure_while_another_process_tunes(shape, regimes):
+        # Another process writes its shape into the same file meanwhile.
+        tuning.tune([_shape(64)], execution_plan.TFLITE, path=path, measure=FakeMeasure(),
+                    log=lambda line: None)
+        return measure(shape, regimes)
+
+    tuning.tune([_shape(16)], execution_plan.TFLITE, path=path,
+                measure=measure_while_another_process_tunes, log=lambda line: None)
+    assert sorted(execution_plan.load_costs(path)[TUNED_FLOAT][execution_plan.SMALL_BATCH]) == (
+        sorted([_shape(16).key, _shape(64).key]))
+    assert os.listdir(tmp_path) == ["costs.json"]  # no temporary file left
+
+
+def test_layers_are_timed_in_float32_under_a_mixed_precision_policy():
+    previous = keras.config.dtype_policy()
+    keras.config.set_dtype_policy("mixed_bfloat16")
+    try:
+        built = tuning.layers(POINTWISE)
+    finally:
+        keras.config.set_dtype_policy(previous)
+    assert {layer.compute_dtype for layer in built.values()} == {"float32"}
+
+
+def test_a_gpu_is_not_tuned_here(monkeypatch):
+    inputs = keras.Input((8, 8, 16))
+    model = keras.Model(inputs, layers_lib.SSCConv2D(16, 3, g=4, p=4)(inputs))
+    monkeypatch.setattr(tuning, "fits_host", lambda runtime, path=None: False)
+    monkeypatch.setattr(tuning, "tune", lambda *args: pytest.fail("tuned a GPU"))
+    assert tuning.for_host(model, execution_plan.GPU) is None
+
+
 def test_real_tuning_times_every_candidate_form_and_the_dense_twin(tmp_path):
     shape = execution_plan.LayerShape(in_channels=8, filters=8, kernel_size=3, strides=1,
                                       input_size=(4, 4), g=2, p=2)
@@ -263,20 +315,30 @@ def test_a_packaged_section_fits_a_host_of_its_vendor_and_int8_instructions(
     assert tuning.fits_host(execution_plan.GPU, path) is True
 
 
-def test_a_cache_that_cannot_be_created_is_named_in_one_line(tmp_path):
+def test_a_cache_that_cannot_be_written_is_named_in_one_line(tmp_path, monkeypatch):
     blocker = tmp_path / "file"
     blocker.write_text("")
     with pytest.raises(ValueError) as error:
         tuning.tune([_shape(16)], execution_plan.TFLITE, path=str(blocker / "ssc_tf" / "c.json"),
                     measure=FakeMeasure())
     assert str(error.value) == (
-        f"The tuning cache {str(blocker / 'ssc_tf')!r} cannot be created (Not a directory): "
+        f"The tuning cache {str(blocker / 'ssc_tf')!r} cannot be written (Not a directory): "
         "set $XDG_CACHE_HOME to a writable directory, or plan without tuning (`tune`=False).")
+    # A directory without write permission (faked: the tests may run as root, whom no
+    # permission stops) is refused before anything is measured.
+    monkeypatch.setattr(tuning.os, "access", lambda path, mode: False)
+    measure = FakeMeasure()
+    with pytest.raises(ValueError, match=r"cannot be written \(Permission denied\)"):
+        tuning.tune([_shape(16)], execution_plan.TFLITE, path=str(tmp_path / "c.json"),
+                    measure=measure)
+    assert not measure.measured
 
 
 def test_a_tuned_table_without_a_tensorflow_regime_plans_it_with_the_packages_times(tmp_path):
     path = str(tmp_path / "costs.json")
     runtime = layers_lib.current_runtime()
+    if runtime == execution_plan.GPU:
+        pytest.skip("the package has no GPU times to fall back on")
     tuning.tune([_shape(16)], runtime, (execution_plan.LARGE_BATCH,), path=path,
                 measure=FakeMeasure(), log=lambda line: None)
     assert execution_plan.choose(_shape(16), runtime, execution_plan.LARGE_BATCH,

@@ -59,6 +59,13 @@ def is_number(value):
     return isinstance(value, numbers.Real) and not isinstance(value, bool)
 
 
+def check_bool(name, value):
+    """Returns `value` if it is True or False; raises `ValueError` naming `name` otherwise."""
+    if not isinstance(value, bool):
+        raise invalid(name, "True or False", repr(value))
+    return value
+
+
 def check_choice(name, value, choices):
     """Returns `value` if it is one of `choices`; raises `ValueError` listing them."""
     if value not in choices:

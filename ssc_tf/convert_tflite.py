@@ -233,9 +233,8 @@ def _check_arguments(output, quantization, integer_io, num_calibration_images, o
     arguments.check_choice("quantization", quantization, quantization_lib.QUANTIZATIONS)
     execution_plan.check_max_stored(max_stored)
     _check_litert_cpu(litert_cpu)
-    for name, value in (("guard", guard), ("tune", tune)):
-        if not isinstance(value, bool):
-            raise arguments.invalid(name, "True or False", repr(value))
+    arguments.check_bool("guard", guard)
+    arguments.check_bool("tune", tune)
     if integer_io and quantization != "int8":
         raise ValueError(
             f"{arguments.kind().capitalize()} {spelled('integer_io')} needs "

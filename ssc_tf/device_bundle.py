@@ -163,8 +163,7 @@ def read_results(bundle_dir, results):
                   "quantization": manifest["quantization"], "files": len(times)}}}
     for name, ms in times.items():
         entry = manifest["files"][name]
-        shape = execution_plan.LayerShape(
-            **{**entry["shape"], "input_size": tuple(entry["shape"]["input_size"])})
+        shape = execution_plan.LayerShape.from_dict(entry["shape"])
         table["shapes"][shape.key] = entry["shape"]
         table[section][execution_plan.SMALL_BATCH].setdefault(shape.key, {})[
             entry["form"]] = round(ms, 4)

@@ -209,6 +209,11 @@ class LayerShape:
     def as_dict(self):
         return dataclasses.asdict(self)
 
+    @classmethod
+    def from_dict(cls, fields):
+        """The shape of `as_dict`'s fields as a JSON table stores them (`input_size` a list)."""
+        return cls(**{**fields, "input_size": tuple(fields["input_size"])})
+
     @property
     def key(self):
         """The table's key: every field, as a string."""
@@ -397,8 +402,7 @@ def _nearest_key(shape, table, path):
     target = shape.features()
 
     def distance(key):
-        fields = {**shapes[key], "input_size": tuple(shapes[key]["input_size"])}
-        features = LayerShape(**fields).features()
+        features = LayerShape.from_dict(shapes[key]).features()
         return sum((a - b) ** 2 for a, b in zip(features, target)), key
 
     return min(table, key=distance)

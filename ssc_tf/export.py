@@ -123,8 +123,7 @@ def export(model_dir, export_dir, *, version=None, top_k=5, serving_base_path="/
     if runtime is None:
         runtime = layers.current_runtime()
     arguments.check_choice("runtime", runtime, execution_plan.TF_RUNTIMES)
-    if not isinstance(tune, bool):
-        raise arguments.invalid("tune", "True or False", repr(tune))
+    arguments.check_bool("tune", tune)
     model, config, _, epoch = model_dir_lib.load_model(model_dir)
     existing = versions(export_dir)
     _check_same_model(export_dir, existing, config)

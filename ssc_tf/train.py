@@ -119,8 +119,7 @@ def train(config, *, model_dir, data_dir=None, strategy="default", mixed_precisi
         NonFiniteLossError: the loss became NaN or infinite.
     """
     arguments.check_int("steps_per_execution", steps_per_execution, minimum=1)
-    if not isinstance(tune, bool):
-        raise arguments.invalid("tune", "True or False", repr(tune))
+    arguments.check_bool("tune", tune)
     if config.sparsity == pruning.MAGNITUDE:
         # tfmot prunes Keras 2 models only: the run trains in a tf_keras process of its own,
         # whose pruning step (`UpdatePruningStep`) counts the batches its callback sees.

@@ -84,8 +84,7 @@ def _best(shape, runtime, forms):
 
 
 def _shape(record):
-    return execution_plan.LayerShape(
-        **{**record["shape"], "input_size": tuple(record["shape"]["input_size"])})
+    return execution_plan.LayerShape.from_dict(record["shape"])
 
 
 def _line(shape, runtime, times):

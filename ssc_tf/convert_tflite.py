@@ -443,12 +443,7 @@ def plan_and_convert(model, dataset, quantization, integer_io=False, calibration
         return ms["ssc"], ms["dense"]
 
     result = execution_plan.guard(planned, order, measure)
-    (_, planned_ms, planned_dense_ms) = result.measurements[0]
-    return conversion(result.forms, {
-        "ms": result.ms, "dense_ms": result.dense_ms, "speedup": result.speedup,
-        "planned_ms": planned_ms, "planned_dense_ms": planned_dense_ms,
-        "moved": [names[i] for i in result.moved], "movable": len(order),
-        "files_measured": len(result.measurements)})
+    return conversion(result.forms, result.facts(names))
 
 
 def planned_forms(model, runtime, max_stored=execution_plan.MAX_STORED_AUTO,
@@ -715,14 +710,7 @@ def _format_guard(result, guard_flag):
                f"({'--costs' if result['costs'] else '--litert_cpu'})"
                if result["host_cpu"] is None else "not run: every SSC layer is planned dense")
         return f"  guard: {why}"
-    line = (f"  guard: planned file {guard['planned_ms']:.3f} ms, dense twin "
-            f"{guard['planned_dense_ms']:.3f} ms on this CPU "
-            f"({guard['planned_dense_ms'] / guard['planned_ms']:.2f}x)")
-    if not guard["moved"]:
-        return line + "; shipped as planned"
-    return (line + f"; moved {len(guard['moved'])} of {guard['movable']} SSC layers to dense "
-            f"({', '.join(guard['moved'])}): {guard['ms']:.3f} against {guard['dense_ms']:.3f} "
-            f"ms ({guard['speedup']:.2f}x)")
+    return f"  guard: {execution_plan.describe_guard(guard)}"
 
 
 def run():

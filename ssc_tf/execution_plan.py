@@ -397,6 +397,16 @@ def measured(runtime, regime, path=COSTS_FILE, litert_cpu=DEFAULT_LITERT_CPU):
     return _cached_costs(path).get(section(runtime, litert_cpu), {}).get(regime, {})
 
 
+def _regime_times(runtime, regime, path, litert_cpu):
+    """(`measured`, the path of the table it read): a TensorFlow runtime or regime that a
+    table other than the package's lacks (a tuned one: training is tuned only when asked) is
+    read from the package's."""
+    table = measured(runtime, regime, path, litert_cpu)
+    if not table and path != COSTS_FILE and runtime not in TFLITE_RUNTIMES:
+        return measured(runtime, regime, COSTS_FILE, litert_cpu), COSTS_FILE
+    return table, path
+
+
 def _nearest_key(shape, table, path):
     shapes = _cached_costs(path)["shapes"]
     target = shape.features()
@@ -433,11 +443,7 @@ def choose(shape, runtime, regime, path=COSTS_FILE, litert_cpu=DEFAULT_LITERT_CP
             f"Invalid runtime or regime: expected one of {RUNTIMES} and one of {REGIMES}. "
             f"Received: runtime={runtime!r}, regime={regime!r}"
         )
-    table = measured(runtime, regime, path, litert_cpu)
-    if not table and path != COSTS_FILE and runtime not in TFLITE_RUNTIMES:
-        # A tuned table that lacks this regime (a SavedModel's is timed at the large batch
-        # only): the package's times.
-        return choose(shape, runtime, regime)
+    table, path = _regime_times(runtime, regime, path, litert_cpu)
     if not table:
         return fastest(shape, runtime, {}) if runtime in TFLITE_RUNTIMES else parse(
             UNMEASURED_FORM)
@@ -575,7 +581,8 @@ def _slower_than_dense_twin(forms, options, dense_twin_ms):
 GUARD_TOLERANCE = 0.02
 
 
-def guard_order(shapes, forms, runtime, path=COSTS_FILE, litert_cpu=DEFAULT_LITERT_CPU):
+def guard_order(shapes, forms, runtime, path=COSTS_FILE, litert_cpu=DEFAULT_LITERT_CPU,
+                regime=SMALL_BATCH):
     """The layers that `guard` may move to `DENSE`, in the order it moves them.
 
     The layers whose planned form the table predicts costs the most milliseconds over the same
@@ -588,14 +595,17 @@ def guard_order(shapes, forms, runtime, path=COSTS_FILE, litert_cpu=DEFAULT_LITE
         shapes: the `LayerShape` of each layer.
         forms: the `Form` (or form name) each runs, as planned (`plan_model`, or any other
             source of forms).
-        runtime: one of `TFLITE_RUNTIMES`.
+        runtime: one of `RUNTIMES`.
         path: the cost table (the package's by default).
-        litert_cpu: the `LITERT_CPUS` entry (or `TUNED`) whose times predict.
+        litert_cpu: for a TFLite runtime, the `LITERT_CPUS` entry (or `TUNED`) whose times
+            predict.
+        regime: the `REGIMES` entry whose times predict: `SMALL_BATCH` (the default) for a
+            TFLite file, `SMALL_BATCH` or `LARGE_BATCH` for a SavedModel's two graphs.
 
     Returns:
         A list of indices into `shapes`.
     """
-    table = measured(runtime, SMALL_BATCH, path, litert_cpu)
+    table, path = _regime_times(runtime, regime, path, litert_cpu)
     excess = {}
     for i, (shape, form) in enumerate(zip(shapes, forms)):
         name = getattr(form, "name", form)
@@ -619,6 +629,7 @@ class GuardResult:
             last measurement.
         measurements: (layers moved, ms, dense ms) of every file measured, in order; the
             first is the planned file's.
+        movable: how many layers the guard could move (`guard`'s `order`).
     """
 
     forms: list
@@ -626,11 +637,36 @@ class GuardResult:
     ms: float
     dense_ms: float
     measurements: list
+    movable: int
 
     @property
     def speedup(self):
         """The shipped file's speed over its dense twin's: dense ms / ms."""
         return self.dense_ms / self.ms
+
+    def facts(self, names):
+        """What the guard measured and moved, for JSON, with the layers named by `names` (one
+        per layer): `ms`, `dense_ms`, `speedup` (of what ships), `planned_ms` and
+        `planned_dense_ms` (the planned file's first measurement), `moved` (names),
+        `movable`, `files_measured`."""
+        _, planned_ms, planned_dense_ms = self.measurements[0]
+        return {"ms": self.ms, "dense_ms": self.dense_ms, "speedup": self.speedup,
+                "planned_ms": planned_ms, "planned_dense_ms": planned_dense_ms,
+                "moved": [names[i] for i in self.moved], "movable": self.movable,
+                "files_measured": len(self.measurements)}
+
+
+def describe_guard(facts, planned="planned file"):
+    """`GuardResult.facts` in words, one line: what `planned` measured against its dense twin
+    and, where the guard moved layers, which and what that measured."""
+    line = (f"{planned} {facts['planned_ms']:.3f} ms, dense twin "
+            f"{facts['planned_dense_ms']:.3f} ms on this CPU "
+            f"({facts['planned_dense_ms'] / facts['planned_ms']:.2f}x)")
+    if not facts["moved"]:
+        return line + "; shipped as planned"
+    return (line + f"; moved {len(facts['moved'])} of {facts['movable']} SSC layers to dense "
+            f"({', '.join(facts['moved'])}): {facts['ms']:.3f} against "
+            f"{facts['dense_ms']:.3f} ms ({facts['speedup']:.2f}x)")
 
 
 def guard(forms, order, measure, tolerance=GUARD_TOLERANCE):
@@ -686,7 +722,8 @@ def guard(forms, order, measure, tolerance=GUARD_TOLERANCE):
     if last is None:  # The dense twin itself: no slower by construction.
         dense_ms = measurements[-1][2]
         last = (fast, dense_ms, dense_ms)
-    return GuardResult(moved(fast), list(order[:fast]), last[1], last[2], measurements)
+    return GuardResult(moved(fast), list(order[:fast]), last[1], last[2], measurements,
+                       len(order))
 
 
 @contextlib.contextmanager
@@ -706,14 +743,26 @@ def target_runtime(runtime, forms=None, litert_cpu=DEFAULT_LITERT_CPU):
         )
     litert_cpu = check_litert_cpu(litert_cpu)
     runtime_token = _runtime_override.set(runtime)
-    forms_token = _forms_override.set(dict(forms) if forms else None)
     cpu_token = _litert_cpu_override.set(litert_cpu)
+    try:
+        with layer_forms(forms):
+            yield
+    finally:
+        _litert_cpu_override.reset(cpu_token)
+        _runtime_override.reset(runtime_token)
+
+
+@contextlib.contextmanager
+def layer_forms(forms):
+    """The layers traced inside the block that `forms` ({layer name: `Form`}) names (with
+    `implementation="auto"`) run those forms instead of their own `choose`; None: every layer
+    chooses. A SavedModel's serving graph traces its model once with each batch regime's
+    forms (`ssc_tf.serving.ServingModel`)."""
+    token = _forms_override.set(dict(forms) if forms else None)
     try:
         yield
     finally:
-        _litert_cpu_override.reset(cpu_token)
-        _forms_override.reset(forms_token)
-        _runtime_override.reset(runtime_token)
+        _forms_override.reset(token)
 
 
 @contextlib.contextmanager

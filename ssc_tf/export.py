@@ -18,11 +18,14 @@ Also written:
   default, where the README's `docker run` mounts `serving/`). A models.config that this
   tool did not write is left alone.
 
-Each SSC layer is traced in the form the execution plan measured fastest on the TensorFlow
+Each SSC layer is traced in the forms the execution plan measured fastest on the TensorFlow
 runtime that will serve it (`--runtime`: `cpu_onednn`, `cpu_eigen` or `gpu`; by default this
-machine's), at a large batch (docs/execution_plan.md): the forms are fixed in the graph. For
-this machine's runtime on a CPU the package has no times of, the model's layer shapes are
-measured here first (`--tune`, `ssc_tf.tuning`, cached in ~/.cache/ssc_tf).
+machine's), one for batches of up to 8 images and one for larger batches, behind a `tf.cond`
+on the batch size where they differ (`ssc_tf.serving_plan`, docs/execution_plan.md): the
+forms are fixed in the graph. For this machine's runtime, on a CPU the package has no times
+of, the model's layer shapes are measured here first (`--tune`, `ssc_tf.tuning`, cached in
+~/.cache/ssc_tf); then each batch's graph is timed against its dense twin, and layers move to
+the dense form until it is not slower (`--guard`).
 
 A version is written under a temporary name and renamed when complete, so a crash never
 leaves a half-written version for the server, and no existing version is ever replaced.
@@ -45,7 +48,7 @@ from ssc_tf import flagfile
 from ssc_tf import layers
 from ssc_tf import model_dir as model_dir_lib
 from ssc_tf import serving
-from ssc_tf import tuning
+from ssc_tf import serving_plan
 from ssc_tf.config import ExperimentConfig
 from ssc_tf.models import masked
 from ssc_tf.models import report
@@ -79,7 +82,7 @@ def read_export_info(version_dir):
 
 
 def export(model_dir, export_dir, *, version=None, top_k=5, serving_base_path="/models",
-           runtime=None, tune=True):
+           runtime=None, tune=True, guard=True, timer=None):
     """Exports the newest checkpoint of `model_dir` as a new version under `export_dir`.
 
     Args:
@@ -97,8 +100,13 @@ def export(model_dir, export_dir, *, version=None, top_k=5, serving_base_path="/
             default) takes this process's (`ssc_tf.layers.current_runtime`).
         tune: bool, for this process's runtime where the package has no times of it measured
             on this kind of CPU (`ssc_tf.tuning.fits_host`): time the model's layer shapes
-            here at the large batch first (`ssc_tf.tuning.tune`, cached per CPU model and
+            here at batch 1 and 128 first (`ssc_tf.tuning.tune`, cached per CPU model and
             library versions) and plan with those times. Defaults to True.
+        guard: bool, for this process's runtime: time the graph of each batch regime (at
+            batch 1 and 128) against its dense twin, and move layers to the dense form until
+            it is not slower (`ssc_tf.serving_plan`). Defaults to True.
+        timer: the guard's timer (`ssc_tf.serving_plan.plan`'s); default
+            `ssc_tf.serving_plan.tf_ms`.
 
     Returns:
         A dict: `path` (the version directory), `version`, `name`, `models_config` (its
@@ -106,7 +114,8 @@ def export(model_dir, export_dir, *, version=None, top_k=5, serving_base_path="/
         `bytes` (the whole SavedModel), `variables_bytes` (its variables),
         `live_params`, `dense_params`, `epoch`, `runtime`, `tuning` (how this machine's
         times were measured, `ssc_tf.tuning.Tuning` as a dict, or None where the package's
-        planned).
+        planned), `forms` ({regime: {layer: form name}}) and `guard` (what the guard measured
+        and moved, `ssc_tf.serving_plan.ServingPlan.guard`; None where it did not run).
 
     Raises:
         FileNotFoundError: `model_dir` holds no run or no checkpoint.
@@ -124,6 +133,7 @@ def export(model_dir, export_dir, *, version=None, top_k=5, serving_base_path="/
         runtime = layers.current_runtime()
     arguments.check_choice("runtime", runtime, execution_plan.TF_RUNTIMES)
     arguments.check_bool("tune", tune)
+    arguments.check_bool("guard", guard)
     model, config, _, epoch = model_dir_lib.load_model(model_dir)
     existing = versions(export_dir)
     _check_same_model(export_dir, existing, config)
@@ -143,21 +153,22 @@ def export(model_dir, export_dir, *, version=None, top_k=5, serving_base_path="/
         tf.io.gfile.rmtree(tmp)
     stats = report.model_stats(model)  # before baking: a mask's ones are the live weights
     # A pruned run's mask is baked into plain kernels: the SavedModel holds no mask.
-    # Times of another runtime than this process's cannot be taken here.
-    tuned = (tuning.for_host(model, runtime, (execution_plan.LARGE_BATCH,))
-             if tune and runtime == layers.current_runtime() else None)
+    model = masked.bake(model)
+    planned = serving_plan.plan(model, runtime, tune=tune, guard=guard, timer=timer)
     try:
         # The SSC layers' forms are fixed while the signatures are traced.
-        with execution_plan.cost_table(tuned and tuned.path), \
-                execution_plan.target_runtime(runtime):
-            serving.ServingModel(masked.bake(model), config.dataset, top_k=top_k).save(tmp)
+        with execution_plan.target_runtime(runtime):
+            serving.ServingModel(model, config.dataset, top_k=top_k,
+                                 batch_forms=planned.forms).save(tmp)
         info = {
             "config": dataclasses.asdict(config),
             "epoch": epoch,
             "model_dir": os.path.abspath(model_dir),
             "top_k": top_k,
             "runtime": runtime,
-            "tuned": tuned is not None,
+            "tuned": planned.tuning is not None,
+            "forms": planned.form_names(),
+            "guard": planned.guard,
             "signatures": [serving.SERVING_DEFAULT, serving.PREDICT_IMAGE_BYTES],
         }
         tf.io.gfile.makedirs(os.path.dirname(os.path.join(tmp, EXPORT_INFO)))
@@ -179,7 +190,9 @@ def export(model_dir, export_dir, *, version=None, top_k=5, serving_base_path="/
         "dense_params": stats.dense_params,
         "epoch": epoch,
         "runtime": runtime,
-        "tuning": dataclasses.asdict(tuned) if tuned else None,
+        "tuning": dataclasses.asdict(planned.tuning) if planned.tuning else None,
+        "forms": planned.form_names(),
+        "guard": planned.guard,
     }
 
 
@@ -261,16 +274,31 @@ def main(argv):
             result = export(
                 FLAGS.model_dir, FLAGS.export_dir, version=FLAGS.version, top_k=FLAGS.top_k,
                 serving_base_path=FLAGS.serving_base_path, runtime=FLAGS.runtime,
-                tune=FLAGS.tune)
+                tune=FLAGS.tune, guard=FLAGS.guard)
     except (ValueError, FileNotFoundError) as e:
         sys.exit(f"Error: {e}")
     print(json.dumps(result, indent=2, sort_keys=True))
     print(f"Wrote {result['path']} (signatures {serving.SERVING_DEFAULT}, "
           f"{serving.PREDICT_IMAGE_BYTES}).")
+    print(_format_guard(result["guard"], FLAGS.guard))
     if result["models_config"] is None:
         serving_dir = os.path.dirname(os.path.normpath(FLAGS.export_dir)) or "."
         print(f"Left {os.path.join(serving_dir, MODELS_CONFIG)} unchanged (not written by "
               f"ssc_tf.export): add model {result['name']!r} to it.")
+
+
+def _format_guard(guard, guard_flag):
+    """What the guard did, one line per batch regime, for the CLI's summary."""
+    if guard is None:
+        why = ("off (--noguard)" if not guard_flag else
+               "not run: planned for another runtime than this process's (--runtime), or no "
+               "SSC layer to plan")
+        return f"Guard: {why}."
+    return "\n".join(
+        f"Guard at batch {serving_plan.BATCH_SIZES[regime]}: " + (
+            "every SSC layer is planned dense" if facts is None else
+            execution_plan.describe_guard(facts, "planned graph"))
+        for regime, facts in guard.items())
 
 
 def _define_flags():
@@ -304,6 +332,12 @@ def _define_flags():
         "in each form here at batch 128, cached in ~/.cache/ssc_tf ($XDG_CACHE_HOME) per CPU "
         "model and library versions, and plan with those times. --notune plans with the "
         "package's.")
+    flags.DEFINE_bool(
+        "guard", True,
+        "For this machine's runtime: time the served graph at batch 1 and at batch 128 "
+        "against its dense twin (every SSC layer as one dense convolution, the same "
+        "function), and where it is slower, move the SSC layers to the dense form, those "
+        "predicted to cost most first, until it is not. --noguard keeps the plan as it is.")
 
 
 def run():

@@ -38,6 +38,7 @@ Example:
 
 import tensorflow as tf
 
+from ssc_tf import execution_plan
 from ssc_tf.data import augment, datasets
 from ssc_tf.models import folding
 
@@ -58,13 +59,20 @@ class ServingModel:
             into it (`ssc_tf.models.folding`); `model` itself is not changed.
         dataset: str, one of `ssc_tf.data.datasets.NAMES`: the preprocessing and input size.
         top_k: int in [1, num_classes], how many classes `classes` lists. Defaults to 5.
+        batch_forms: None (the default: each SSC layer plans its own form, the large-batch
+            one for a signature's unknown batch), or the forms of the SSC layers for each
+            batch regime, {`execution_plan.SMALL_BATCH`: {layer name: `Form`},
+            `execution_plan.LARGE_BATCH`: {...}} (`ssc_tf.serving_plan`): batches of at most
+            `execution_plan.SMALL_BATCH_MAX` images run the first, larger ones the second,
+            behind one `tf.cond` on the batch size where the two differ. Both compute the
+            same function.
 
     Attributes:
         serving_default, predict_image_bytes, probabilities: the `tf.function`s described
             in the module docstring, each with its input signature.
     """
 
-    def __init__(self, model, dataset, top_k=5):
+    def __init__(self, model, dataset, top_k=5, batch_forms=None):
         record = datasets.get(dataset)
         num_classes = record.num_classes
         if isinstance(top_k, bool) or not isinstance(top_k, int) or not 0 < top_k <= num_classes:
@@ -78,10 +86,24 @@ class ServingModel:
         height, width = record.input_shape[:2]
         images_spec = (height, width, 3)
 
+        def logits(pixels, forms=None):
+            inputs = augment.normalize(pixels, dataset)
+            if forms is None:
+                return model(inputs, training=False)
+            with execution_plan.layer_forms(forms):
+                return model(inputs, training=False)
+
         @tf.function(input_signature=[tf.TensorSpec((None,) + images_spec, tf.float32)])
         def probabilities(pixels):
-            logits = model(augment.normalize(pixels, dataset), training=False)
-            return tf.nn.softmax(tf.cast(logits, tf.float32))
+            if batch_forms is None:
+                outputs = logits(pixels)
+            else:
+                small = batch_forms[execution_plan.SMALL_BATCH]
+                large = batch_forms[execution_plan.LARGE_BATCH]
+                outputs = logits(pixels, large) if small == large else tf.cond(
+                    tf.shape(pixels)[0] <= execution_plan.SMALL_BATCH_MAX,
+                    lambda: logits(pixels, small), lambda: logits(pixels, large))
+            return tf.nn.softmax(tf.cast(outputs, tf.float32))
 
         # One concrete function that both signatures call, so a SavedModel holds the
         # model's graph once.

@@ -1,0 +1,146 @@
+"""A SavedModel's forms per batch: the two graphs behind one cond, and the guard of each."""
+
+import math
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from ssc_tf import execution_plan
+from ssc_tf import export
+from ssc_tf import layers
+from ssc_tf import serving
+from ssc_tf import serving_plan
+from ssc_tf import tuning
+from ssc_tf.data import augment, datasets
+from ssc_tf.layers import SSCConv2D
+
+STRUCTURED = execution_plan.parse("grouped+bmm")
+DENSE = execution_plan.parse(execution_plan.DENSE)
+
+
+def _model():
+    """Three SSC layers of distinct shapes on the digits' inputs, seeded."""
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input(datasets.get("digits").input_shape)
+    x = keras.layers.Conv2D(16, 3, padding="same")(inputs)
+    x = SSCConv2D(16, 3, g=4, p=4, padding="same")(x)
+    x = keras.layers.BatchNormalization()(x)
+    x = SSCConv2D(32, 3, g=4, p=4, strides=2, padding="same")(x)
+    x = SSCConv2D(32, 3, g=2, p=2, padding="same")(x)
+    return keras.Model(inputs, keras.layers.Dense(10)(keras.layers.GlobalAveragePooling2D()(x)))
+
+
+def _structured(function):
+    """A fake time of a graph: 1 and one more per layer in `grouped+bmm` (its batched matrix
+    product)."""
+    return 1.0 + sum(op.type == "BatchMatMulV2" for op in function.graph.get_operations())
+
+
+@pytest.fixture
+def planned_structured(monkeypatch):
+    """Every layer planned `grouped+bmm` in both regimes, whatever the table says."""
+    monkeypatch.setattr(execution_plan, "choose", lambda *args, **kwargs: STRUCTURED)
+
+
+def test_each_batch_is_guarded_on_its_own(planned_structured):
+    """Slower than its dense twin at batch 1 and faster at 128: the guard moves layers to
+    dense in the small-batch graph only."""
+    model = _model()
+    calls = []
+
+    def timer(functions, inputs, repeats):
+        calls.append((inputs.shape[0], repeats))
+        if inputs.shape[0] == 1:
+            return {name: _structured(f) for name, f in functions.items()}
+        return {"ssc": 1.0, "dense": 2.0}
+
+    plan = serving_plan.plan(model, layers.current_runtime(), tune=False, timer=timer)
+    names, shapes = tuning.planned_layers(model)
+    small, large = (plan.guard[regime] for regime in serving_plan.REGIMES)
+    assert set(plan.forms[execution_plan.LARGE_BATCH].values()) == {STRUCTURED}
+    assert large["moved"] == [] and large["speedup"] == 2.0 and large["files_measured"] == 1
+    # Every structured layer costs time: the small-batch graph ends as its dense twin,
+    # reached by a binary search over the layers in `guard_order`'s order.
+    assert set(plan.forms[execution_plan.SMALL_BATCH].values()) == {DENSE}
+    order = execution_plan.guard_order(shapes, [STRUCTURED] * 3, layers.current_runtime(),
+                                       regime=execution_plan.SMALL_BATCH)
+    assert small["moved"] == [names[i] for i in order] and small["movable"] == 3
+    assert small["ms"] == small["dense_ms"] == small["planned_dense_ms"] < small["planned_ms"]
+    assert small["files_measured"] <= math.ceil(math.log2(3)) + 1
+    assert calls == ([(1, serving_plan.GUARD_REPEATS[execution_plan.SMALL_BATCH])]
+                     * small["files_measured"]
+                     + [(128, serving_plan.GUARD_REPEATS[execution_plan.LARGE_BATCH])])
+    assert execution_plan.form_override(names[0]) is None
+
+
+@pytest.mark.parametrize("guard, other_runtime", [(False, False), (True, True)],
+                         ids=["noguard", "other_runtime"])
+def test_the_guard_runs_only_when_asked_for_this_processes_runtime(
+        planned_structured, monkeypatch, guard, other_runtime):
+    runtime = layers.current_runtime()
+    if other_runtime:
+        runtime = next(r for r in execution_plan.TF_RUNTIMES if r != runtime)
+    monkeypatch.setattr(tuning, "for_host", lambda *args: pytest.fail("tuned"))
+
+    def timer(*args):
+        pytest.fail("timed")
+
+    plan = serving_plan.plan(_model(), runtime, tune=other_runtime, guard=guard, timer=timer)
+    assert plan.guard is None and plan.tuning is None
+    assert {form for forms in plan.forms.values() for form in forms.values()} == {STRUCTURED}
+
+
+def test_a_model_without_planned_layers_is_neither_tuned_nor_guarded(monkeypatch):
+    monkeypatch.setattr(tuning, "tune", lambda *args: pytest.fail("tuned"))
+    inputs = keras.Input((8, 8, 3))
+    model = keras.Model(inputs, keras.layers.Conv2D(4, 3)(inputs))
+    plan = serving_plan.plan(model, layers.current_runtime(), timer=lambda *args: {})
+    assert plan == serving_plan.ServingPlan({r: {} for r in serving_plan.REGIMES}, None, None)
+
+
+def _probabilities(model, pixels):
+    logits = model(augment.normalize(tf.constant(pixels, tf.float32), "digits"), training=False)
+    return tf.nn.softmax(logits).numpy()
+
+
+def _has_cond(function):
+    return any(op.type in ("If", "StatelessIf")
+               for op in function.get_concrete_function().graph.get_operations())
+
+
+def test_a_savedmodel_runs_each_batchs_forms_behind_one_cond(tmp_path):
+    model = _model()
+    names, _ = tuning.planned_layers(model)
+    forms = {execution_plan.SMALL_BATCH: dict.fromkeys(names, DENSE),
+             execution_plan.LARGE_BATCH: dict.fromkeys(names, STRUCTURED)}
+    served = serving.ServingModel(model, "digits", batch_forms=forms)
+    assert _has_cond(served.probabilities)
+    same = {regime: forms[execution_plan.LARGE_BATCH] for regime in serving_plan.REGIMES}
+    assert not _has_cond(serving.ServingModel(model, "digits", batch_forms=same).probabilities)
+    served.save(str(tmp_path / "m"))
+    signature = tf.saved_model.load(str(tmp_path / "m")).signatures[serving.SERVING_DEFAULT]
+    rng = np.random.default_rng(0)
+    # Up to SMALL_BATCH_MAX images run the dense forms, more the structured ones: the same
+    # function either way.
+    for batch in (1, execution_plan.SMALL_BATCH_MAX, execution_plan.SMALL_BATCH_MAX + 1):
+        pixels = rng.integers(0, 256, (batch, 32, 32, 3), np.uint8)
+        np.testing.assert_allclose(signature(images=tf.constant(pixels))["probabilities"],
+                                   _probabilities(model, pixels), atol=1e-5)
+
+
+def test_the_cli_says_what_the_guard_did_at_each_batch():
+    facts = {"ms": 4.0, "dense_ms": 4.1, "speedup": 4.1 / 4.0, "planned_ms": 5.0,
+             "planned_dense_ms": 4.0, "moved": ["a", "b"], "movable": 3, "files_measured": 3}
+    kept = dict(facts, ms=3.0, dense_ms=4.0, speedup=4 / 3, planned_ms=3.0, moved=[])
+    lines = export._format_guard({execution_plan.SMALL_BATCH: facts,
+                                  execution_plan.LARGE_BATCH: kept}, True).splitlines()
+    assert lines == [
+        "Guard at batch 1: planned graph 5.000 ms, dense twin 4.000 ms on this CPU (0.80x); "
+        "moved 2 of 3 SSC layers to dense (a, b): 4.000 against 4.100 ms (1.02x)",
+        "Guard at batch 128: planned graph 3.000 ms, dense twin 4.000 ms on this CPU "
+        "(1.33x); shipped as planned"]
+    assert export._format_guard({execution_plan.SMALL_BATCH: None}, True) == (
+        "Guard at batch 1: every SSC layer is planned dense")
+    assert export._format_guard(None, False) == "Guard: off (--noguard)."

@@ -114,8 +114,9 @@ def export(model_dir, export_dir, *, version=None, top_k=5, serving_base_path="/
         `bytes` (the whole SavedModel), `variables_bytes` (its variables),
         `live_params`, `dense_params`, `epoch`, `runtime`, `tuning` (how this machine's
         times were measured, `ssc_tf.tuning.Tuning` as a dict, or None where the package's
-        planned), `forms` ({regime: {layer: form name}}) and `guard` (what the guard measured
-        and moved, `ssc_tf.serving_plan.ServingPlan.guard`; None where it did not run).
+        planned), `forms` ({regime: {layer: form name}}), `small_batch_max` (the largest
+        batch that runs the small-batch forms) and `guard` (what was timed and moved,
+        `ssc_tf.serving_plan.ServingPlan.guard`; None where nothing was).
 
     Raises:
         FileNotFoundError: `model_dir` holds no run or no checkpoint.
@@ -159,7 +160,8 @@ def export(model_dir, export_dir, *, version=None, top_k=5, serving_base_path="/
         # The SSC layers' forms are fixed while the signatures are traced.
         with execution_plan.target_runtime(runtime):
             serving.ServingModel(model, config.dataset, top_k=top_k,
-                                 batch_forms=planned.forms).save(tmp)
+                                 batch_forms=planned.forms,
+                                 small_batch_max=planned.small_batch_max).save(tmp)
         info = {
             "config": dataclasses.asdict(config),
             "epoch": epoch,
@@ -168,6 +170,7 @@ def export(model_dir, export_dir, *, version=None, top_k=5, serving_base_path="/
             "runtime": runtime,
             "tuned": planned.tuning is not None,
             "forms": planned.form_names(),
+            "small_batch_max": planned.small_batch_max,
             "guard": planned.guard,
             "signatures": [serving.SERVING_DEFAULT, serving.PREDICT_IMAGE_BYTES],
         }
@@ -192,6 +195,7 @@ def export(model_dir, export_dir, *, version=None, top_k=5, serving_base_path="/
         "runtime": runtime,
         "tuning": dataclasses.asdict(planned.tuning) if planned.tuning else None,
         "forms": planned.form_names(),
+        "small_batch_max": planned.small_batch_max,
         "guard": planned.guard,
     }
 
@@ -280,25 +284,39 @@ def main(argv):
     print(json.dumps(result, indent=2, sort_keys=True))
     print(f"Wrote {result['path']} (signatures {serving.SERVING_DEFAULT}, "
           f"{serving.PREDICT_IMAGE_BYTES}).")
-    print(_format_guard(result["guard"], FLAGS.guard))
+    print(_format_guard(result, FLAGS.guard))
     if result["models_config"] is None:
         serving_dir = os.path.dirname(os.path.normpath(FLAGS.export_dir)) or "."
         print(f"Left {os.path.join(serving_dir, MODELS_CONFIG)} unchanged (not written by "
               f"ssc_tf.export): add model {result['name']!r} to it.")
 
 
-def _format_guard(guard, guard_flag):
-    """What the guard did, one line per batch regime, for the CLI's summary."""
+def _format_guard(result, guard_flag):
+    """What was timed and chosen for `export`'s `result`, one line each, for the CLI."""
+    guard = result["guard"]
     if guard is None:
         why = ("off (--noguard)" if not guard_flag else
                "not run: planned for another runtime than this process's (--runtime), or no "
                "SSC layer to plan")
         return f"Guard: {why}."
-    return "\n".join(
-        f"Guard at batch {serving_plan.BATCH_SIZES[regime]}: " + (
-            "every SSC layer is planned dense" if facts is None else
-            execution_plan.describe_guard(facts, "planned graph"))
-        for regime, facts in guard.items())
+    lines = []
+    for regime in serving_plan.REGIMES:
+        facts = guard[regime]
+        line = f"Guard at batch {serving_plan.BATCH_SIZES[regime]}: "
+        if facts is None:
+            lines.append(line + "every SSC layer is planned dense")
+            continue
+        if facts["plans_ms"]:
+            line += ("plans with the package's times {package:.3f} ms, with this machine's "
+                     "{tuned:.3f} ms; ").format(**facts["plans_ms"])
+        lines.append(line + execution_plan.describe_guard(facts, "planned graph"))
+    if guard["switch"]:
+        timed = ", ".join(f"{batch}: {ms['small']:.2f} against {ms['large']:.2f} ms"
+                          for batch, ms in guard["switch"].items())
+        most = result["small_batch_max"]
+        lines.append(f"Batches of up to {most} image{'s' if most > 1 else ''} run the "
+                     f"small-batch graph (timed against the large-batch one at {timed}).")
+    return "\n".join(lines)
 
 
 def _define_flags():

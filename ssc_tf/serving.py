@@ -63,16 +63,18 @@ class ServingModel:
             one for a signature's unknown batch), or the forms of the SSC layers for each
             batch regime, {`execution_plan.SMALL_BATCH`: {layer name: `Form`},
             `execution_plan.LARGE_BATCH`: {...}} (`ssc_tf.serving_plan`): batches of at most
-            `execution_plan.SMALL_BATCH_MAX` images run the first, larger ones the second,
-            behind one `tf.cond` on the batch size where the two differ. Both compute the
-            same function.
+            `small_batch_max` images run the first, larger ones the second, behind one
+            `tf.cond` on the batch size where the two differ. Both compute the same function.
+        small_batch_max: int >= 1, with `batch_forms`: the largest batch that runs the
+            small-batch forms. Defaults to `execution_plan.SMALL_BATCH_MAX`.
 
     Attributes:
         serving_default, predict_image_bytes, probabilities: the `tf.function`s described
             in the module docstring, each with its input signature.
     """
 
-    def __init__(self, model, dataset, top_k=5, batch_forms=None):
+    def __init__(self, model, dataset, top_k=5, batch_forms=None,
+                 small_batch_max=execution_plan.SMALL_BATCH_MAX):
         record = datasets.get(dataset)
         num_classes = record.num_classes
         if isinstance(top_k, bool) or not isinstance(top_k, int) or not 0 < top_k <= num_classes:
@@ -101,7 +103,7 @@ class ServingModel:
                 small = batch_forms[execution_plan.SMALL_BATCH]
                 large = batch_forms[execution_plan.LARGE_BATCH]
                 outputs = logits(pixels, large) if small == large else tf.cond(
-                    tf.shape(pixels)[0] <= execution_plan.SMALL_BATCH_MAX,
+                    tf.shape(pixels)[0] <= small_batch_max,
                     lambda: logits(pixels, small), lambda: logits(pixels, large))
             return tf.nn.softmax(tf.cast(outputs, tf.float32))
 

@@ -326,7 +326,12 @@ def test_a_host_without_packaged_times_is_tuned_at_both_batches(
                            tune=tune, guard=False)
     expected = not fits and tune and runtime == here
     assert tuned == ([(here, serving_plan.REGIMES)] if expected else [])
-    assert paths and set(paths) == {table if expected else execution_plan.COSTS_FILE}
+    # Both plans are made where it was tuned; without the guard to time them, the tuned one
+    # (dense, by this machine's times) is served.
+    assert paths and set(paths) == ({table, execution_plan.COSTS_FILE} if expected
+                                    else {execution_plan.COSTS_FILE})
+    large = set(result["forms"][execution_plan.LARGE_BATCH].values())
+    assert (large == {execution_plan.DENSE}) is expected
     assert export.read_export_info(result["path"])["tuned"] is expected
     assert (result["tuning"] is not None) is expected
     assert execution_plan.costs_path() == execution_plan.COSTS_FILE
@@ -353,11 +358,12 @@ def test_cli_exports_and_reports_errors(trained_run, tmp_path):
     assert "ssc_tf_export" not in done.stderr  # no INFO logging of every saving step
     # Guarded by default, with this machine's timer: one line per batch it measured.
     guard = export.read_export_info(str(tmp_path / "serving" / "m" / "1"))["guard"]
-    assert sorted(guard) == sorted(serving_plan.REGIMES)
-    for regime, batch in serving_plan.BATCH_SIZES.items():
-        assert f"Guard at batch {batch}: " + (
-            "every SSC layer is planned dense" if guard[regime] is None else
-            "planned graph ") in done.stdout
+    assert set(guard) == {*serving_plan.REGIMES, "switch"}
+    lines = [line for line in done.stdout.splitlines() if line.startswith("Guard at batch")]
+    assert [line.split(":")[0] for line in lines] == ["Guard at batch 1", "Guard at batch 128"]
+    for line, regime in zip(lines, serving_plan.REGIMES):
+        assert ("every SSC layer is planned dense" if guard[regime] is None else
+                "dense twin") in line
 
     failed = subprocess.run(command + [f"--export_dir={tmp_path / 'serving' / 'm'}",
                                        "--version=1"],

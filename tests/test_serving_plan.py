@@ -45,22 +45,22 @@ def planned_structured(monkeypatch):
 
 
 def test_each_batch_is_guarded_on_its_own(planned_structured):
-    """Slower than its dense twin at batch 1 and faster at 128: the guard moves layers to
-    dense in the small-batch graph only."""
+    """Slower than its dense twin up to batch 2 and faster from 4: the guard moves layers to
+    dense in the small-batch graph only, which then runs up to 2 images."""
     model = _model()
     calls = []
 
     def timer(functions, inputs, repeats):
-        calls.append((inputs.shape[0], repeats))
-        if inputs.shape[0] == 1:
-            return {name: _structured(f) for name, f in functions.items()}
-        return {"ssc": 1.0, "dense": 2.0}
+        batch = inputs.shape[0]
+        calls.append((batch, sorted(functions), repeats))
+        return {name: _structured(f) if batch <= 2 else 1 / _structured(f)
+                for name, f in functions.items()}
 
     plan = serving_plan.plan(model, layers.current_runtime(), tune=False, timer=timer)
     names, shapes = tuning.planned_layers(model)
     small, large = (plan.guard[regime] for regime in serving_plan.REGIMES)
     assert set(plan.forms[execution_plan.LARGE_BATCH].values()) == {STRUCTURED}
-    assert large["moved"] == [] and large["speedup"] == 2.0 and large["files_measured"] == 1
+    assert large["moved"] == [] and large["speedup"] == 4.0 and large["files_measured"] == 1
     # Every structured layer costs time: the small-batch graph ends as its dense twin,
     # reached by a binary search over the layers in `guard_order`'s order.
     assert set(plan.forms[execution_plan.SMALL_BATCH].values()) == {DENSE}
@@ -69,10 +69,43 @@ def test_each_batch_is_guarded_on_its_own(planned_structured):
     assert small["moved"] == [names[i] for i in order] and small["movable"] == 3
     assert small["ms"] == small["dense_ms"] == small["planned_dense_ms"] < small["planned_ms"]
     assert small["files_measured"] <= math.ceil(math.log2(3)) + 1
-    assert calls == ([(1, serving_plan.GUARD_REPEATS[execution_plan.SMALL_BATCH])]
-                     * small["files_measured"]
-                     + [(128, serving_plan.GUARD_REPEATS[execution_plan.LARGE_BATCH])])
+    assert small["plans_ms"] is large["plans_ms"] is None  # one plan: the package's times
+    # The small-batch graph (dense: 1 ms) is faster at 2 images, slower at 4 (against 0.25).
+    assert plan.small_batch_max == 2
+    assert plan.guard["switch"] == {2: {"small": 1.0, "large": 4.0},
+                                    4: {"small": 1.0, "large": 0.25}}
+    repeats = serving_plan.GUARD_REPEATS
+    assert calls == (
+        [(1, ["dense", "ssc"], repeats[execution_plan.SMALL_BATCH])] * small["files_measured"]
+        + [(128, ["dense", "ssc"], repeats[execution_plan.LARGE_BATCH])]
+        + [(batch, ["large", "small"], serving_plan.SWITCH_REPEATS) for batch in (2, 4)])
     assert execution_plan.form_override(names[0]) is None
+
+
+def test_the_faster_of_the_tuned_and_the_packaged_plan_is_kept(monkeypatch, tmp_path):
+    """Where this machine's times plan otherwise than the package's, both graphs are timed:
+    here the tuned plan (`grouped+conv`) runs faster than the package's (`grouped+bmm`)."""
+    table = tmp_path / "tuned.json"
+    table.write_text('{"shapes": {}}')  # no times: the guard's order falls back to the package's
+    tuned = tuning.Tuning(str(table), "cpu", [], [], [], 0.0)
+    monkeypatch.setattr(tuning, "for_host", lambda *args: tuned)
+    monkeypatch.setattr(
+        execution_plan, "choose",
+        lambda shape, runtime, regime, path=execution_plan.COSTS_FILE, **kwargs:
+        execution_plan.parse("grouped+conv" if path == tuned.path else "grouped+bmm"))
+
+    def timer(functions, inputs, repeats):
+        return {name: _structured(f) for name, f in functions.items()}
+
+    plan = serving_plan.plan(_model(), layers.current_runtime(), timer=timer)
+    assert plan.tuning is tuned
+    for regime in serving_plan.REGIMES:
+        assert plan.guard[regime]["plans_ms"] == {"package": 4.0, "tuned": 1.0}
+        assert plan.guard[regime]["moved"] == []  # as fast as its dense twin: kept
+        assert {f.name for f in plan.forms[regime].values()} == {"grouped+conv"}
+    # The same forms at every batch: one graph, nothing to switch.
+    assert plan.guard["switch"] is None
+    assert plan.small_batch_max == execution_plan.SMALL_BATCH_MAX
 
 
 @pytest.mark.parametrize("guard, other_runtime", [(False, False), (True, True)],
@@ -97,7 +130,8 @@ def test_a_model_without_planned_layers_is_neither_tuned_nor_guarded(monkeypatch
     inputs = keras.Input((8, 8, 3))
     model = keras.Model(inputs, keras.layers.Conv2D(4, 3)(inputs))
     plan = serving_plan.plan(model, layers.current_runtime(), timer=lambda *args: {})
-    assert plan == serving_plan.ServingPlan({r: {} for r in serving_plan.REGIMES}, None, None)
+    assert plan == serving_plan.ServingPlan({r: {} for r in serving_plan.REGIMES},
+                                            execution_plan.SMALL_BATCH_MAX, None, None)
 
 
 def _probabilities(model, pixels):
@@ -115,32 +149,41 @@ def test_a_savedmodel_runs_each_batchs_forms_behind_one_cond(tmp_path):
     names, _ = tuning.planned_layers(model)
     forms = {execution_plan.SMALL_BATCH: dict.fromkeys(names, DENSE),
              execution_plan.LARGE_BATCH: dict.fromkeys(names, STRUCTURED)}
-    served = serving.ServingModel(model, "digits", batch_forms=forms)
+    served = serving.ServingModel(model, "digits", batch_forms=forms, small_batch_max=2)
     assert _has_cond(served.probabilities)
     same = {regime: forms[execution_plan.LARGE_BATCH] for regime in serving_plan.REGIMES}
     assert not _has_cond(serving.ServingModel(model, "digits", batch_forms=same).probabilities)
     served.save(str(tmp_path / "m"))
     signature = tf.saved_model.load(str(tmp_path / "m")).signatures[serving.SERVING_DEFAULT]
     rng = np.random.default_rng(0)
-    # Up to SMALL_BATCH_MAX images run the dense forms, more the structured ones: the same
-    # function either way.
-    for batch in (1, execution_plan.SMALL_BATCH_MAX, execution_plan.SMALL_BATCH_MAX + 1):
+    # Up to 2 images run the dense forms, more the structured ones: the same function.
+    for batch in (1, 2, 3):
         pixels = rng.integers(0, 256, (batch, 32, 32, 3), np.uint8)
         np.testing.assert_allclose(signature(images=tf.constant(pixels))["probabilities"],
                                    _probabilities(model, pixels), atol=1e-5)
 
 
-def test_the_cli_says_what_the_guard_did_at_each_batch():
+def test_the_cli_says_what_was_timed_and_chosen():
     facts = {"ms": 4.0, "dense_ms": 4.1, "speedup": 4.1 / 4.0, "planned_ms": 5.0,
-             "planned_dense_ms": 4.0, "moved": ["a", "b"], "movable": 3, "files_measured": 3}
-    kept = dict(facts, ms=3.0, dense_ms=4.0, speedup=4 / 3, planned_ms=3.0, moved=[])
-    lines = export._format_guard({execution_plan.SMALL_BATCH: facts,
-                                  execution_plan.LARGE_BATCH: kept}, True).splitlines()
-    assert lines == [
+             "planned_dense_ms": 4.0, "moved": ["a", "b"], "movable": 3, "files_measured": 3,
+             "plans_ms": None}
+    kept = dict(facts, ms=3.0, dense_ms=4.0, speedup=4 / 3, planned_ms=3.0, moved=[],
+                plans_ms={"package": 3.5, "tuned": 3.0})
+    result = {"guard": {execution_plan.SMALL_BATCH: facts, execution_plan.LARGE_BATCH: kept,
+                        "switch": {2: {"small": 6.0, "large": 6.5},
+                                   4: {"small": 9.0, "large": 8.0}}},
+              "small_batch_max": 2}
+    assert export._format_guard(result, True).splitlines() == [
         "Guard at batch 1: planned graph 5.000 ms, dense twin 4.000 ms on this CPU (0.80x); "
         "moved 2 of 3 SSC layers to dense (a, b): 4.000 against 4.100 ms (1.02x)",
-        "Guard at batch 128: planned graph 3.000 ms, dense twin 4.000 ms on this CPU "
-        "(1.33x); shipped as planned"]
-    assert export._format_guard({execution_plan.SMALL_BATCH: None}, True) == (
-        "Guard at batch 1: every SSC layer is planned dense")
-    assert export._format_guard(None, False) == "Guard: off (--noguard)."
+        "Guard at batch 128: plans with the package's times 3.500 ms, with this machine's "
+        "3.000 ms; planned graph 3.000 ms, dense twin 4.000 ms on this CPU (1.33x); shipped "
+        "as planned",
+        "Batches of up to 2 images run the small-batch graph (timed against the large-batch "
+        "one at 2: 6.00 against 6.50 ms, 4: 9.00 against 8.00 ms)."]
+    dense = {"guard": {execution_plan.SMALL_BATCH: None, execution_plan.LARGE_BATCH: None,
+                       "switch": None}, "small_batch_max": 8}
+    assert export._format_guard(dense, True).splitlines() == [
+        "Guard at batch 1: every SSC layer is planned dense",
+        "Guard at batch 128: every SSC layer is planned dense"]
+    assert export._format_guard({"guard": None}, False) == "Guard: off (--noguard)."

@@ -301,15 +301,13 @@ def _format_guard(result, guard_flag):
         return f"Guard: {why}."
     lines = []
     for regime in serving_plan.REGIMES:
-        facts = guard[regime]
+        facts = guard[regime] or {"plans_ms": None}
         line = f"Guard at batch {serving_plan.BATCH_SIZES[regime]}: "
-        if facts is None:
-            lines.append(line + "every SSC layer is planned dense")
-            continue
         if facts["plans_ms"]:
             line += ("plans with the package's times {package:.3f} ms, with this machine's "
                      "{tuned:.3f} ms; ").format(**facts["plans_ms"])
-        lines.append(line + execution_plan.describe_guard(facts, "planned graph"))
+        lines.append(line + (execution_plan.describe_guard(facts, "planned graph")
+                             if "planned_ms" in facts else "every SSC layer is planned dense"))
     if guard["switch"]:
         timed = ", ".join(f"{batch}: {ms['small']:.2f} against {ms['large']:.2f} ms"
                           for batch, ms in guard["switch"].items())

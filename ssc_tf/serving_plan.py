@@ -71,9 +71,10 @@ class ServingPlan:
         guard: None where the graphs were not timed (`guard=False`, another runtime than
             this process's, or no SSC layer to plan); else, for each regime:
             `execution_plan.GuardResult.facts` and `plans_ms`, the milliseconds of the
-            package's and the tuned plan (`PACKAGE`, `TUNED`) where both were timed, the
-            faster kept; or None where every layer was planned dense. And `switch`: {batch:
-            {"small": ms, "large": ms}} of the graphs timed at `SWITCH_BATCHES`, or None.
+            package's and the tuned plan (`PACKAGE`, `TUNED`) where both were timed (else
+            None), the faster kept; where every layer of the kept plan is dense, `plans_ms`
+            alone, or None if only one plan was made. And `switch`: {batch: {"small": ms,
+            "large": ms}} of the graphs timed at `SWITCH_BATCHES`, or None.
     """
 
     forms: dict
@@ -172,7 +173,8 @@ class _Timed:
 
     def guard(self, regime, plans, tables):
         """(forms, facts) of `regime`: the faster of `plans` ({source: forms}), guarded
-        against its dense twin; facts None where every layer is planned dense."""
+        against its dense twin. Where every layer of the faster is planned dense, the facts
+        are `plans_ms` alone, or None where only one plan was made."""
         batch, repeats = BATCH_SIZES[regime], GUARD_REPEATS[regime]
         source, plans_ms = list(plans)[-1], None  # the tuned plan where there is one
         if len({tuple(form.name for form in forms) for forms in plans.values()}) > 1:
@@ -182,7 +184,7 @@ class _Timed:
         order = execution_plan.guard_order(self._shapes, forms, self._runtime,
                                            tables[source], regime=regime)
         if not order:
-            return forms, None
+            return forms, plans_ms and {"plans_ms": plans_ms}
         dense = [execution_plan.parse(execution_plan.DENSE)] * len(forms)
 
         def measure(chosen):

@@ -108,6 +108,25 @@ def test_the_faster_of_the_tuned_and_the_packaged_plan_is_kept(monkeypatch, tmp_
     assert plan.small_batch_max == execution_plan.SMALL_BATCH_MAX
 
 
+def test_a_dense_plan_timed_faster_is_kept_with_its_times(monkeypatch, tmp_path):
+    table = tmp_path / "tuned.json"
+    table.write_text('{"shapes": {}}')
+    tuned = tuning.Tuning(str(table), "cpu", [], [], [], 0.0)
+    monkeypatch.setattr(tuning, "for_host", lambda *args: tuned)
+    monkeypatch.setattr(
+        execution_plan, "choose",
+        lambda shape, runtime, regime, path=execution_plan.COSTS_FILE, **kwargs:
+        DENSE if path == tuned.path else STRUCTURED)
+
+    def timer(functions, inputs, repeats):
+        return {name: _structured(f) for name, f in functions.items()}
+
+    plan = serving_plan.plan(_model(), layers.current_runtime(), timer=timer)
+    for regime in serving_plan.REGIMES:
+        assert plan.guard[regime] == {"plans_ms": {"package": 4.0, "tuned": 1.0}}
+        assert set(plan.forms[regime].values()) == {DENSE}
+
+
 @pytest.mark.parametrize("guard, other_runtime", [(False, False), (True, True)],
                          ids=["noguard", "other_runtime"])
 def test_the_guard_runs_only_when_asked_for_this_processes_runtime(
@@ -181,9 +200,11 @@ def test_the_cli_says_what_was_timed_and_chosen():
         "as planned",
         "Batches of up to 2 images run the small-batch graph (timed against the large-batch "
         "one at 2: 6.00 against 6.50 ms, 4: 9.00 against 8.00 ms)."]
-    dense = {"guard": {execution_plan.SMALL_BATCH: None, execution_plan.LARGE_BATCH: None,
+    dense = {"guard": {execution_plan.SMALL_BATCH: None,
+                       execution_plan.LARGE_BATCH: {"plans_ms": {"package": 2.0, "tuned": 1.0}},
                        "switch": None}, "small_batch_max": 8}
     assert export._format_guard(dense, True).splitlines() == [
         "Guard at batch 1: every SSC layer is planned dense",
-        "Guard at batch 128: every SSC layer is planned dense"]
+        "Guard at batch 128: plans with the package's times 2.000 ms, with this machine's "
+        "1.000 ms; every SSC layer is planned dense"]
     assert export._format_guard({"guard": None}, False) == "Guard: off (--noguard)."

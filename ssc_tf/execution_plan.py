@@ -660,7 +660,7 @@ def describe_guard(facts, planned="planned file"):
     """`GuardResult.facts` in words, one line: what `planned` measured against its dense twin
     and, where the guard moved layers, which and what that measured."""
     line = (f"{planned} {facts['planned_ms']:.3f} ms, dense twin "
-            f"{facts['planned_dense_ms']:.3f} ms on this CPU "
+            f"{facts['planned_dense_ms']:.3f} ms here "
             f"({facts['planned_dense_ms'] / facts['planned_ms']:.2f}x)")
     if not facts["moved"]:
         return line + "; shipped as planned"
@@ -793,5 +793,6 @@ def litert_cpu_override():
 
 
 def form_override(layer_name):
-    """The `Form` an enclosing `target_runtime` gives the layer `layer_name`, or None."""
+    """The `Form` an enclosing `layer_forms` (or `target_runtime`) gives the layer
+    `layer_name`, or None."""
     return (_forms_override.get() or {}).get(layer_name)

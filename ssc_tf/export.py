@@ -309,11 +309,13 @@ def _format_guard(result, guard_flag):
         lines.append(line + (execution_plan.describe_guard(facts, "planned graph")
                              if "planned_ms" in facts else "every SSC layer is planned dense"))
     if guard["switch"]:
-        timed = ", ".join(f"{batch}: {ms['small']:.2f} against {ms['large']:.2f} ms"
-                          for batch, ms in guard["switch"].items())
+        timed = ", ".join(f"{t['batch']}: {t['small']:.2f} against {t['large']:.2f} ms"
+                          for t in guard["switch"])
         most = result["small_batch_max"]
-        lines.append(f"Batches of up to {most} image{'s' if most > 1 else ''} run the "
-                     f"small-batch graph (timed against the large-batch one at {timed}).")
+        served = (f"Batches of up to {most} image{'s' if most > 1 else ''} run the "
+                  "small-batch graph" if most else
+                  "Every batch runs the large-batch graph")
+        lines.append(f"{served} (timed against each other at {timed}).")
     return "\n".join(lines)
 
 
@@ -345,7 +347,7 @@ def _define_flags():
         "tune", True,
         "For this machine's runtime on a CPU the package has no times of (its TensorFlow "
         "tables were measured on AMD EPYC CPUs): first time the model's own SSC layer shapes "
-        "in each form here at batch 128, cached in ~/.cache/ssc_tf ($XDG_CACHE_HOME) per CPU "
+        "in each form here at batch 1 and 128, cached in ~/.cache/ssc_tf ($XDG_CACHE_HOME) per CPU "
         "model and library versions, and plan with those times. --notune plans with the "
         "package's.")
     flags.DEFINE_bool(

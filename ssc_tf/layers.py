@@ -332,19 +332,21 @@ class SSCConv2D(keras.layers.Layer):
         return self.pattern.dense_macs(_spatial_size(input_shape), self.strides, self.padding)
 
     def dense_kernel(self):
-        """The dense (kh, kw, M, N) kernel: live weights in place, zeros elsewhere.
-
-        In TensorFlow the K x K part's positions are computed in the graph from the runs (a
-        few ranges and products, which Grappler folds into a constant when the graph is
-        loaded), and only the 1 x 1 part's are stored: a SavedModel that serves small batches
-        in the dense form and large ones in a structured one (`ssc_tf.serving_plan`) holds
-        its second graph for 0.75 MB (the quickstart ResNet-32) where with an index of every
-        live weight it took 1.35 MB.
-        """
-        m, n = self.pattern.in_channels, self.filters
-        shape = self.kernel_size + (m, n)
+        """The dense (kh, kw, M, N) kernel: live weights in place, zeros elsewhere."""
+        shape = self.kernel_size + (self.pattern.in_channels, self.filters)
         if current_runtime() in execution_plan.TFLITE_RUNTIMES:
             return self._placed(self.kernels, self._dense_index, shape)
+        return self._placed(self.kernels, self._dense_positions(), shape)
+
+    def _dense_positions(self):
+        """`SSCPattern.dense_index` as an int32 tensor, the K x K part's positions computed in
+        the graph from the runs (a few ranges and products, which TensorFlow folds into a
+        constant when it optimizes the graph: VGG-19's layers of 270,336 live weights ran as
+        fast in the dense form as with a stored index), only the 1 x 1 part's stored. A
+        SavedModel that serves small batches in the dense form and large ones in a
+        structured one (`ssc_tf.serving_plan`) holds its second graph for 0.75 MB (the
+        quickstart ResNet-32) where with an index of every live weight it took 1.35 MB."""
+        m, n = self.pattern.in_channels, self.filters
         kh, kw = self.kernel_size
         h, w = tf.reshape(tf.range(kh), (kh, 1, 1, 1)), tf.reshape(tf.range(kw), (1, kw, 1, 1))
         positions = []
@@ -356,8 +358,7 @@ class SSCConv2D(keras.layers.Layer):
         if self.pattern.num_pointwise_kernels:
             center = (kh // 2) * kw + kw // 2
             positions.append(center * m * n + tf.constant(self._pointwise_index))
-        live = tf.concat([tf.reshape(self._cast(v), [-1]) for v in self.kernels], axis=0)
-        return tf.reshape(_scatter(tf.concat(positions, axis=0), live, math.prod(shape)), shape)
+        return tf.concat(positions, axis=0)
 
     def _placed(self, variables, index, shape):
         """A kernel of `shape`: the values of `variables`, flattened in order, at the flat
@@ -440,7 +441,8 @@ class SSCConv2D(keras.layers.Layer):
 
     def _planned(self, inputs, regime):
         """The form `implementation="auto"` runs now: the one an enclosing
-        `execution_plan.target_runtime` names for this layer, else `planned_form`."""
+        `execution_plan.layer_forms` (or `target_runtime`) names for this layer, else
+        `planned_form`."""
         override = execution_plan.form_override(self.name)
         if override is not None:
             return override
@@ -448,10 +450,9 @@ class SSCConv2D(keras.layers.Layer):
 
     def _inference_form(self, inputs):
         """The inference form: the small-batch one for a batch known to be small (TFLite
-        files run at batch 1), else the large-batch one. A graph traced for any batch (a
-        serving signature) takes the large-batch form: holding both forms behind a `tf.cond`
-        on the batch size would store both forms' index constants in every SavedModel (0.3 MB
-        more for ResNet-32, a quarter of its weights)."""
+        files run at batch 1), else the large-batch one. A graph traced for any batch takes
+        the large-batch form; a SavedModel's serving graph holds both, each traced with its
+        forms named (`ssc_tf.serving.ServingModel`'s `batch_forms`)."""
         batch = inputs.shape[0]
         small_batch = batch is not None and batch <= execution_plan.SMALL_BATCH_MAX
         if small_batch or current_runtime() in execution_plan.TFLITE_RUNTIMES:

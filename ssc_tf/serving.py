@@ -23,7 +23,8 @@ compatible with expected shape [?,32,32,3]"). An empty batch gets empty outputs.
 A SavedModel holds the signatures and the variables they read (as `tf.Variable`s, each
 once), nothing else: no Keras model object (whose variables the TF object graph would reach
 twice) and no extra traced functions, so it stores each live weight once and the model's
-graph once, and the TFLite converter can freeze every variable into a constant.
+graph once (twice where `batch_forms` gives small batches other forms than large ones), and the
+TFLite converter can freeze every variable into a constant.
 
 Example:
 
@@ -38,6 +39,7 @@ Example:
 
 import tensorflow as tf
 
+from ssc_tf import arguments
 from ssc_tf import execution_plan
 from ssc_tf.data import augment, datasets
 from ssc_tf.models import folding
@@ -65,8 +67,8 @@ class ServingModel:
             `execution_plan.LARGE_BATCH`: {...}} (`ssc_tf.serving_plan`): batches of at most
             `small_batch_max` images run the first, larger ones the second, behind one
             `tf.cond` on the batch size where the two differ. Both compute the same function.
-        small_batch_max: int >= 1, with `batch_forms`: the largest batch that runs the
-            small-batch forms. Defaults to `execution_plan.SMALL_BATCH_MAX`.
+        small_batch_max: int >= 0, with `batch_forms`: the largest batch that runs the
+            small-batch forms (0: none). Defaults to `execution_plan.SMALL_BATCH_MAX`.
 
     Attributes:
         serving_default, predict_image_bytes, probabilities: the `tf.function`s described
@@ -77,6 +79,12 @@ class ServingModel:
                  small_batch_max=execution_plan.SMALL_BATCH_MAX):
         record = datasets.get(dataset)
         num_classes = record.num_classes
+        regimes = (execution_plan.SMALL_BATCH, execution_plan.LARGE_BATCH)
+        if batch_forms is not None and (not isinstance(batch_forms, dict)
+                                        or sorted(batch_forms) != sorted(regimes)):
+            raise arguments.invalid("batch_forms", f"None or a dict of {regimes} to forms",
+                                    repr(batch_forms))
+        arguments.check_int("small_batch_max", small_batch_max, minimum=0)
         if isinstance(top_k, bool) or not isinstance(top_k, int) or not 0 < top_k <= num_classes:
             raise ValueError(
                 f"Invalid value for argument `top_k`: expected an integer in [1, {num_classes}] "

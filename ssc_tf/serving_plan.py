@@ -18,8 +18,8 @@ For the TensorFlow runtime of the process that exports (the machine that will se
   plans, the faster kept; then against its dense twin (every planned layer in
   `execution_plan.DENSE`, which computes the same function), and where it is slower, layers
   move to the dense form until it is not (`execution_plan.guard`, as `ssc_tf.convert_tflite`
-  guards a TFLite file). Last, the two graphs are timed at 2, 4 and 8 images, and the small
-  one runs up to the largest of those at which it was faster.
+  guards a TFLite file). Last, the two graphs are timed against each other at 1, 2, 4 and 8
+  images, and the small one serves the batches below the first at which it ran slower.
 
 Example:
 
@@ -46,10 +46,10 @@ BATCH_SIZES = {execution_plan.SMALL_BATCH: 1,
 # counts): ResNet-32 runs in about 5 ms at batch 1 and 0.2 s at batch 128 on 2 cores, so a
 # measurement takes about half a second at batch 1 and 3 s at 128.
 GUARD_REPEATS = {execution_plan.SMALL_BATCH: 50, execution_plan.LARGE_BATCH: 5}
-# The batches between the two at which the small-batch graph is timed against the large-batch
-# one, to find the largest that the small one runs faster (the table has times at 1 and 128
-# only): up to `execution_plan.SMALL_BATCH_MAX`, each with this many timed calls.
-SWITCH_BATCHES = (2, 4, execution_plan.SMALL_BATCH_MAX)
+# The batches at which the small-batch graph is timed against the large-batch one, smallest
+# first, each with this many timed calls: it serves the batches below the first at which it
+# ran slower (the table has times at 1 and 128 only), none if it ran slower at 1.
+SWITCH_BATCHES = (1, 2, 4, execution_plan.SMALL_BATCH_MAX)
 SWITCH_REPEATS = 20
 # The two plans that may be compared: with the package's times and with this machine's.
 PACKAGE = "package"
@@ -64,8 +64,10 @@ class ServingPlan:
         forms: {regime: {layer name: `execution_plan.Form`}} for each of `REGIMES`:
             `ServingModel`'s `batch_forms`.
         small_batch_max: the largest batch that runs the small-batch forms:
-            `execution_plan.SMALL_BATCH_MAX`, or where both graphs were timed, the largest of
-            `SWITCH_BATCHES` at which the small-batch one ran faster (1 if none).
+            `execution_plan.SMALL_BATCH_MAX`, or where both graphs were timed, the last of
+            `SWITCH_BATCHES` before the first at which the small-batch one ran slower. Where
+            it ran slower at batch 1, 0, and `forms` holds the large-batch forms for both
+            regimes: one graph.
         tuning: the `ssc_tf.tuning.Tuning` of this machine's times, or None where the
             package's planned.
         guard: None where the graphs were not timed (`guard=False`, another runtime than
@@ -73,8 +75,9 @@ class ServingPlan:
             `execution_plan.GuardResult.facts` and `plans_ms`, the milliseconds of the
             package's and the tuned plan (`PACKAGE`, `TUNED`) where both were timed (else
             None), the faster kept; where every layer of the kept plan is dense, `plans_ms`
-            alone, or None if only one plan was made. And `switch`: {batch: {"small": ms,
-            "large": ms}} of the graphs timed at `SWITCH_BATCHES`, or None.
+            alone, or None if only one plan was made. And `switch`: a list of {"batch",
+            "small", "large"} (batch size, ms of each graph) as timed at `SWITCH_BATCHES`, or
+            None.
     """
 
     forms: dict
@@ -135,6 +138,8 @@ def plan(model, runtime, *, tune=True, guard=True, timer=None):
     small_batch_max, guarded["switch"] = execution_plan.SMALL_BATCH_MAX, None
     if forms[execution_plan.SMALL_BATCH] != forms[execution_plan.LARGE_BATCH]:
         small_batch_max, guarded["switch"] = timed.switch(forms)
+        if not small_batch_max:
+            forms[execution_plan.SMALL_BATCH] = forms[execution_plan.LARGE_BATCH]
     return ServingPlan(_by_name(names, forms), small_batch_max, tuned, guarded)
 
 
@@ -176,18 +181,24 @@ class _Timed:
         against its dense twin. Where every layer of the faster is planned dense, the facts
         are `plans_ms` alone, or None where only one plan was made."""
         batch, repeats = BATCH_SIZES[regime], GUARD_REPEATS[regime]
+        dense = [execution_plan.parse(execution_plan.DENSE)] * len(self._names)
         source, plans_ms = list(plans)[-1], None  # the tuned plan where there is one
+        # The faster plan's time and its dense twin's, timed with the other plan's.
+        measured = []
         if len({tuple(form.name for form in forms) for forms in plans.values()}) > 1:
-            plans_ms = self.time(plans, batch, repeats)
+            ms = self.time({**plans, "dense": dense}, batch, repeats)
+            plans_ms = {name: ms[name] for name in plans}
             source = min(plans_ms, key=plans_ms.get)
+            measured.append((ms[source], ms["dense"]))
         forms = plans[source]
         order = execution_plan.guard_order(self._shapes, forms, self._runtime,
                                            tables[source], regime=regime)
         if not order:
             return forms, plans_ms and {"plans_ms": plans_ms}
-        dense = [execution_plan.parse(execution_plan.DENSE)] * len(forms)
 
         def measure(chosen):
+            if measured:  # the first: the faster plan itself
+                return measured.pop()
             ms = self.time({"ssc": chosen, "dense": dense}, batch, repeats)
             return ms["ssc"], ms["dense"]
 
@@ -195,14 +206,15 @@ class _Timed:
         return result.forms, {**result.facts(self._names), "plans_ms": plans_ms}
 
     def switch(self, forms):
-        """(the largest of `SWITCH_BATCHES` at which the small-batch `forms` ran faster than
-        the large-batch ones, or 1; {batch: {"small": ms, "large": ms}} as timed)."""
+        """(the last of `SWITCH_BATCHES` before the first at which the small-batch `forms` ran
+        slower than the large-batch ones, 0 if the first; [{"batch", "small", "large"}] as
+        timed)."""
         graphs = {"small": forms[execution_plan.SMALL_BATCH],
                   "large": forms[execution_plan.LARGE_BATCH]}
-        small_batch_max, timed = 1, {}
+        small_batch_max, timed = 0, []
         for batch in SWITCH_BATCHES:
-            timed[batch] = self.time(graphs, batch, SWITCH_REPEATS)
-            if timed[batch]["small"] > timed[batch]["large"]:
+            timed.append({"batch": batch, **self.time(graphs, batch, SWITCH_REPEATS)})
+            if timed[-1]["small"] > timed[-1]["large"]:
                 break
             small_batch_max = batch
         return small_batch_max, timed

@@ -314,6 +314,20 @@ def test_dense_kernel_round_trips_through_set_dense_kernel():
     np.testing.assert_array_equal(layer.dense_kernel().numpy(), np.where(mask, kernel, 0))
 
 
+@pytest.mark.parametrize("m, n, k, g, p, layout", [
+    (64, 128, 3, 15, 4, "joined"),   # two runs of unequal blocks
+    (7, 10, 5, 4, 3, "aligned"),     # uneven blocks, filters left without a K x K part
+    (5, 9, 2, 2, 2, "joined"),       # an even window: the 1 x 1 part's center tap
+    (32, 64, 1, None, 4, "joined"),  # no K x K part
+    (10, 7, 3, 3, None, "joined"),   # no 1 x 1 part
+])
+def test_dense_positions_computed_in_the_graph_are_the_patterns(m, n, k, g, p, layout):
+    layer = SSCConv2D(n, k, g=g, p=p, pointwise_layout=layout)
+    layer.build((None, 9, 9, m))
+    np.testing.assert_array_equal(layer._dense_positions().numpy(),
+                                  layer.pattern.dense_index())
+
+
 def test_macs_and_output_shape():
     layer = SSCConv2D(128, 3, g=16, p=4, strides=2, padding="same")
     assert layer.compute_output_shape((None, 9, 8, 64)) == (None, 5, 4, 128)

@@ -70,16 +70,42 @@ def test_each_batch_is_guarded_on_its_own(planned_structured):
     assert small["ms"] == small["dense_ms"] == small["planned_dense_ms"] < small["planned_ms"]
     assert small["files_measured"] <= math.ceil(math.log2(3)) + 1
     assert small["plans_ms"] is large["plans_ms"] is None  # one plan: the package's times
-    # The small-batch graph (dense: 1 ms) is faster at 2 images, slower at 4 (against 0.25).
+    # The small-batch graph (dense: 1 ms) is faster at 1 and 2 images, slower at 4 (against
+    # 0.25): it serves up to 2.
     assert plan.small_batch_max == 2
-    assert plan.guard["switch"] == {2: {"small": 1.0, "large": 4.0},
-                                    4: {"small": 1.0, "large": 0.25}}
+    assert plan.guard["switch"] == [{"batch": 1, "small": 1.0, "large": 4.0},
+                                    {"batch": 2, "small": 1.0, "large": 4.0},
+                                    {"batch": 4, "small": 1.0, "large": 0.25}]
     repeats = serving_plan.GUARD_REPEATS
     assert calls == (
         [(1, ["dense", "ssc"], repeats[execution_plan.SMALL_BATCH])] * small["files_measured"]
         + [(128, ["dense", "ssc"], repeats[execution_plan.LARGE_BATCH])]
-        + [(batch, ["large", "small"], serving_plan.SWITCH_REPEATS) for batch in (2, 4)])
+        + [(batch, ["large", "small"], serving_plan.SWITCH_REPEATS) for batch in (1, 2, 4)])
     assert execution_plan.form_override(names[0]) is None
+
+
+def test_a_small_batch_graph_slower_than_the_large_batch_one_at_1_image_is_dropped(
+        monkeypatch):
+    """The guard keeps the small-batch graph's structured layers (not slower than dense), but
+    the large-batch graph of other forms runs one image faster still: one graph serves all."""
+    model = _model()
+    names, _ = tuning.planned_layers(model)
+    large = dict.fromkeys(names, execution_plan.parse("grouped+conv"))
+    monkeypatch.setattr(execution_plan, "choose",
+                        lambda shape, runtime, regime, *args, **kwargs:
+                        STRUCTURED if regime == execution_plan.SMALL_BATCH
+                        else execution_plan.parse("grouped+conv"))
+
+    def timer(functions, inputs, repeats):
+        return {name: 0.5 if name == "large" else 1.0 for name in functions}
+
+    plan = serving_plan.plan(model, layers.current_runtime(), tune=False, timer=timer)
+    assert plan.small_batch_max == 0
+    assert plan.forms[execution_plan.SMALL_BATCH] == plan.forms[execution_plan.LARGE_BATCH] == large
+    assert plan.guard["switch"] == [{"batch": 1, "small": 1.0, "large": 0.5}]
+    served = serving.ServingModel(model, "digits", batch_forms=plan.forms,
+                                  small_batch_max=plan.small_batch_max)
+    assert not _has_cond(served.probabilities)
 
 
 def test_the_faster_of_the_tuned_and_the_packaged_plan_is_kept(monkeypatch, tmp_path):
@@ -101,7 +127,8 @@ def test_the_faster_of_the_tuned_and_the_packaged_plan_is_kept(monkeypatch, tmp_
     assert plan.tuning is tuned
     for regime in serving_plan.REGIMES:
         assert plan.guard[regime]["plans_ms"] == {"package": 4.0, "tuned": 1.0}
-        assert plan.guard[regime]["moved"] == []  # as fast as its dense twin: kept
+        # As fast as its dense twin, timed with both plans: kept, nothing timed again.
+        assert plan.guard[regime]["moved"] == [] and plan.guard[regime]["files_measured"] == 1
         assert {f.name for f in plan.forms[regime].values()} == {"grouped+conv"}
     # The same forms at every batch: one graph, nothing to switch.
     assert plan.guard["switch"] is None
@@ -159,8 +186,19 @@ def _probabilities(model, pixels):
 
 
 def _has_cond(function):
-    return any(op.type in ("If", "StatelessIf")
-               for op in function.get_concrete_function().graph.get_operations())
+    return bool(_branches(function))
+
+
+def _branches(function):
+    """The operation types of each branch of the conds in `function`'s graph, [(then, else)]."""
+    graph = function.get_concrete_function().graph
+    library = {f.signature.name: f for f in graph.as_graph_def().library.function}
+
+    def types(name):
+        return {node.op for node in library[name].node_def}
+
+    return [(types(op.get_attr("then_branch").name), types(op.get_attr("else_branch").name))
+            for op in graph.get_operations() if op.type in ("If", "StatelessIf")]
 
 
 def test_a_savedmodel_runs_each_batchs_forms_behind_one_cond(tmp_path):
@@ -169,7 +207,12 @@ def test_a_savedmodel_runs_each_batchs_forms_behind_one_cond(tmp_path):
     forms = {execution_plan.SMALL_BATCH: dict.fromkeys(names, DENSE),
              execution_plan.LARGE_BATCH: dict.fromkeys(names, STRUCTURED)}
     served = serving.ServingModel(model, "digits", batch_forms=forms, small_batch_max=2)
-    assert _has_cond(served.probabilities)
+    # Batches of up to 2 take the first branch: the dense forms' convolutions alone; the
+    # other runs `grouped+bmm`'s batched matrix products.
+    [(small, large)] = _branches(served.probabilities)
+    assert "BatchMatMulV2" not in small and "Conv2D" in small
+    assert "BatchMatMulV2" in large
+    assert execution_plan.form_override(names[0]) is None
     same = {regime: forms[execution_plan.LARGE_BATCH] for regime in serving_plan.REGIMES}
     assert not _has_cond(serving.ServingModel(model, "digits", batch_forms=same).probabilities)
     served.save(str(tmp_path / "m"))
@@ -189,17 +232,18 @@ def test_the_cli_says_what_was_timed_and_chosen():
     kept = dict(facts, ms=3.0, dense_ms=4.0, speedup=4 / 3, planned_ms=3.0, moved=[],
                 plans_ms={"package": 3.5, "tuned": 3.0})
     result = {"guard": {execution_plan.SMALL_BATCH: facts, execution_plan.LARGE_BATCH: kept,
-                        "switch": {2: {"small": 6.0, "large": 6.5},
-                                   4: {"small": 9.0, "large": 8.0}}},
+                        "switch": [{"batch": 1, "small": 4.0, "large": 4.5},
+                                   {"batch": 2, "small": 6.0, "large": 6.5},
+                                   {"batch": 4, "small": 9.0, "large": 8.0}]},
               "small_batch_max": 2}
     assert export._format_guard(result, True).splitlines() == [
-        "Guard at batch 1: planned graph 5.000 ms, dense twin 4.000 ms on this CPU (0.80x); "
+        "Guard at batch 1: planned graph 5.000 ms, dense twin 4.000 ms here (0.80x); "
         "moved 2 of 3 SSC layers to dense (a, b): 4.000 against 4.100 ms (1.02x)",
         "Guard at batch 128: plans with the package's times 3.500 ms, with this machine's "
-        "3.000 ms; planned graph 3.000 ms, dense twin 4.000 ms on this CPU (1.33x); shipped "
+        "3.000 ms; planned graph 3.000 ms, dense twin 4.000 ms here (1.33x); shipped "
         "as planned",
-        "Batches of up to 2 images run the small-batch graph (timed against the large-batch "
-        "one at 2: 6.00 against 6.50 ms, 4: 9.00 against 8.00 ms)."]
+        "Batches of up to 2 images run the small-batch graph (timed against each other at "
+        "1: 4.00 against 4.50 ms, 2: 6.00 against 6.50 ms, 4: 9.00 against 8.00 ms)."]
     dense = {"guard": {execution_plan.SMALL_BATCH: None,
                        execution_plan.LARGE_BATCH: {"plans_ms": {"package": 2.0, "tuned": 1.0}},
                        "switch": None}, "small_batch_max": 8}
@@ -208,3 +252,20 @@ def test_the_cli_says_what_was_timed_and_chosen():
         "Guard at batch 128: plans with the package's times 2.000 ms, with this machine's "
         "1.000 ms; every SSC layer is planned dense"]
     assert export._format_guard({"guard": None}, False) == "Guard: off (--noguard)."
+    dropped = {"guard": {**result["guard"], "switch": [{"batch": 1, "small": 5.0,
+                                                         "large": 4.0}]},
+               "small_batch_max": 0}
+    assert export._format_guard(dropped, True).splitlines()[-1] == (
+        "Every batch runs the large-batch graph (timed against each other at 1: 5.00 against "
+        "4.00 ms).")
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"batch_forms": {execution_plan.SMALL_BATCH: {}}}, "argument `batch_forms`: expected None "
+     "or a dict of"),
+    ({"small_batch_max": -1}, r"argument `small_batch_max`: expected an integer >= 0"),
+    ({"small_batch_max": 2.0}, r"argument `small_batch_max`: expected an integer >= 0"),
+])
+def test_bad_serving_arguments_are_named(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        serving.ServingModel(_model(), "digits", **kwargs)

@@ -187,8 +187,8 @@ def export(model_dir, export_dir, *, version=None, top_k=5, serving_base_path="/
         "name": name,
         "models_config": write_models_config(
             os.path.dirname(os.path.normpath(export_dir)) or ".", serving_base_path),
-        "bytes": _size(path),
-        "variables_bytes": _size(os.path.join(path, "variables")),
+        "bytes": saved_bytes(path),
+        "variables_bytes": saved_bytes(os.path.join(path, "variables")),
         "live_params": stats.live_params,
         "dense_params": stats.dense_params,
         "epoch": epoch,
@@ -255,7 +255,8 @@ def write_models_config(serving_dir, serving_base_path="/models"):
     return path
 
 
-def _size(directory):
+def saved_bytes(directory):
+    """The bytes of every file under `directory` (a SavedModel, or its variables)."""
     return sum(
         tf.io.gfile.stat(os.path.join(root, name)).length
         for root, _, files in tf.io.gfile.walk(directory)
@@ -284,15 +285,16 @@ def main(argv):
     print(json.dumps(result, indent=2, sort_keys=True))
     print(f"Wrote {result['path']} (signatures {serving.SERVING_DEFAULT}, "
           f"{serving.PREDICT_IMAGE_BYTES}).")
-    print(_format_guard(result, FLAGS.guard))
+    print(format_guard(result, FLAGS.guard))
     if result["models_config"] is None:
         serving_dir = os.path.dirname(os.path.normpath(FLAGS.export_dir)) or "."
         print(f"Left {os.path.join(serving_dir, MODELS_CONFIG)} unchanged (not written by "
               f"ssc_tf.export): add model {result['name']!r} to it.")
 
 
-def _format_guard(result, guard_flag):
-    """What was timed and chosen for `export`'s `result`, one line each, for the CLI."""
+def format_guard(result, guard_flag):
+    """What was timed and chosen for `export`'s `result` with `guard=guard_flag`, one line
+    each, as the CLI prints it."""
     guard = result["guard"]
     if guard is None:
         why = ("off (--noguard)" if not guard_flag else

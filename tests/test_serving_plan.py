@@ -236,7 +236,7 @@ def test_the_cli_says_what_was_timed_and_chosen():
                                    {"batch": 2, "small": 6.0, "large": 6.5},
                                    {"batch": 4, "small": 9.0, "large": 8.0}]},
               "small_batch_max": 2}
-    assert export._format_guard(result, True).splitlines() == [
+    assert export.format_guard(result, True).splitlines() == [
         "Guard at batch 1: planned graph 5.000 ms, dense twin 4.000 ms here (0.80x); "
         "moved 2 of 3 SSC layers to dense (a, b): 4.000 against 4.100 ms (1.02x)",
         "Guard at batch 128: plans with the package's times 3.500 ms, with this machine's "
@@ -247,15 +247,15 @@ def test_the_cli_says_what_was_timed_and_chosen():
     dense = {"guard": {execution_plan.SMALL_BATCH: None,
                        execution_plan.LARGE_BATCH: {"plans_ms": {"package": 2.0, "tuned": 1.0}},
                        "switch": None}, "small_batch_max": 8}
-    assert export._format_guard(dense, True).splitlines() == [
+    assert export.format_guard(dense, True).splitlines() == [
         "Guard at batch 1: every SSC layer is planned dense",
         "Guard at batch 128: plans with the package's times 2.000 ms, with this machine's "
         "1.000 ms; every SSC layer is planned dense"]
-    assert export._format_guard({"guard": None}, False) == "Guard: off (--noguard)."
+    assert export.format_guard({"guard": None}, False) == "Guard: off (--noguard)."
     dropped = {"guard": {**result["guard"], "switch": [{"batch": 1, "small": 5.0,
                                                          "large": 4.0}]},
                "small_batch_max": 0}
-    assert export._format_guard(dropped, True).splitlines()[-1] == (
+    assert export.format_guard(dropped, True).splitlines()[-1] == (
         "Every batch runs the large-batch graph (timed against each other at 1: 5.00 against "
         "4.00 ms).")
 

@@ -31,7 +31,23 @@ interpreter) and runs nothing: run them anywhere, then run `ssc-compare` without
 `--dry_run` on the same `--root` to tabulate them on one machine.
 
 The table (`<root>/compare.json`, `<root>/compare.md`, and `<root>/compare.png` where
-matplotlib is installed) has one row per (config, method), over the finished seeds:
+matplotlib is installed) is the root's, not only the command's, so that one root can be
+tabulated over several commands (`--seeds=0,1`, later `--seeds=2`; or one `--methods` after
+another):
+
+- each row holds the seeds the command names and the root's other finished seeds of that
+  row: the `seed-<seed>` folders beside its runs that are finished (as a run is skipped:
+  eval.json at the epochs of the command's config, and model.tflite) and whose run.json
+  holds the config the command trains for that seed (`other_seeds`). A finished folder
+  trained with other flags, or without run.json, is left out with one progress line naming
+  why; an unfinished one is left alone (neither trained nor tabulated);
+- the rows of the previous `<root>/compare.json` that the command produces no row for are
+  carried over unchanged, rows and runs, their `carried_from` the date of the table that
+  tabulated them (`carry_over`); compare.md lists them. A row the command produces replaces
+  the previous one; a previous compare.json that does not read is ignored with one
+  progress line.
+
+It has one row per (config, method), over the finished seeds:
 
 - top-1 on the test split (eval.json), mean and sample standard deviation, and their number;
 - the paper's top-1 where it reports one (`ssc_tf.published`);
@@ -43,7 +59,8 @@ matplotlib is installed) has one row per (config, method), over the finished see
   since a mask removes weights, not multiplications (ssc_tf.models.masked);
 - training images per second, from the TensorBoard logs (`images_per_second` says how);
 - TF latency and LiteRT float32 latency (one thread) at batch 1, and the TFLite file's size,
-  measured by this process on the model of the row's first finished seed.
+  measured on the model of the row's lowest finished seed by the process that wrote the
+  table (for a carried row, the earlier table's).
 """
 
 import dataclasses
@@ -82,6 +99,8 @@ DEFAULT_SEEDS = (0, 1, 2)
 DEFAULT_REPEATS = 50
 
 _BUDGET = re.compile(r"(?P<table>.+)_(?P<percent>\d+(?:\.\d+)?)pct")
+# The folder of a run of seed <seed>, as `plan` names it.
+_SEED_DIR = re.compile(r"seed-(0|[1-9][0-9]*)")
 _DENSE_SUFFIX = "_dense"
 _WARMUP = 5
 # The tags Keras' TensorBoard callback writes: each epoch's training loss at its end, and the
@@ -110,10 +129,14 @@ NOTES = {
                          "pass and checkpoint, and each process' first epoch (tracing) is left "
                          "out, so a run needs 2 epochs in one process",
     "latency": "latency at batch 1, median of --repeats calls by the process that wrote this "
-               "table, on the model of each row's first finished seed: TF is the restored "
+               "table, on the model of each row's lowest finished seed: TF is the restored "
                "Keras model (masks baked into plain kernels, as export and TFLite write it) "
                "in a tf.function on TensorFlow's default threads; LiteRT is the float32 "
                "TFLite file of convert_tflite, on 1 thread",
+    "carried_from": "carried over: rows that earlier commands on this root tabulated and this "
+                    "one did not produce, copied unchanged from the previous table "
+                    "(carried_from: the date of the table that tabulated them, whose process "
+                    "measured their latencies)",
 }
 
 
@@ -361,11 +384,10 @@ def execute(runs, *, python=sys.executable, out=print):
     outcomes = {}
     for i, run in enumerate(runs):
         where = f"[{i + 1}/{len(runs)}]"
-        epochs = run.config().epochs
         result = _read_eval(run.model_dir)
-        trained = result is not None and result.get("epoch") == epochs
+        trained = _trained(run, result)
         if trained and os.path.isfile(run.tflite):
-            out(f"{where} skip {run.name}: finished ({EVAL_FILE} at epoch {epochs})")
+            out(f"{where} skip {run.name}: finished ({EVAL_FILE} at epoch {result['epoch']})")
             outcomes[run.model_dir] = _outcome("skipped", result)
             continue
         out(f"{where} start {run.name}")
@@ -388,6 +410,85 @@ def execute(runs, *, python=sys.executable, out=print):
                 f"{seconds:.0f} s")
             outcomes[run.model_dir] = _outcome("finished", result, seconds)
     return outcomes
+
+
+def _trained(run, result):
+    """Whether `result`, `run`'s eval.json (or None), is of the epochs its config trains."""
+    return result is not None and result.get("epoch") == run.config().epochs
+
+
+def other_seeds(runs, *, root, out=print):
+    """The root's other finished runs of the rows of `runs`: those of the seeds they do not
+    name.
+
+    The runs of a row (config, method) are the `seed-<seed>` folders of
+    `<root>/<row>/<method>`. One of a seed that `runs` do not name is tabulated when it is
+    finished as `execute` judges it (its eval.json at the epochs of the row's config, and its
+    TFLite file there) and its run.json holds the config that the row's runs train for that
+    seed (`ssc_tf.model_dir.model_differences` and `schedule_differences`; the data_dir is
+    not compared, as runs may train on other machines). A finished one trained otherwise, or
+    whose run.json is missing or does not read, is left out with one progress line saying
+    why; an unfinished one is left alone.
+
+    Args:
+        runs: list of `Run` (`plan`).
+        root: str, `plan`'s root.
+        out: callable taking the progress lines.
+
+    Returns:
+        A list of `Run`, each a run of `runs` of its row with its seed and `model_dir`
+        replaced; row by row, seeds ascending.
+    """
+    by_row = {}
+    for run in runs:
+        by_row.setdefault((run.row, run.method), []).append(run)
+    found = []
+    for (row, method), members in by_row.items():
+        folder = os.path.join(root, row, method)
+        named = {run.seed for run in members}
+        for seed in [seed for seed in _seed_folders(folder) if seed not in named]:
+            other = dataclasses.replace(members[0], seed=seed,
+                                        model_dir=os.path.join(folder, f"seed-{seed}"))
+            if not (_trained(other, _read_eval(other.model_dir))
+                    and os.path.isfile(other.tflite)):
+                continue
+            why = _trained_otherwise(other)
+            if why:
+                out(f"{other.name} not tabulated: {why}")
+            else:
+                found.append(other)
+    return found
+
+
+def _seed_folders(folder):
+    """The seeds of the `seed-<seed>` folders in `folder` (the seeds `plan` takes), ascending."""
+    try:
+        names = os.listdir(folder)
+    except (FileNotFoundError, NotADirectoryError):
+        return []
+    seeds = (int(match[1]) for match in map(_SEED_DIR.fullmatch, names) if match)
+    return sorted(seed for seed in seeds if seed < 2**32
+                  and os.path.isdir(os.path.join(folder, f"seed-{seed}")))
+
+
+def _trained_otherwise(run):
+    """Why finished `run`'s run.json is not of the config that `run` trains; None if it is."""
+    from ssc_tf import model_dir as model_dir_lib
+
+    try:
+        saved, _ = model_dir_lib.read_run(run.model_dir)
+    except FileNotFoundError:
+        return (f"finished, but it holds no {model_dir_lib.RUN_FILE}, so whether it trained "
+                "with this command's flags cannot be told")
+    except ValueError as error:
+        return str(error)
+    config = run.config()
+    differing = (model_dir_lib.model_differences(saved, config)
+                 + model_dir_lib.schedule_differences(saved, config))
+    if differing:
+        return (f"finished, but trained with other flags than this command's "
+                f"({'; '.join(differing)})")
+    return None
 
 
 def _outcome(status, result, seconds=0.0, step=None, error=None, log=None):
@@ -438,9 +539,9 @@ def measure(runs, outcomes, *, repeats=DEFAULT_REPEATS, out=print):
     """Measures what the eval.json files do not hold: throughput per run, latency per row.
 
     Each finished run gets `images_per_second` in its outcome (`images_per_second`). Each
-    row (config, method) is timed on its first finished run with a TFLite file: TF at batch
-    1 on the restored model, masks baked (`ssc_tf.models.masked.bake`), and the TFLite file
-    in LiteRT on one thread.
+    row (config, method) is timed on its finished run of the lowest seed with a TFLite file:
+    TF at batch 1 on the restored model, masks baked (`ssc_tf.models.masked.bake`), and the
+    TFLite file in LiteRT on one thread.
 
     Args:
         runs: list of `Run`.
@@ -455,7 +556,7 @@ def measure(runs, outcomes, *, repeats=DEFAULT_REPEATS, out=print):
     import tensorflow as tf
 
     measured = {}
-    for run in runs:
+    for run in sorted(runs, key=lambda run: run.seed):
         outcome = outcomes[run.model_dir]
         if outcome["status"] == "failed":
             continue
@@ -561,21 +662,24 @@ def summarize(runs, outcomes, measured):
         measured: `measure`'s result.
 
     Returns:
-        A list of dicts, in the order of `runs`' first seed: `config` (the row's config, the
-        table for the dense twin), `table`, `method`, `seeds`, `n` (finished seeds), `top1`
-        (percent per finished seed), `top1_mean`, `top1_std` (sample standard deviation;
+        A list of dicts, in the order of the rows' first runs in `runs`: `config` (the row's
+        config, the table for the dense twin), `table`, `method`, `seeds` (ascending), `n`
+        (finished seeds), `top1` (percent per finished seed, in the order of `seeds`),
+        `top1_mean`, `top1_std` (sample standard deviation;
         None below 2 seeds), `published_top1`, `kept_fraction`, `live_params`,
         `dense_params` (the full dense twin's, for narrow too), `macs_run` and
         `macs_run_kind` ("sparse" for SSC, "narrow" for narrow, else "dense"),
         `images_per_second` (mean over the runs that tell), `tf_latency_ms`,
-        `tflite_latency_ms`, `tflite_bytes`, `measured_seed`, `measure_error`, and `failed`
-        (`{seed, step, error, log}` per failed run).
+        `tflite_latency_ms`, `tflite_bytes`, `measured_seed`, `measure_error`, `failed`
+        (`{seed, step, error, log}` per failed run), and `carried_from` (None: a row of
+        these runs; `carry_over` sets it on the rows of an earlier table).
     """
     rows = {}
     for run in runs:
         rows.setdefault((run.row, run.method), []).append(run)
     table = []
     for (row, method), members in rows.items():
+        members = sorted(members, key=lambda run: run.seed)
         done = [(r, outcomes[r.model_dir]) for r in members
                 if outcomes[r.model_dir]["status"] != "failed"]
         results = [o["eval"] for _, o in done]
@@ -607,8 +711,94 @@ def summarize(runs, outcomes, measured):
             "measure_error": timing.get("error"),
             "failed": [_failure(r, outcomes[r.model_dir]) for r in members
                        if outcomes[r.model_dir]["status"] == "failed"],
+            "carried_from": None,
         })
     return table
+
+
+def carry_over(previous, rows, records, *, out=print):
+    """This command's rows and run records, and the previous table's that it does not replace.
+
+    A row of the previous table is carried over unchanged, with its run records, where `rows`
+    hold no row of its (config, method); each gets `carried_from`: the date of the table that
+    tabulated it (the previous table's, unless that one carried it already).
+
+    Args:
+        previous: str, the path of the previous compare.json; a missing one carries nothing,
+            and one that does not read (not JSON, or not the layout of `compare`'s result
+            with rows of `rows`' fields) carries nothing, with one progress line.
+        rows: `summarize`'s rows.
+        records: the run records of `rows`.
+        out: callable taking the progress lines.
+
+    Returns:
+        `(rows, records)`: the rows in the order of `plan`'s runs (table by table, the dense
+        twin first, then config by config, in `ssc_tf.pruning.METHODS` order); `records`,
+        then the carried ones.
+    """
+    table = _previous_table(previous, set(rows[0]), out)
+    if table is None:
+        return rows, records
+    date, old_rows, old_records = table
+    produced = {(row["config"], row["method"]) for row in rows}
+    carried = [{**row, "carried_from": row.get("carried_from") or date} for row in old_rows
+               if (row["config"], row["method"]) not in produced]
+    kept = {(row["config"], row["method"]) for row in carried}
+    carried_records = [{**record, "carried_from": record.get("carried_from") or date}
+                       for record in old_records if (record["config"], record["method"]) in kept]
+    return _plan_order(carried + rows), records + carried_records
+
+
+def _previous_table(path, keys, out):
+    """`(date, rows, records)` of the table at `path`, or None where there is none or it does
+    not read (one progress line)."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            return _table_parts(json.load(f), keys)
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError) as error:
+        out(f"{path} ignored, its rows not carried over: it does not read as a table of "
+            f"ssc-compare ({error})")
+        return None
+
+
+def _table_parts(table, keys):
+    """`(date, rows, records)` of a result of `compare` whose rows hold `keys` (with or
+    without `carried_from`).
+
+    Raises:
+        ValueError: `table` has another layout.
+    """
+    try:
+        date, rows, records = table["environment"]["date"], table["rows"], table["runs"]
+        fits = (isinstance(date, str) and isinstance(rows, list) and isinstance(records, list)
+                and all(isinstance(row, dict) and set(row) | {"carried_from"} == keys
+                        and row["method"] in pruning.METHODS
+                        and _strings(row, "config", "table") for row in rows)
+                and all(isinstance(record, dict) and _strings(record, "config", "method")
+                        for record in records))
+    except (KeyError, TypeError):
+        fits = False
+    if not fits:
+        raise ValueError("not the layout this version writes: environment.date, and rows and "
+                         "runs with its fields")
+    return date, rows, records
+
+
+def _strings(record, *names):
+    """Whether `record`'s `names` are str, and its `carried_from`, if any, a str or None."""
+    return (all(isinstance(record.get(name), str) for name in names)
+            and isinstance(record.get("carried_from"), (str, type(None))))
+
+
+def _plan_order(rows):
+    """`rows` in the order of `plan`'s runs, tables and configs in their order in `rows`."""
+    tables = list(dict.fromkeys(row["table"] for row in rows))
+    configs = list(dict.fromkeys(row["config"] for row in rows))
+    return sorted(rows, key=lambda row: (
+        tables.index(row["table"]), row["method"] != pruning.DENSE,
+        configs.index(row["config"]), pruning.METHODS.index(row["method"])))
 
 
 def _weights(method, run, results):
@@ -636,7 +826,8 @@ def _mean(values):
 
 
 def format_markdown(result):
-    """The table of `result` (`compare`'s) as Markdown: a caption, the rows, the failures."""
+    """The table of `result` (`compare`'s) as Markdown: a caption, the rows, the notes (the
+    carried rows among them), the failures."""
     header = ["config", "method", "top-1 % (n)", "paper top-1 %", "kept", "MACs run (M)",
               "train img/s", "TF b1 ms", "LiteRT b1 ms", "TFLite MB"]
     env = result["environment"]
@@ -663,6 +854,11 @@ def format_markdown(result):
     notes = result["notes"]
     lines += ["", f"- {_sentence(notes['images_per_second'])}.",
               f"- {_sentence(notes['latency'])} ({result['settings']['repeats']} calls)."]
+    carried = [row for row in result["rows"] if row["carried_from"]]
+    if carried:
+        lines.append(f"- {_sentence(notes['carried_from'])}: " + ", ".join(
+            f"{row['config']}/{row['method']} ({row['carried_from'][:10]})" for row in carried)
+            + ".")
     failures = [(row, failed) for row in result["rows"] for failed in row["failed"]]
     unmeasured = [row for row in result["rows"] if row["measure_error"]]
     if failures or unmeasured:
@@ -736,7 +932,10 @@ def plot_png(result):
 
 
 def compare(runs, *, root, repeats=DEFAULT_REPEATS, python=sys.executable, out=print):
-    """Runs every run not yet finished, measures them and writes the table under `root`.
+    """Runs every run not yet finished, measures them and writes the root's table under `root`.
+
+    The table holds `runs` and the root's other finished seeds of their rows (`other_seeds`),
+    and the rows of the previous table under `root` that these do not replace (`carry_over`).
 
     Args:
         runs: list of `Run` (`plan`).
@@ -746,14 +945,23 @@ def compare(runs, *, root, repeats=DEFAULT_REPEATS, python=sys.executable, out=p
         out: callable taking the progress lines.
 
     Returns:
-        The result written to `<root>/compare.json`: `environment`, `settings`, `notes`,
-        `published_source`, `rows` (`summarize`), `runs` (one record per run), `outputs`
-        (the files written; the plot's is None without matplotlib).
+        The result written to `<root>/compare.json`: `environment`, `settings` (this
+        command's), `notes`, `published_source`, `rows` (`summarize`, and the carried ones),
+        `runs` (one record per run tabulated, `carried_from` set on the carried ones),
+        `outputs` (the files written; the plot's is None without matplotlib).
     """
     from ssc_tf import model_dir as model_dir_lib
 
-    outcomes = execute(runs, python=python, out=out)
-    measured = measure(runs, outcomes, repeats=repeats, out=out)
+    tabulated = runs + other_seeds(runs, root=root, out=out)
+    outcomes = execute(tabulated, python=python, out=out)
+    measured = measure(tabulated, outcomes, repeats=repeats, out=out)
+    paths = {name: os.path.join(root, name) for name in (JSON_FILE, MARKDOWN_FILE, PLOT_FILE)}
+    rows, records = carry_over(
+        paths[JSON_FILE], summarize(tabulated, outcomes, measured),
+        [{"config": run.row, "method": run.method, "seed": run.seed,
+          "model_dir": run.model_dir, "command": run.command_line(),
+          **outcomes[run.model_dir], "carried_from": None} for run in tabulated],
+        out=out)
     result = {
         "environment": timing.environment(),
         "settings": {
@@ -765,13 +973,10 @@ def compare(runs, *, root, repeats=DEFAULT_REPEATS, python=sys.executable, out=p
         },
         "notes": NOTES,
         "published_source": published.SOURCE,
-        "rows": summarize(runs, outcomes, measured),
-        "runs": [{"config": run.row, "method": run.method, "seed": run.seed,
-                  "model_dir": run.model_dir, "command": run.command_line(),
-                  **outcomes[run.model_dir]} for run in runs],
+        "rows": rows,
+        "runs": records,
     }
     os.makedirs(root, exist_ok=True)
-    paths = {name: os.path.join(root, name) for name in (JSON_FILE, MARKDOWN_FILE, PLOT_FILE)}
     try:
         model_dir_lib.write_atomically(paths[PLOT_FILE], plot_png(result))
     except ImportError:
@@ -817,7 +1022,8 @@ def _run(argv):
     print()
     print(format_markdown(result))
     print("Wrote " + ", ".join(path for path in result["outputs"].values() if path))
-    failed = sum(run["status"] == "failed" for run in result["runs"])
+    failed = sum(run["status"] == "failed" and not run["carried_from"]
+                 for run in result["runs"])
     if failed:
         sys.exit(f"{failed} of {len(runs)} runs failed; {result['outputs'][MARKDOWN_FILE]} "
                  "lists their errors.")
@@ -838,13 +1044,15 @@ def _define_flags():
     flags.DEFINE_list(
         "seeds", [str(s) for s in DEFAULT_SEEDS],
         "Seeds to train every (config, method) with, comma-separated integers in [0, 2**32); "
-        "the table gives the mean and standard deviation over them.")
+        "the table gives the mean and standard deviation over them and the root's other "
+        "finished seeds of that row, trained with the same flags.")
     flags.DEFINE_string(
         "root", None,
         f"Directory of the runs (<root>/<config>/<method>/seed-<seed>; the dense twin under "
         f"<root>/<table>/dense/) and of the table ({JSON_FILE}, {MARKDOWN_FILE}, {PLOT_FILE}). "
-        "A rerun on the same root skips the finished runs and resumes the others; give smoke "
-        "runs a root of their own.")
+        "A rerun on the same root skips the finished runs and resumes the others, and the "
+        "table keeps the rows of earlier commands on it; give smoke runs a root of their "
+        "own.")
     flags.DEFINE_string(
         "train_flags", "",
         "Extra flags of every `python -m ssc_tf.train` command, one shell-quoted string; they "

@@ -1,6 +1,7 @@
 """Tests of ssc_tf.compare and ssc_tf.published: table discovery, the runs' command lines,
 skipping and resuming, a failed run among finished ones, the table's numbers and files, the
-CLI's errors, and one real run of SSC and its dense twin on digits."""
+root's other finished seeds and earlier rows in the table, the CLI's errors, and one real run
+of SSC and its dense twin on digits."""
 
 import json
 import os
@@ -24,20 +25,31 @@ SMOKE = ["--epochs=2", "--lr_boundaries="]
 
 # Stands in for the interpreter: `-m ssc_tf.<step> --flag=value ...` logs "<step> <model_dir>"
 # to $FAKE_CALLS; train fails for the seeds of $FAKE_FAIL_SEEDS as ssc_tf.train does (one
-# "Error:" line, status 1); evaluate writes an eval.json with the top-1 of $FAKE_TOP1[seed];
-# convert_tflite writes a 2 MB file.
+# "Error:" line, status 1), else writes the run.json of its flags as ssc_tf.train does
+# (`ssc_tf.model_dir.write_run`); evaluate writes an eval.json with the top-1 of
+# $FAKE_TOP1[seed]; convert_tflite writes a 2 MB file.
 FAKE_PYTHON = """#!{python}
-import json, os, sys
+import dataclasses, json, os, sys
 step = sys.argv[2].rsplit(".", 1)[1]
 args = dict(arg[2:].split("=", 1) for arg in sys.argv[3:] if "=" in arg)
 with open(os.environ["FAKE_CALLS"], "a") as f:
     f.write(step + " " + args["model_dir"] + "\\n")
 state = os.path.join(args["model_dir"], "fake.json")
 if step == "train":
+    from absl import flags
+    from ssc_tf import experiment_flags, flagfile
     print("Epoch 1/2 ...")
     if args["seed"] in os.environ.get("FAKE_FAIL_SEEDS", "").split(","):
         sys.exit("Error: The training loss became nan at epoch 1, batch 3.")
+    values = experiment_flags.define_flags(flags.FlagValues())
+    for name in ("model_dir", "data_dir"):
+        flags.DEFINE_string(name, None, "", flag_values=values)
+    flagfile.parse_flags(["train", *sys.argv[3:]], values)
+    config = experiment_flags.config_from_flags(values)
     os.makedirs(args["model_dir"], exist_ok=True)
+    with open(os.path.join(args["model_dir"], "run.json"), "w") as f:
+        json.dump({{"config": dataclasses.asdict(config), "data_dir": values.data_dir,
+                   "mixed_precision": "none"}}, f)
     with open(state, "w") as f:
         json.dump({{"epochs": int(args["epochs"]), "seed": args["seed"]}}, f)
 elif step == "evaluate":
@@ -266,6 +278,160 @@ def test_a_failed_run_is_reported_and_the_others_go_on_into_the_tables_files(
     assert "a mask removes weights, not multiplications" in markdown
     if result["outputs"]["compare.png"]:
         assert (root / "compare.png").read_bytes().startswith(PNG_SIGNATURE)
+
+
+def _compare(root, config, python, methods=("ssc",), seeds=(0,), train_flags=SMOKE):
+    """One `ssc-compare` command on `root` with the fake interpreter: (result, progress)."""
+    runs = compare.plan([config], methods=methods, seeds=seeds, root=str(root),
+                        train_flags=train_flags)
+    progress = []
+    result = compare.compare(runs, root=str(root), repeats=1, python=python,
+                             out=progress.append)
+    return result, progress
+
+
+def test_a_later_seed_joins_the_finished_seeds_of_its_row(tmp_path, digits_config,
+                                                          fake_python):
+    root = tmp_path / "root"
+    _compare(root, digits_config, fake_python, methods=["dense", "ssc"], seeds=[0, 1])
+    calls = len(_calls(tmp_path))
+    result, progress = _compare(root, digits_config, fake_python, methods=["dense", "ssc"],
+                                seeds=[2])
+    dense_dir, ssc_dir = (os.path.join(root, row, method)
+                          for row, method in (("digits_resnet32", "dense"), (DIGITS, "ssc")))
+    assert _calls(tmp_path)[calls:] == [
+        f"{step} {os.path.join(folder, 'seed-2')}" for folder in (dense_dir, ssc_dir)
+        for step in ("train", "evaluate", "convert_tflite")]
+    assert progress[:6] == [
+        "[1/6] start digits_resnet32/dense/seed-2", progress[1],
+        f"[2/6] start {DIGITS}/ssc/seed-2", progress[3],
+        "[3/6] skip digits_resnet32/dense/seed-0: finished (eval.json at epoch 2)",
+        "[4/6] skip digits_resnet32/dense/seed-1: finished (eval.json at epoch 2)"]
+    assert not any("not tabulated" in line for line in progress)
+    dense, ssc = result["rows"]
+    for row, method in ((dense, "dense"), (ssc, "ssc")):
+        assert (row["method"], row["n"], row["seeds"], row["carried_from"]) == (
+            method, 3, [0, 1, 2], None)
+        assert row["top1"] == [pytest.approx(90.0), pytest.approx(92.0), pytest.approx(94.0)]
+        assert row["top1_std"] == pytest.approx(2.0)
+        assert row["measured_seed"] == 0
+    assert [(r["config"], r["seed"], r["status"]) for r in result["runs"]] == [
+        ("digits_resnet32", 2, "finished"), (DIGITS, 2, "finished"),
+        ("digits_resnet32", 0, "skipped"), ("digits_resnet32", 1, "skipped"),
+        (DIGITS, 0, "skipped"), (DIGITS, 1, "skipped")]
+    assert result["settings"]["seeds"] == [2]
+    assert result["runs"][2]["model_dir"] == os.path.join(dense_dir, "seed-0")
+    markdown = (root / "compare.md").read_text(encoding="utf-8")
+    assert f"| {DIGITS} | ssc | 92.00 ± 2.00 (3) | — | 15.00 % | 1.0 (sparse) |" in markdown
+    assert "Carried over" not in markdown
+
+
+def _epoch_2_of_3(model_dir):
+    """Makes a run of --epochs=3 look evaluated after its epoch 2."""
+    with open(os.path.join(model_dir, "eval.json"), encoding="utf-8") as f:
+        result = json.load(f)
+    with open(os.path.join(model_dir, "eval.json"), "w", encoding="utf-8") as f:
+        json.dump({**result, "epoch": 2}, f)
+
+
+@pytest.mark.parametrize("first_flags, tamper, line", [
+    (["--weight_decay=0.0005"], None, "finished, but trained with other flags than this "
+     "command's (--weight_decay: saved 0.0005, requested 0.0001)"),
+    (["--epochs=3", "--lr_boundaries=2"], _epoch_2_of_3, "finished, but trained with other "
+     "flags than this command's (--epochs: saved 3, requested 2; --lr_boundaries: saved (2,), "
+     "requested ())"),
+    ([], lambda model_dir: os.remove(os.path.join(model_dir, "run.json")), "finished, but it "
+     "holds no run.json, so whether it trained with this command's flags cannot be told"),
+    (["--epochs=3", "--lr_boundaries=2"], None, None),  # unfinished at --epochs=2: left alone
+], ids=["other_train_flag", "other_epochs", "no_run_json", "unfinished"])
+def test_another_seeds_run_of_other_flags_is_not_tabulated(tmp_path, digits_config,
+                                                           fake_python, first_flags, tamper,
+                                                           line):
+    root = tmp_path / "root"
+    earlier, _ = _compare(root, digits_config, fake_python, seeds=[0],
+                          train_flags=[*SMOKE, *first_flags])
+    (first,) = earlier["runs"]
+    if tamper:
+        tamper(first["model_dir"])
+    calls = len(_calls(tmp_path))
+    result, progress = _compare(root, digits_config, fake_python, seeds=[1])
+    assert len(_calls(tmp_path)) == calls + 3  # seed 1 only
+    expected = [] if line is None else [f"{DIGITS}/ssc/seed-0 not tabulated: {line}"]
+    assert [line for line in progress if "seed-0" in line] == expected
+    (row,) = result["rows"]
+    assert (row["seeds"], row["top1"]) == ([1], [pytest.approx(92.0)])
+    assert [r["seed"] for r in result["runs"]] == [1]
+
+
+def test_rows_of_earlier_commands_are_carried_until_a_command_replaces_them(
+        tmp_path, digits_config, fake_python):
+    root = tmp_path / "root"
+    path = root / "compare.json"
+    first, _ = _compare(root, digits_config, fake_python, methods=["ssc"])
+    # The table as written before rows held `carried_from`: it is carried all the same.
+    previous = json.loads(path.read_text(encoding="utf-8"))
+    for record in previous["rows"] + previous["runs"]:
+        del record["carried_from"]
+    path.write_text(json.dumps(previous), encoding="utf-8")
+    first_date = previous["environment"]["date"]
+
+    second, progress = _compare(root, digits_config, fake_python, methods=["random"])
+    written = json.loads(path.read_text(encoding="utf-8"))
+    ssc, random = written["rows"]
+    assert ssc == {**previous["rows"][0], "carried_from": first_date}
+    assert (random["method"], random["n"], random["carried_from"]) == ("random", 1, None)
+    assert [(r["method"], r["status"], r["carried_from"]) for r in written["runs"]] == [
+        ("random", "finished", None), ("ssc", "finished", first_date)]
+    assert {**written["runs"][1], "carried_from": None} == {**previous["runs"][0],
+                                                            "carried_from": None}
+    assert not any("compare.json" in line for line in progress)
+    markdown = (root / "compare.md").read_text(encoding="utf-8")
+    assert f"| {DIGITS} | ssc | 90.00 (1) | — | 15.00 % | 1.0 (sparse) |" in markdown
+    assert f"| {DIGITS} | random | 90.00 (1) | — | 15.00 % | 4.0 (dense) |" in markdown
+    assert markdown.count(f"| {DIGITS} |") == 2
+    assert (f"- Carried over: rows that earlier commands on this root tabulated and this one "
+            f"did not produce, copied unchanged from the previous table (carried_from: the "
+            f"date of the table that tabulated them, whose process measured their "
+            f"latencies): {DIGITS}/ssc ({first_date[:10]}).") in markdown
+
+    calls = len(_calls(tmp_path))
+    third, _ = _compare(root, digits_config, fake_python, methods=["ssc"])
+    assert len(_calls(tmp_path)) == calls  # ssc seed 0 is finished: skipped
+    ssc, random = third["rows"]
+    assert (ssc["method"], ssc["carried_from"], ssc["top1"]) == ("ssc", None,
+                                                                [pytest.approx(90.0)])
+    assert random == {**second["rows"][1], "carried_from": second["environment"]["date"]}
+    assert [(r["method"], r["status"], r["carried_from"]) for r in third["runs"]] == [
+        ("ssc", "skipped", None), ("random", "finished", second["environment"]["date"])]
+    markdown = (root / "compare.md").read_text(encoding="utf-8")
+    assert markdown.count(f"| {DIGITS} |") == 2
+    assert f"latencies): {DIGITS}/random ({second['environment']['date'][:10]})." in markdown
+
+
+@pytest.mark.parametrize("contents, reason", [
+    ("{not json", "Expecting property name enclosed in double quotes: line 1 column 2 "
+     "(char 1)"),
+    ("[]", "not the layout this version writes: environment.date, and rows and runs with its "
+     "fields"),
+    (json.dumps({"environment": {"date": "2025-01-01"}, "rows": [{"config": "x"}],
+                 "runs": []}),
+     "not the layout this version writes: environment.date, and rows and runs with its "
+     "fields"),
+], ids=["invalid_json", "a_list", "rows_of_another_layout"])
+def test_a_previous_table_that_does_not_read_is_ignored_with_one_line(
+        tmp_path, digits_config, fake_python, contents, reason):
+    root = tmp_path / "root"
+    root.mkdir()
+    (root / "compare.json").write_text(contents, encoding="utf-8")
+    result, progress = _compare(root, digits_config, fake_python)
+    assert [line for line in progress if "compare.json" in line] == [
+        f"{root / 'compare.json'} ignored, its rows not carried over: it does not read as a "
+        f"table of ssc-compare ({reason})"]
+    written = json.loads((root / "compare.json").read_text(encoding="utf-8"))
+    assert [(row["config"], row["method"], row["n"], row["carried_from"])
+            for row in written["rows"]] == [(DIGITS, "ssc", 1, None)]
+    assert written["rows"] == json.loads(json.dumps(result["rows"]))
+    assert (root / "compare.md").read_text(encoding="utf-8").count(f"| {DIGITS} |") == 1
 
 
 def test_images_per_second_is_an_epochs_images_over_the_median_epoch_time(tmp_path):

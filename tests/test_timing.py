@@ -30,7 +30,8 @@ def test_calls_are_interleaved_after_warmup_and_the_median_is_reported(monkeypat
         "b": [9.0, 0.010, 0.030, 0.020],
     })
     ms = timing.interleaved_ms({"a": make("a"), "b": make("b")}, 3, "x", warmup=1)
-    assert [name for name, _ in calls] == ["a", "b", "a", "b", "a", "b", "a", "b"]
+    # Warm-up, then rounds that each start one callable later: none is always first.
+    assert [name for name, _ in calls] == ["a", "b", "a", "b", "b", "a", "a", "b"]
     assert all(args == ("x",) for _, args in calls)
     assert ms == pytest.approx({"a": 2.0, "b": 20.0})
 
@@ -48,10 +49,11 @@ def test_sync_runs_after_every_call_and_its_wait_is_timed(monkeypatch):
     # A GPU call returns once its kernels are queued (no time here); the sync waits for them
     # (5 ms after "a", 7 ms after "b"), and that wait is the call's time.
     make, calls = _fake_clock(monkeypatch, {
-        "a": [0.0] * 3, "b": [0.0] * 3, "sync": [0.005, 0.007] * 3})
+        "a": [0.0] * 3, "b": [0.0] * 3, "sync": [0.005, 0.007] * 2 + [0.007, 0.005]})
     ms = timing.interleaved_ms({"a": make("a"), "b": make("b")}, 2, warmup=1,
                                sync=make("sync"))
-    assert [name for name, _ in calls] == ["a", "sync", "b", "sync"] * 3
+    assert [name for name, _ in calls] == (["a", "sync", "b", "sync"] * 2
+                                           + ["b", "sync", "a", "sync"])
     assert ms == pytest.approx({"a": 5.0, "b": 7.0})
 
 

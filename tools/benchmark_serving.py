@@ -11,9 +11,9 @@ For one training run, in one process:
   served at every batch before it planned each one), and every SSC layer in the dense form
   (`dense`, the dense twin: the same function as one dense convolution per layer);
 - loads the three and calls their `serving_default` in turns on the same random images at
-  each of `--batches`, twice, in opposite orders (the SavedModel called first in a round ran
-  3-6 % slower on a 2-core machine), the median of `--repeats` calls at up to 8 images and
-  proportionally fewer beyond (at least 5), each order's median averaged;
+  each of `--batches` (`ssc_tf.timing.interleaved_ms`: each round starts with the next one,
+  as the first call of a round runs slower here), the median of `--repeats` calls at up to 8
+  images and proportionally fewer beyond (at least 5);
 - checks that the three return the same probabilities (the largest absolute difference).
 
 Prints one table (ms, and speed-up over the dense twin) and writes it as JSON with the
@@ -83,13 +83,11 @@ def benchmark(paths, image_shape, batches, repeats):
         images = tf.constant(np.random.default_rng(batch).integers(
             0, 256, (batch,) + tuple(image_shape), np.uint8))
         count = repeats_at(batch, repeats)
-        forward = timing.interleaved_ms(calls, count, images)
-        backward = timing.interleaved_ms(dict(reversed(list(calls.items()))), count, images)
+        ms = timing.interleaved_ms(calls, count, images)
         probabilities = {name: call(images)[serving.PROBABILITIES].numpy()
                          for name, call in calls.items()}
         rows.append({
-            "batch": batch, "repeats": count,
-            **{f"{name}_ms": (forward[name] + backward[name]) / 2 for name in calls},
+            "batch": batch, "repeats": count, **{f"{name}_ms": ms[name] for name in calls},
             "max_abs_diff": float(max(np.abs(p - probabilities[DENSE]).max()
                                       for p in probabilities.values())),
         })

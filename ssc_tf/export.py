@@ -20,12 +20,12 @@ Also written:
 
 Each SSC layer is traced in the forms the execution plan measured fastest on the TensorFlow
 runtime that will serve it (`--runtime`: `cpu_onednn`, `cpu_eigen` or `gpu`; by default this
-machine's), one for batches of up to 8 images and one for larger batches, behind a `tf.cond`
-on the batch size where they differ (`ssc_tf.serving_plan`, docs/execution_plan.md): the
-forms are fixed in the graph. For this machine's runtime, on a CPU the package has no times
-of, the model's layer shapes are measured here first (`--tune`, `ssc_tf.tuning`, cached in
-~/.cache/ssc_tf); then each batch's graph is timed against its dense twin, and layers move to
-the dense form until it is not slower (`--guard`).
+machine's), one for small batches and one for large ones, behind a `tf.cond` on the batch
+size where they differ (`ssc_tf.serving_plan`, docs/execution_plan.md): the forms are fixed in
+the graph. For this machine's runtime, on a CPU the package has no times of, the model's layer
+shapes are measured here first (`--tune`, `ssc_tf.tuning`, cached in ~/.cache/ssc_tf); then
+each batch's graph is timed against its dense twin, layers moving to the dense form until it
+is not slower, and the batch up to which the small one serves is measured (`--guard`).
 
 A version is written under a temporary name and renamed when complete, so a crash never
 leaves a half-written version for the server, and no existing version is ever replaced.
@@ -349,9 +349,9 @@ def _define_flags():
         "tune", True,
         "For this machine's runtime on a CPU the package has no times of (its TensorFlow "
         "tables were measured on AMD EPYC CPUs): first time the model's own SSC layer shapes "
-        "in each form here at batch 1 and 128, cached in ~/.cache/ssc_tf ($XDG_CACHE_HOME) per CPU "
-        "model and library versions, and plan with those times. --notune plans with the "
-        "package's.")
+        "in each form here at batch 1 and 128, cached in ~/.cache/ssc_tf ($XDG_CACHE_HOME) "
+        "per CPU model and library versions, and plan with those times. --notune plans with "
+        "the package's.")
     flags.DEFINE_bool(
         "guard", True,
         "For this machine's runtime, time the served graphs whole (about 10 s for "
